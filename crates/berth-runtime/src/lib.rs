@@ -1,29 +1,25 @@
 //! Berth's container runtime.
 //!
-//! Owns everything between an OCI bundle and a running, isolated process: building runtime
-//! specs with Docker's defaults, driving youki's `libcontainer` (namespaces, cgroups, pivot_root,
-//! capabilities, seccomp), the per-container monitor process, and the runc-compatible command line.
+//! Owns everything between an OCI bundle and a running, isolated process:
+//!
+//! * [`spec`]: runtime specs with Docker's defaults from an image config plus run options
+//!   (users, capabilities, the default seccomp profile, masked paths, mounts, limits).
+//! * [`resources`]: resource limits as plain data, applied at create time or live.
+//! * [`container`]: the container lifecycle on top of youki's `libcontainer`, and the
+//!   [`Runtime`] handle whose methods are safe to call from a multi-threaded daemon.
+//! * [`monitor`]: the per-container monitor process (`berth monitor`) and its library API.
+//! * [`cli`]: the runc-compatible command line (`berth runtime`).
 
-pub mod cli {
-    //! The runc-compatible command line (`berth runtime ...`).
-    use std::ffi::OsString;
+pub mod cli;
+pub mod container;
+pub mod error;
+pub mod monitor;
+pub mod resources;
 
-    /// Runs `berth runtime` with the arguments that follow `runtime`; returns the exit code.
-    pub fn main(args: &[OsString]) -> i32 {
-        let _ = args;
-        eprintln!("berth runtime: not implemented yet");
-        2
-    }
-}
+pub use container::{ContainerState, Runtime};
+pub use error::{Error, Result};
+pub use resources::Limits;
 
-pub mod monitor {
-    //! The per-container monitor process (`berth monitor ...`, re-executed by the daemon).
-    use std::ffi::OsString;
-
-    /// Runs the monitor with the arguments that follow `monitor`; returns the exit code.
-    pub fn main(args: &[OsString]) -> i32 {
-        let _ = args;
-        eprintln!("berth monitor: not implemented yet");
-        2
-    }
+pub mod spec {
+    //! placeholder
 }

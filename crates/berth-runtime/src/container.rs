@@ -1,0 +1,574 @@
+//! Container lifecycle on top of youki's `libcontainer`: the [`Runtime`] handle on a state root.
+//!
+//! Two kinds of operations live here and the split matters:
+//!
+//! * In-process, thread-safe operations ([`Runtime::state`], [`Runtime::kill`],
+//!   [`Runtime::pause`], [`Runtime::resume`], [`Runtime::delete`], [`Runtime::processes`],
+//!   [`Runtime::update_resources`], [`Runtime::list`]): they read state files, send signals and
+//!   write cgroup files. The daemon may call them from a tokio worker.
+//! * Forking operations ([`create`], [`exec`]): libcontainer forks with a raw `clone3`, which is
+//!   only sound in a single-threaded process. They are `pub(crate)` and used by the runc-style
+//!   CLI and the monitor, both of which run in a fresh single-threaded process. A multi-threaded
+//!   caller runs `berth runtime ...` or `berth monitor ...` as a subprocess instead.
+
+use std::collections::HashMap;
+use std::fs;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use libcgroups::common::{CgroupConfig, CgroupManager, ControllerOpt};
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::{Container, ContainerStatus};
+use libcontainer::syscall::syscall::SyscallType;
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use oci_spec::runtime::{LinuxResources, Spec};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Default state root of `berth runtime`.
+pub const DEFAULT_ROOT: &str = "/run/berth/runtime";
+
+/// Cgroup parent used when a bundle's config.json has no `linux.cgroupsPath` (youki would
+/// otherwise create a literal `:youki:<id>` cgroup).
+pub const DEFAULT_CGROUP_PARENT: &str = "/berth";
+
+/// The container state as printed by `runc state` (and the OCI runtime spec's state).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerState {
+    /// OCI runtime spec version.
+    pub oci_version: String,
+    /// Container id.
+    pub id: String,
+    /// PID of the container's init process (0 once stopped, as runc).
+    pub pid: i32,
+    /// `creating`, `created`, `running`, `paused` or `stopped`.
+    pub status: String,
+    /// Absolute path of the bundle.
+    pub bundle: PathBuf,
+    /// Absolute path of the root filesystem.
+    pub rootfs: PathBuf,
+    /// Creation time, RFC 3339.
+    pub created: String,
+    /// Owner (runc prints an empty string for root).
+    pub owner: String,
+    /// Annotations from the spec.
+    #[serde(default, skip_serializing_if = "HashMap::is_empty")]
+    pub annotations: HashMap<String, String>,
+}
+
+/// A handle on a runtime state root (one directory per container, as runc's `--root`).
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    root: PathBuf,
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Runtime::new(DEFAULT_ROOT)
+    }
+}
+
+fn status_name(status: ContainerStatus) -> &'static str {
+    match status {
+        ContainerStatus::Creating => "creating",
+        ContainerStatus::Created => "created",
+        ContainerStatus::Running => "running",
+        ContainerStatus::Stopped => "stopped",
+        ContainerStatus::Paused => "paused",
+    }
+}
+
+/// Checks that `id` can name a directory under the root (same rule as runc).
+pub fn validate_id(id: &str) -> Result<()> {
+    let reason = if id.is_empty() {
+        Some("empty")
+    } else if id == "." || id == ".." {
+        Some("not a file name")
+    } else if !id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '+' | '-' | '.'))
+    {
+        Some("only [a-zA-Z0-9_+.-] are allowed")
+    } else if id.len() > 1024 {
+        Some("too long")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(Error::InvalidId {
+            id: id.to_owned(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+impl Runtime {
+    /// A runtime whose state lives under `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Runtime { root: root.into() }
+    }
+
+    /// The state root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The state directory of container `id`.
+    pub fn container_dir(&self, id: &str) -> PathBuf {
+        self.root.join(id)
+    }
+
+    /// Whether a container `id` exists.
+    pub fn exists(&self, id: &str) -> bool {
+        validate_id(id).is_ok() && self.container_dir(id).join("state.json").exists()
+    }
+
+    pub(crate) fn load(&self, id: &str) -> Result<Container> {
+        validate_id(id)?;
+        let dir = self.container_dir(id);
+        if !dir.join("state.json").exists() {
+            return Err(Error::NotFound(id.to_owned()));
+        }
+        Container::load(dir).map_err(|e| Error::libcontainer(format!("load container {id}"), &e))
+    }
+
+    /// The runc-style state of container `id`.
+    pub fn state(&self, id: &str) -> Result<ContainerState> {
+        let container = self.load(id)?;
+        Ok(self.to_state(&container))
+    }
+
+    fn to_state(&self, container: &Container) -> ContainerState {
+        let status = container.status();
+        let pid = match status {
+            ContainerStatus::Stopped => 0,
+            _ => container.pid().map(Pid::as_raw).unwrap_or(0),
+        };
+        let rootfs = rootfs_of(container.bundle());
+        ContainerState {
+            oci_version: container.state.oci_version.clone(),
+            id: container.id().to_owned(),
+            pid,
+            status: status_name(status).to_owned(),
+            bundle: container.bundle().clone(),
+            rootfs,
+            created: container
+                .created()
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
+                .unwrap_or_default(),
+            owner: String::new(),
+            annotations: container.state.annotations.clone().unwrap_or_default(),
+        }
+    }
+
+    /// States of every container under the root, sorted by id.
+    pub fn list(&self) -> Result<Vec<ContainerState>> {
+        let entries = match fs::read_dir(&self.root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io(format!("read {}", self.root.display()), e)),
+        };
+        let mut states = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(id) = name.to_str() else { continue };
+            if let Ok(state) = self.state(id) {
+                states.push(state);
+            }
+        }
+        states.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(states)
+    }
+
+    /// Sends `signal` to the container's init (or to every process in its cgroup when `all`).
+    pub fn kill(&self, id: &str, signal: Signal, all: bool) -> Result<()> {
+        let mut container = self.load(id)?;
+        let before = container.status();
+        if !container.can_kill() && !(all && before == ContainerStatus::Stopped) {
+            return Err(Error::WrongState {
+                id: id.to_owned(),
+                status: status_name(before).to_owned(),
+                op: "kill",
+            });
+        }
+        container
+            .kill(signal, all)
+            .map_err(|e| Error::libcontainer(format!("kill container {id}"), &e))?;
+        // libcontainer records "stopped" as soon as a signal is sent, whatever the signal; the
+        // status is derived from the init's liveness on every load, so keep the real one.
+        container.set_status(before);
+        container
+            .save()
+            .map_err(|e| Error::libcontainer(format!("save state of {id}"), &e))
+    }
+
+    /// Freezes every process of the container.
+    pub fn pause(&self, id: &str) -> Result<()> {
+        let mut container = self.load(id)?;
+        if !container.can_pause() {
+            return Err(Error::WrongState {
+                id: id.to_owned(),
+                status: status_name(container.status()).to_owned(),
+                op: "pause",
+            });
+        }
+        container
+            .pause()
+            .map_err(|e| Error::libcontainer(format!("pause container {id}"), &e))
+    }
+
+    /// Thaws a paused container.
+    pub fn resume(&self, id: &str) -> Result<()> {
+        let mut container = self.load(id)?;
+        if !container.can_resume() {
+            return Err(Error::WrongState {
+                id: id.to_owned(),
+                status: status_name(container.status()).to_owned(),
+                op: "resume",
+            });
+        }
+        container
+            .resume()
+            .map_err(|e| Error::libcontainer(format!("resume container {id}"), &e))
+    }
+
+    /// Deletes a stopped (or created) container: its cgroup and its state directory. With
+    /// `force`, a running or paused container is killed first.
+    pub fn delete(&self, id: &str, force: bool) -> Result<()> {
+        let mut container = self.load(id)?;
+        let result = container
+            .delete(force)
+            .map_err(|e| Error::libcontainer(format!("delete container {id}"), &e));
+        if result.is_err() && force {
+            // Leave nothing behind on a forced delete, even if the state was half written.
+            let _ = fs::remove_dir_all(self.container_dir(id));
+        }
+        result
+    }
+
+    fn cgroup_manager(
+        &self,
+        id: &str,
+        container: &Container,
+    ) -> Result<libcgroups::common::AnyCgroupManager> {
+        let config = container
+            .spec()
+            .map_err(|e| Error::libcontainer(format!("load config of {id}"), &e))?;
+        let path = config.cgroup_path.clone();
+        libcgroups::common::create_cgroup_manager(CgroupConfig {
+            cgroup_path: path.clone(),
+            systemd_cgroup: false,
+            container_name: id.to_owned(),
+        })
+        .map_err(|e| Error::Cgroup {
+            path,
+            message: crate::error::one_line(&e),
+        })
+    }
+
+    /// PIDs (host namespace) of every process in the container's cgroup.
+    pub fn processes(&self, id: &str) -> Result<Vec<i32>> {
+        let container = self.load(id)?;
+        let manager = self.cgroup_manager(id, &container)?;
+        let mut pids: Vec<i32> = manager
+            .get_all_pids()
+            .map_err(|e| Error::Cgroup {
+                path: self.container_dir(id),
+                message: crate::error::one_line(&e),
+            })?
+            .into_iter()
+            .map(Pid::as_raw)
+            .collect();
+        pids.sort_unstable();
+        Ok(pids)
+    }
+
+    /// Applies new resource limits to a live container (`docker update`).
+    pub fn update_resources(&self, id: &str, resources: &LinuxResources) -> Result<()> {
+        let container = self.load(id)?;
+        let manager = self.cgroup_manager(id, &container)?;
+        manager
+            .apply(&ControllerOpt {
+                resources,
+                disable_oom_killer: resources
+                    .memory()
+                    .as_ref()
+                    .and_then(|m| m.disable_oom_killer())
+                    .unwrap_or(false),
+                oom_score_adj: None,
+                freezer_state: None,
+            })
+            .map_err(|e| Error::Cgroup {
+                path: self.container_dir(id),
+                message: crate::error::one_line(&e),
+            })
+    }
+
+    /// Whether the container's cgroup is frozen.
+    pub fn is_paused(&self, id: &str) -> Result<bool> {
+        Ok(self.load(id)?.status() == ContainerStatus::Paused)
+    }
+
+    /// Marks a created container as started (runs the user's process). Does not fork.
+    pub fn start(&self, id: &str) -> Result<()> {
+        let mut container = self.load(id)?;
+        if !container.can_start() {
+            return Err(Error::WrongState {
+                id: id.to_owned(),
+                status: status_name(container.status()).to_owned(),
+                op: "start",
+            });
+        }
+        container
+            .start()
+            .map_err(|e| Error::libcontainer(format!("start container {id}"), &e))
+    }
+}
+
+/// The rootfs named by a bundle's config.json (`<bundle>/rootfs` if unreadable).
+fn rootfs_of(bundle: &Path) -> PathBuf {
+    let root = fs::read(bundle.join("config.json"))
+        .ok()
+        .and_then(|text| serde_json::from_slice::<serde_json::Value>(&text).ok())
+        .and_then(|v| v["root"]["path"].as_str().map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("rootfs"));
+    bundle.join(root)
+}
+
+/// Options of [`create`].
+#[derive(Debug, Default)]
+pub(crate) struct CreateOptions {
+    pub pid_file: Option<PathBuf>,
+    pub console_socket: Option<PathBuf>,
+    pub preserve_fds: i32,
+    pub no_pivot: bool,
+    pub stdin: Option<OwnedFd>,
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
+    /// `false` for a foreground `run`, which may use a terminal without a console socket.
+    pub detach: bool,
+}
+
+/// Loads and checks a bundle's config.json; returns the spec and the absolute rootfs.
+fn load_bundle(bundle: &Path) -> Result<(Spec, PathBuf)> {
+    let bundle_err = |reason: String| Error::Bundle {
+        bundle: bundle.to_owned(),
+        reason,
+    };
+    let config = bundle.join("config.json");
+    let text = fs::read_to_string(&config).map_err(|e| bundle_err(format!("config.json: {e}")))?;
+    let spec: Spec = serde_json::from_str(&text)
+        .map_err(|e| bundle_err(format!("malformed config.json: {e}")))?;
+    let root = spec
+        .root()
+        .as_ref()
+        .ok_or_else(|| bundle_err("config.json has no root".into()))?;
+    let rootfs_path = if root.path().is_absolute() {
+        root.path().clone()
+    } else {
+        bundle.join(root.path())
+    };
+    let rootfs = fs::canonicalize(&rootfs_path)
+        .map_err(|e| bundle_err(format!("rootfs {}: {e}", rootfs_path.display())))?;
+    if !rootfs.is_dir() {
+        return Err(bundle_err(format!(
+            "rootfs {} is not a directory",
+            rootfs.display()
+        )));
+    }
+    // A relative root is meant to live in the bundle: refuse one that a symlink sends elsewhere.
+    if root.path().is_relative() && !rootfs.starts_with(bundle) {
+        return Err(bundle_err(format!(
+            "rootfs {} resolves outside the bundle (to {})",
+            rootfs_path.display(),
+            rootfs.display()
+        )));
+    }
+    if spec.process().is_none() {
+        return Err(bundle_err("config.json has no process".into()));
+    }
+    Ok((spec, rootfs))
+}
+
+/// Creates container `id` from `bundle` (runc's `create`). Returns the init's pid, a child of
+/// the calling process. FORKS: call only from a single-threaded process.
+pub(crate) fn create(
+    runtime: &Runtime,
+    id: &str,
+    bundle: &Path,
+    opts: CreateOptions,
+) -> Result<Pid> {
+    validate_id(id)?;
+    let bundle = fs::canonicalize(bundle).map_err(|e| Error::Bundle {
+        bundle: bundle.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let (mut spec, rootfs) = load_bundle(&bundle)?;
+    let dir = runtime.container_dir(id);
+    if dir.exists() {
+        return Err(Error::AlreadyExists(id.to_owned()));
+    }
+    fs::create_dir_all(runtime.root())
+        .map_err(|e| Error::io(format!("create {}", runtime.root().display()), e))?;
+
+    // libcontainer reads config.json from the bundle itself. When the spec lacks a cgroups
+    // path, hand it a patched copy (absolute rootfs, explicit cgroup) from a private staging
+    // bundle, and record the real bundle in the state afterwards.
+    let needs_cgroup = spec
+        .linux()
+        .as_ref()
+        .is_none_or(|l| l.cgroups_path().is_none());
+    let staging = runtime.root().join(format!(".{id}.bundle"));
+    let build_bundle = if needs_cgroup {
+        let mut linux = spec.linux().clone().unwrap_or_default();
+        linux.set_cgroups_path(Some(PathBuf::from(format!("{DEFAULT_CGROUP_PARENT}/{id}"))));
+        spec.set_linux(Some(linux));
+        let mut root = spec.root().clone().unwrap_or_default();
+        root.set_path(rootfs.clone());
+        spec.set_root(Some(root));
+        fs::create_dir_all(&staging)
+            .map_err(|e| Error::io(format!("create {}", staging.display()), e))?;
+        let text = serde_json::to_vec(&spec).map_err(|e| Error::json("encode config.json", e))?;
+        fs::write(staging.join("config.json"), text)
+            .map_err(|e| Error::io(format!("write {}", staging.display()), e))?;
+        staging.clone()
+    } else {
+        bundle.clone()
+    };
+
+    let mut builder = ContainerBuilder::new(id.to_owned(), SyscallType::default())
+        .with_root_path(runtime.root())
+        .map_err(|e| Error::libcontainer("runtime root", &e))?
+        .with_pid_file(opts.pid_file.as_ref())
+        .map_err(|e| Error::libcontainer("pid file", &e))?
+        .with_console_socket(opts.console_socket.as_ref())
+        .with_preserved_fds(opts.preserve_fds);
+    if let Some(fd) = opts.stdin {
+        builder = builder.with_stdin(fd);
+    }
+    if let Some(fd) = opts.stdout {
+        builder = builder.with_stdout(fd);
+    }
+    if let Some(fd) = opts.stderr {
+        builder = builder.with_stderr(fd);
+    }
+    let result = builder
+        .as_init(&build_bundle)
+        .with_systemd(false)
+        .with_detach(opts.detach || opts.console_socket.is_some())
+        .with_no_pivot(opts.no_pivot)
+        .build();
+    if needs_cgroup {
+        let _ = fs::remove_dir_all(&staging);
+    }
+    let mut container = match result {
+        Ok(container) => container,
+        Err(e) => {
+            // libcontainer cleans up after a failure in the processes, not after one in its
+            // own validation: make sure no state directory is left either way.
+            let _ = fs::remove_dir_all(&dir);
+            return Err(Error::libcontainer(format!("create container {id}"), &e));
+        }
+    };
+    if needs_cgroup {
+        container.state.bundle = bundle;
+        container
+            .save()
+            .map_err(|e| Error::libcontainer(format!("save state of {id}"), &e))?;
+    }
+    container
+        .pid()
+        .ok_or_else(|| Error::Monitor(format!("container {id} has no pid after create")))
+}
+
+/// Options of [`exec`].
+#[derive(Debug, Default)]
+pub(crate) struct ExecOptions {
+    pub process: Option<PathBuf>,
+    pub args: Vec<String>,
+    pub env: HashMap<String, String>,
+    pub cwd: Option<PathBuf>,
+    pub user: Option<u32>,
+    pub group: Option<u32>,
+    pub additional_gids: Vec<u32>,
+    pub no_new_privs: bool,
+    pub caps: Vec<String>,
+    pub console_socket: Option<PathBuf>,
+    pub pid_file: Option<PathBuf>,
+    pub preserve_fds: i32,
+    pub detach: bool,
+    pub ignore_paused: bool,
+    pub stdin: Option<OwnedFd>,
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
+}
+
+/// Runs an extra process inside a running container (runc's `exec`). Returns its pid, a child
+/// of the calling process. FORKS: call only from a single-threaded process.
+pub(crate) fn exec(runtime: &Runtime, id: &str, opts: ExecOptions) -> Result<Pid> {
+    let container = runtime.load(id)?;
+    match container.status() {
+        ContainerStatus::Running => {}
+        ContainerStatus::Paused if opts.ignore_paused => {}
+        status => {
+            return Err(Error::WrongState {
+                id: id.to_owned(),
+                status: status_name(status).to_owned(),
+                op: "exec",
+            })
+        }
+    }
+    if opts.process.is_none() && opts.args.is_empty() {
+        return Err(Error::InvalidOption(
+            "exec needs a command or --process".into(),
+        ));
+    }
+    let mut builder = ContainerBuilder::new(id.to_owned(), SyscallType::default())
+        .with_root_path(runtime.root())
+        .map_err(|e| Error::libcontainer("runtime root", &e))?
+        .with_pid_file(opts.pid_file.as_ref())
+        .map_err(|e| Error::libcontainer("pid file", &e))?
+        .with_console_socket(opts.console_socket.as_ref())
+        .with_preserved_fds(opts.preserve_fds);
+    if let Some(fd) = opts.stdin {
+        builder = builder.with_stdin(fd);
+    }
+    if let Some(fd) = opts.stdout {
+        builder = builder.with_stdout(fd);
+    }
+    if let Some(fd) = opts.stderr {
+        builder = builder.with_stderr(fd);
+    }
+    let mut tenant = builder
+        .as_tenant()
+        .with_detach(opts.detach || opts.console_socket.is_some())
+        .with_cwd(opts.cwd.as_ref())
+        .with_env(opts.env)
+        .with_process(opts.process.as_ref())
+        .with_no_new_privs(opts.no_new_privs)
+        .with_capabilities(opts.caps)
+        .with_additional_gids(opts.additional_gids)
+        .with_user(opts.user)
+        .with_group(opts.group)
+        .with_ignore_paused(opts.ignore_paused);
+    if !opts.args.is_empty() {
+        tenant = tenant.with_container_args(opts.args);
+    }
+    tenant
+        .build()
+        .map_err(|e| Error::libcontainer(format!("exec in container {id}"), &e))
+}
+
+/// Exit code of a wait status the way shells and Docker report it (128+signal).
+pub(crate) fn exit_code(status: nix::sys::wait::WaitStatus) -> Option<(i32, Option<i32>)> {
+    use nix::sys::wait::WaitStatus;
+    match status {
+        WaitStatus::Exited(_, code) => Some((code, None)),
+        WaitStatus::Signaled(_, sig, _) => Some((128 + sig as i32, Some(sig as i32))),
+        _ => None,
+    }
+}
