@@ -188,7 +188,7 @@ impl Runtime {
     pub fn kill(&self, id: &str, signal: Signal, all: bool) -> Result<()> {
         let mut container = self.load(id)?;
         let before = container.status();
-        if !container.can_kill() && !(all && before == ContainerStatus::Stopped) {
+        if !(container.can_kill() || all && before == ContainerStatus::Stopped) {
             return Err(Error::WrongState {
                 id: id.to_owned(),
                 status: status_name(before).to_owned(),

@@ -15,11 +15,8 @@ pub mod container;
 pub mod error;
 pub mod monitor;
 pub mod resources;
+pub mod spec;
 
 pub use container::{ContainerState, Runtime};
 pub use error::{Error, Result};
 pub use resources::Limits;
-
-pub mod spec {
-    //! placeholder
-}
