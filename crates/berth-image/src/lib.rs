@@ -4,3 +4,23 @@
 //! atomically, image references normalised as Docker normalises them, layer snapshots keyed by
 //! chain ID and mounted copy-on-write as container root filesystems, and the image operations
 //! (load, save, import, export, commit, tag, remove, history, prune, garbage collection).
+
+mod content;
+pub mod digest;
+mod error;
+pub mod reference;
+pub mod spec;
+mod sys;
+mod unpack;
+mod db;
+pub mod rootfs;
+mod store;
+pub mod archive;
+
+pub use digest::Digest;
+pub use error::{Error, ErrorKind, Result};
+pub use reference::Reference;
+pub use unpack::{LayerDigests, MAX_SPECIAL_HEADER};
+pub use rootfs::{ContainerMeta, Rootfs};
+pub use store::{Driver, Store, StoreOptions};
+pub use archive::{ArchiveFormat, LoadedImage};

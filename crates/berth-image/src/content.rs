@@ -1,0 +1,188 @@
+//! The content store: an OCI image layout's `blobs/sha256/` directory.
+//!
+//! Every blob is written to a temporary file under `<root>/tmp` (same filesystem), hashed while
+//! it is written, fsynced, checked against the expected digest, then renamed into place, so a
+//! crash leaves either the whole blob or nothing. Blobs are immutable and content-addressed,
+//! which makes concurrent writers of the same blob harmless: the last rename wins with identical
+//! bytes.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::digest::{Digest, HashingReader, TeeHashReader};
+use crate::error::{Error, IoContext, Result};
+
+#[derive(Debug, Clone)]
+pub(crate) struct ContentStore {
+    blobs: PathBuf,
+    tmp: PathBuf,
+}
+
+impl ContentStore {
+    pub(crate) fn new(root: &Path) -> ContentStore {
+        ContentStore { blobs: root.join("blobs/sha256"), tmp: root.join("tmp") }
+    }
+
+    pub(crate) fn path(&self, d: &Digest) -> PathBuf {
+        self.blobs.join(d.hex())
+    }
+
+    pub(crate) fn has(&self, d: &Digest) -> bool {
+        self.path(d).is_file()
+    }
+
+    pub(crate) fn size(&self, d: &Digest) -> Result<u64> {
+        let p = self.path(d);
+        match fs::metadata(&p) {
+            Ok(m) => Ok(m.len()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::BlobNotFound(d.to_string())),
+            Err(e) => Err(e).ctx("stat blob", p),
+        }
+    }
+
+    pub(crate) fn temp_file(&self, prefix: &str) -> Result<tempfile::NamedTempFile> {
+        tempfile::Builder::new().prefix(prefix).tempfile_in(&self.tmp).ctx("create temp file in", &self.tmp)
+    }
+
+    /// Stream `reader` into the store. If `expected` is given the content must hash to it
+    /// (and have `expected_size` bytes when given); otherwise the computed digest is returned.
+    pub(crate) fn put_reader(
+        &self,
+        reader: impl Read,
+        expected: Option<&Digest>,
+        expected_size: Option<u64>,
+    ) -> Result<(Digest, u64)> {
+        let tmp = self.temp_file("blob-")?;
+        let writer = BufWriter::with_capacity(1 << 20, tmp);
+        let tee = TeeHashReader::new(reader, writer);
+        let (digest, size, writer) = tee.finish().ctx("write blob to", &self.tmp)?;
+        let tmp = writer.into_inner().map_err(|e| e.into_error()).ctx("flush blob in", &self.tmp)?;
+        self.check(&digest, size, expected, expected_size)?;
+        self.persist(tmp, &digest)?;
+        Ok((digest, size))
+    }
+
+    pub(crate) fn put_bytes(&self, bytes: &[u8], expected: Option<&Digest>) -> Result<Digest> {
+        let digest = Digest::of(bytes);
+        self.check(&digest, bytes.len() as u64, expected, None)?;
+        if self.has(&digest) {
+            return Ok(digest);
+        }
+        let mut tmp = self.temp_file("blob-")?;
+        tmp.write_all(bytes).ctx("write blob to", tmp.path().to_path_buf())?;
+        self.persist(tmp, &digest)?;
+        Ok(digest)
+    }
+
+    pub(crate) fn check(
+        &self,
+        digest: &Digest,
+        size: u64,
+        expected: Option<&Digest>,
+        expected_size: Option<u64>,
+    ) -> Result<()> {
+        if let Some(e) = expected {
+            if e != digest {
+                return Err(Error::DigestMismatch {
+                    what: "blob".into(),
+                    expected: e.to_string(),
+                    actual: digest.to_string(),
+                });
+            }
+        }
+        if let Some(es) = expected_size {
+            if es != size {
+                return Err(Error::SizeMismatch { what: digest.to_string(), expected: es, actual: size });
+            }
+        }
+        Ok(())
+    }
+
+    /// fsync the temp file and rename it to its content address.
+    pub(crate) fn persist(&self, tmp: tempfile::NamedTempFile, digest: &Digest) -> Result<()> {
+        tmp.as_file().sync_all().ctx("fsync blob", tmp.path().to_path_buf())?;
+        let dest = self.path(digest);
+        tmp.persist(&dest).map_err(|e| e.error).ctx("rename blob into", dest.clone())?;
+        sync_dir(&self.blobs)
+    }
+
+    /// Read a (small) blob fully, verifying its digest.
+    pub(crate) fn read(&self, d: &Digest) -> Result<Vec<u8>> {
+        let p = self.path(d);
+        let bytes = match fs::read(&p) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Error::BlobNotFound(d.to_string())),
+            Err(e) => return Err(e).ctx("read blob", p),
+        };
+        let actual = Digest::of(&bytes);
+        if &actual != d {
+            return Err(Error::DigestMismatch {
+                what: format!("stored blob {}", p.display()),
+                expected: d.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        Ok(bytes)
+    }
+
+    pub(crate) fn open(&self, d: &Digest) -> Result<File> {
+        let p = self.path(d);
+        match File::open(&p) {
+            Ok(f) => Ok(f),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::BlobNotFound(d.to_string())),
+            Err(e) => Err(e).ctx("open blob", p),
+        }
+    }
+
+    /// Re-hash a stored blob (fsck).
+    pub(crate) fn verify(&self, d: &Digest) -> Result<()> {
+        let f = self.open(d)?;
+        let (actual, _, _) = HashingReader::new(f).finish().ctx("read blob", self.path(d))?;
+        if &actual != d {
+            return Err(Error::DigestMismatch {
+                what: format!("stored blob {}", self.path(d).display()),
+                expected: d.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn list(&self) -> Result<Vec<Digest>> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(&self.blobs).ctx("list blobs in", &self.blobs)? {
+            let e = e.ctx("list blobs in", &self.blobs)?;
+            if let Some(name) = e.file_name().to_str() {
+                if let Ok(d) = Digest::from_hex(name) {
+                    out.push(d);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn remove(&self, d: &Digest) -> Result<()> {
+        let p = self.path(d);
+        match fs::remove_file(&p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).ctx("remove blob", p),
+        }
+    }
+}
+
+/// fsync a directory so a rename inside it is durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|f| f.sync_all()).ctx("fsync directory", dir)
+}
+
+/// Replace `path` atomically with `bytes`: write a sibling temp file, fsync, rename.
+pub(crate) fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir).ctx("create temp file in", dir)?;
+    tmp.write_all(bytes).ctx("write", tmp.path().to_path_buf())?;
+    tmp.as_file().sync_all().ctx("fsync", tmp.path().to_path_buf())?;
+    tmp.persist(path).map_err(|e| e.error).ctx("rename into", path)?;
+    sync_dir(dir)
+}

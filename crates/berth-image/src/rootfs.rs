@@ -1,0 +1,329 @@
+//! Container root filesystems: an overlayfs mount of the image's snapshots (lowest layer last
+//! in the lower list) with a per-container upper and work dir, or, where overlayfs is not
+//! available, a plain copy of the layers with whiteouts applied by deleting.
+//!
+//! Lower layers are passed one by one with the new mount API (`lowerdir+`), which has no
+//! page-size limit; if that API is missing the classic `lowerdir=a:b:…` option string is used
+//! while it fits in a page.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+use crate::error::{json_err, Error, IoContext, Result};
+use crate::store::{now_rfc3339, Driver, Store};
+use crate::sys;
+use crate::unpack::OVERLAY_OPAQUE_XATTR;
+
+/// The per-container record (`containers/<id>/meta.json`); it is also what marks the image as
+/// in use.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerMeta {
+    pub image_id: Digest,
+    /// Chain IDs of the image's layers, bottom first.
+    pub chain_ids: Vec<Digest>,
+    pub driver: Driver,
+    pub created: String,
+}
+
+/// A container's root filesystem.
+#[derive(Debug, Clone)]
+pub struct Rootfs {
+    store: Store,
+    /// The container ID.
+    pub id: String,
+    /// Where the root filesystem is (mounted for overlay).
+    pub path: PathBuf,
+    pub driver: Driver,
+}
+
+impl Rootfs {
+    /// Unmount (overlay) — the upper dir is kept.
+    pub fn unmount(&self) -> Result<()> {
+        self.store.unmount_rootfs(&self.id)
+    }
+
+    /// Unmount and delete the container's upper dir and record.
+    pub fn remove(self) -> Result<()> {
+        self.store.remove_rootfs(&self.id)
+    }
+}
+
+fn valid_container_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+        && !id.starts_with('.')
+}
+
+pub(crate) fn is_mountpoint(path: &Path) -> bool {
+    let (Ok(a), Ok(b)) = (fs::metadata(path), path.parent().map(fs::metadata).unwrap_or_else(|| Err(io::ErrorKind::NotFound.into()))) else {
+        return false;
+    };
+    a.dev() != b.dev()
+}
+
+impl Store {
+    fn container_dir(&self, id: &str) -> Result<PathBuf> {
+        if !valid_container_id(id) {
+            return Err(Error::ContainerNotFound(id.to_string()));
+        }
+        Ok(self.containers_dir().join(id))
+    }
+
+    pub(crate) fn container_meta(&self, id: &str) -> Result<ContainerMeta> {
+        let p = self.container_dir(id)?.join("meta.json");
+        match fs::read(&p) {
+            Ok(b) => serde_json::from_slice(&b).map_err(json_err(p.display().to_string())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::ContainerNotFound(id.to_string())),
+            Err(e) => Err(e).ctx("read", p),
+        }
+    }
+
+    /// Create and mount the root filesystem of container `container_id` from `image`
+    /// (reference, ID or ID prefix). The image is in use until [`Store::remove_rootfs`].
+    pub fn create_rootfs(&self, image: &str, container_id: &str) -> Result<Rootfs> {
+        let _l = self.lock_shared()?;
+        let img = self.get(image)?;
+        let dir = self.container_dir(container_id)?;
+        let chains = img.chain_ids();
+        for (i, l) in img.manifest.layers.iter().enumerate() {
+            let parent = if i == 0 { None } else { Some(&chains[i - 1]) };
+            self.ensure_snapshot(&chains[i], parent, &l.digest, &img.config.rootfs.diff_ids[i])?;
+        }
+        match fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(Error::ContainerExists(container_id.to_string()))
+            }
+            Err(e) => return Err(e).ctx("create directory", dir),
+        }
+        let result = (|| {
+            for d in ["upper", "work", "merged", "lower"] {
+                fs::create_dir(dir.join(d)).ctx("create directory", dir.join(d))?;
+            }
+            fs::set_permissions(dir.join("merged"), fs::Permissions::from_mode(0o755)).ctx("chmod", dir.join("merged"))?;
+            let mut driver = self.inner.options.driver.unwrap_or(Driver::Overlay);
+            if driver == Driver::Overlay {
+                if let Err(e) = self.mount_overlay(&dir, &chains) {
+                    if self.inner.options.driver.is_none() && overlay_unsupported(&e) {
+                        tracing::warn!(error = %e, "overlayfs unavailable, copying layers instead");
+                        driver = Driver::Copy;
+                    } else {
+                        return Err(e);
+                    }
+                }
+            }
+            if driver == Driver::Copy {
+                for chain in &chains {
+                    apply_layer_copy(&self.snapshot_dir(chain).join("fs"), &dir.join("merged"))?;
+                }
+            }
+            let meta = ContainerMeta { image_id: img.id.clone(), chain_ids: chains.clone(), driver, created: now_rfc3339() };
+            let bytes = serde_json::to_vec_pretty(&meta).map_err(json_err("container meta"))?;
+            crate::content::atomic_write(&dir.join("meta.json"), &bytes)?;
+            Ok(driver)
+        })();
+        match result {
+            Ok(driver) => Ok(Rootfs { store: self.clone(), id: container_id.to_string(), path: dir.join("merged"), driver }),
+            Err(e) => {
+                let _ = nix::mount::umount2(&dir.join("merged"), nix::mount::MntFlags::MNT_DETACH);
+                let _ = fs::remove_dir_all(&dir);
+                Err(e)
+            }
+        }
+    }
+
+    fn mount_overlay(&self, dir: &Path, chains: &[Digest]) -> Result<()> {
+        let mut lowers: Vec<PathBuf> = chains.iter().rev().map(|c| self.snapshot_dir(c).join("fs")).collect();
+        if lowers.is_empty() {
+            // overlayfs needs at least one lower layer.
+            lowers.push(dir.join("lower"));
+        }
+        let refs: Vec<&Path> = lowers.iter().map(PathBuf::as_path).collect();
+        let (upper, work, merged) = (dir.join("upper"), dir.join("work"), dir.join("merged"));
+        match sys::mount_overlay_fsconfig(&refs, &upper, &work, &merged) {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EINVAL)) => {
+                // Old kernel without the new mount API or without `lowerdir+`.
+                tracing::debug!(error = %e, "fsconfig overlay mount failed, trying mount(2)");
+                let lowerdir: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
+                let data = format!(
+                    "lowerdir={},upperdir={},workdir={}",
+                    lowerdir.join(":"),
+                    upper.display(),
+                    work.display()
+                );
+                if data.len() >= 4096 {
+                    return Err(Error::Mount {
+                        target: merged,
+                        source: io::Error::new(io::ErrorKind::InvalidInput, "too many layers for the mount option page"),
+                    });
+                }
+                nix::mount::mount(Some("overlay"), &merged, Some("overlay"), nix::mount::MsFlags::empty(), Some(data.as_str()))
+                    .map_err(|e| Error::Mount { target: merged.clone(), source: e.into() })
+            }
+            Err(e) => Err(Error::Mount { target: merged, source: e }),
+        }
+    }
+
+    /// Mount an existing container's rootfs again (e.g. after a daemon restart). Idempotent.
+    pub fn mount_rootfs(&self, container_id: &str) -> Result<Rootfs> {
+        let meta = self.container_meta(container_id)?;
+        let dir = self.container_dir(container_id)?;
+        let merged = dir.join("merged");
+        if meta.driver == Driver::Overlay && !is_mountpoint(&merged) {
+            self.mount_overlay(&dir, &meta.chain_ids)?;
+        }
+        Ok(Rootfs { store: self.clone(), id: container_id.to_string(), path: merged, driver: meta.driver })
+    }
+
+    /// Unmount a container's rootfs (no-op when not mounted or for the copy driver).
+    pub fn unmount_rootfs(&self, container_id: &str) -> Result<()> {
+        let merged = self.container_dir(container_id)?.join("merged");
+        if is_mountpoint(&merged) {
+            nix::mount::umount2(&merged, nix::mount::MntFlags::MNT_DETACH)
+                .map_err(|e| Error::Mount { target: merged.clone(), source: e.into() })?;
+        }
+        Ok(())
+    }
+
+    /// Unmount and delete a container's rootfs; the image is no longer in use by it.
+    pub fn remove_rootfs(&self, container_id: &str) -> Result<()> {
+        let dir = self.container_dir(container_id)?;
+        if !dir.exists() {
+            return Err(Error::ContainerNotFound(container_id.to_string()));
+        }
+        self.unmount_rootfs(container_id)?;
+        // Drop the record first: a crash half-way leaves a directory gc removes, never a record
+        // pointing at half a directory.
+        let _ = fs::remove_file(dir.join("meta.json"));
+        fs::remove_dir_all(&dir).ctx("remove", dir)
+    }
+
+    /// IDs of containers with a rootfs in this store, with the image each uses.
+    pub fn containers(&self) -> Result<Vec<(String, Digest)>> {
+        Ok(self.container_images()?.into_iter().map(|(k, m)| (k, m.image_id)).collect())
+    }
+}
+
+fn overlay_unsupported(e: &Error) -> bool {
+    match e {
+        Error::Mount { source, .. } => {
+            matches!(source.raw_os_error(), Some(libc::ENODEV) | Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS))
+        }
+        _ => false,
+    }
+}
+
+fn is_whiteout(m: &fs::Metadata) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    m.file_type().is_char_device() && m.rdev() == 0
+}
+
+fn remove_any(p: &Path) -> Result<()> {
+    match fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(p).ctx("remove", p),
+        Ok(_) => fs::remove_file(p).ctx("remove", p),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).ctx("stat", p),
+    }
+}
+
+/// Copy one overlay-form snapshot on top of `dest`, applying its whiteouts by deleting.
+/// Parents are always made real directories before their children are written, so a symlink
+/// from a lower layer is never followed.
+pub(crate) fn apply_layer_copy(src: &Path, dest: &Path) -> Result<()> {
+    let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    copy_dir_contents(src, dest, &mut links)?;
+    copy_meta(src, dest, &fs::symlink_metadata(src).ctx("stat", src)?)
+}
+
+fn copy_dir_contents(src: &Path, dest: &Path, links: &mut HashMap<(u64, u64), PathBuf>) -> Result<()> {
+    let mut entries: Vec<_> = fs::read_dir(src).ctx("list", src)?.collect::<io::Result<_>>().ctx("list", src)?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let s = e.path();
+        let d = dest.join(e.file_name());
+        let m = fs::symlink_metadata(&s).ctx("stat", &s)?;
+        let ft = m.file_type();
+        if is_whiteout(&m) {
+            remove_any(&d)?;
+            continue;
+        }
+        if ft.is_dir() {
+            let existing = fs::symlink_metadata(&d).ok();
+            let opaque = sys::lgetxattr(&s, OVERLAY_OPAQUE_XATTR).ctx("read xattr", &s)?.is_some_and(|v| v == b"y");
+            if existing.as_ref().is_some_and(|x| !x.is_dir()) || (opaque && existing.is_some()) {
+                remove_any(&d)?;
+            }
+            if fs::symlink_metadata(&d).is_err() {
+                fs::create_dir(&d).ctx("create directory", &d)?;
+            }
+            copy_dir_contents(&s, &d, links)?;
+            copy_meta(&s, &d, &m)?;
+            continue;
+        }
+        remove_any(&d)?;
+        if ft.is_file() && m.nlink() > 1 {
+            if let Some(first) = links.get(&(m.dev(), m.ino())) {
+                fs::hard_link(first, &d).ctx("hard link", &d)?;
+                continue;
+            }
+            links.insert((m.dev(), m.ino()), d.clone());
+        }
+        if ft.is_symlink() {
+            let t = fs::read_link(&s).ctx("read link", &s)?;
+            std::os::unix::fs::symlink(&t, &d).ctx("create symlink", &d)?;
+        } else if ft.is_file() {
+            fs::copy(&s, &d).ctx("copy", &d)?;
+        } else {
+            let c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(d.as_os_str()))
+                .map_err(|_| Error::InvalidLayer(format!("path with NUL: {}", d.display())))?;
+            // SAFETY: valid C string; mode and rdev come from lstat of the source node.
+            let r = unsafe { libc::mknod(c.as_ptr(), m.mode() as libc::mode_t, m.rdev() as libc::dev_t) };
+            if r < 0 {
+                return Err(io::Error::last_os_error()).ctx("create node", &d);
+            }
+        }
+        copy_meta(&s, &d, &m)?;
+    }
+    Ok(())
+}
+
+fn copy_meta(src: &Path, dest: &Path, m: &fs::Metadata) -> Result<()> {
+    std::os::unix::fs::lchown(dest, Some(m.uid()), Some(m.gid())).ctx("chown", dest)?;
+    if !m.file_type().is_symlink() {
+        fs::set_permissions(dest, fs::Permissions::from_mode(m.mode() & 0o7777)).ctx("chmod", dest)?;
+    }
+    for name in sys::llistxattr(src).ctx("list xattrs", src)? {
+        if name.starts_with("trusted.") {
+            continue;
+        }
+        if let Some(v) = sys::lgetxattr(src, &name).ctx("read xattr", src)? {
+            sys::lsetxattr(dest, &name, &v).ctx("set xattr", dest)?;
+        }
+    }
+    let t = filetime_of(m);
+    set_times(dest, t)
+}
+
+fn filetime_of(m: &fs::Metadata) -> i64 {
+    m.mtime()
+}
+
+fn set_times(p: &Path, secs: i64) -> Result<()> {
+    let c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()))
+        .map_err(|_| Error::InvalidLayer(format!("path with NUL: {}", p.display())))?;
+    let ts = libc::timespec { tv_sec: secs as libc::time_t, tv_nsec: 0 };
+    let times = [ts, ts];
+    // SAFETY: valid C string and a two-element timespec array.
+    let r = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+    if r < 0 {
+        return Err(io::Error::last_os_error()).ctx("set times", p);
+    }
+    Ok(())
+}
