@@ -66,7 +66,12 @@ fn valid_domain(d: &str) -> bool {
             return false;
         }
         let after = &rest[end + 1..];
-        (None, after.strip_prefix(':').map(Some).unwrap_or(if after.is_empty() { None } else { return false }))
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p),
+            None if after.is_empty() => None,
+            None => return false,
+        };
+        (None, port)
     } else {
         match d.rsplit_once(':') {
             Some((h, p)) => (Some(h), Some(p)),
