@@ -263,7 +263,7 @@ mod tests {
         let d = Digest::of(b"x");
         assert_eq!(norm(&format!("busybox@{d}")), format!("docker.io/library/busybox@{d}"));
         assert_eq!(norm(&format!("busybox:t@{d}")), format!("docker.io/library/busybox:t@{d}"));
-        assert_eq!(norm("a__b.c-d---e/f_g"), "docker.io/a__b.c-d---e/f_g:latest");
+        assert_eq!(norm("a__b-c---d/f_g.h"), "docker.io/a__b-c---d/f_g.h:latest");
     }
 
     #[test]
