@@ -4,3 +4,73 @@
 //! negotiation, the mapping of library errors onto Docker's status codes, the daemon's
 //! crash-safe container records, and the event stream. Behaviour lives in the runtime and image
 //! crates; this crate translates between them and the wire.
+//!
+//! Modules, from the wire inwards: [`server`] (sockets), `api` (routes and JSON shapes),
+//! [`daemon`] (operations), [`store`] (container records), [`events`], [`logs`]
+//! (json-file reading), [`config`] (flags and daemon.json).
+
+#![recursion_limit = "256"]
+
+mod api;
+pub mod apiversion;
+pub mod config;
+pub mod daemon;
+pub mod error;
+pub mod events;
+pub mod filters;
+pub mod host;
+pub mod logs;
+pub mod names;
+pub mod server;
+pub mod store;
+pub mod time;
+
+pub use config::{Config, DaemonArgs};
+pub use error::{Error, Result};
+
+/// Runs `berth daemon` with parsed flags until SIGINT/SIGTERM; returns the exit code.
+///
+/// The tokio runtime is created here, after the binary has dispatched, with two workers: the
+/// daemon mostly waits on sockets, and a small runtime keeps its idle footprint low.
+pub fn run(args: &DaemonArgs) -> i32 {
+    let config = match Config::load(args) {
+        Ok(c) => c,
+        Err(err) => {
+            eprintln!("berth daemon: {err}");
+            return 1;
+        }
+    };
+    init_tracing(&config.log_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(8)
+        .thread_name("berthd")
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("berth daemon: start async runtime: {err}");
+            return 1;
+        }
+    };
+    match runtime.block_on(server::run(config)) {
+        Ok(()) => 0,
+        Err(err) => {
+            tracing::error!(%err, "daemon failed");
+            eprintln!("berth daemon: {err}");
+            1
+        }
+    }
+}
+
+fn init_tracing(level: &str) {
+    let level = if level == "fatal" { "error" } else { level };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}

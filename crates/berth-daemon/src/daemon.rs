@@ -1,0 +1,787 @@
+//! The daemon's state and its container operations, independent of HTTP: create, list with
+//! Docker's filters, inspect, rename, remove, prune. The API layer only translates requests
+//! into these calls and their results into Docker's JSON.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use bollard_stubs::models::{
+    ContainerConfig, ContainerCreateBody, HostConfig, HostConfigLogConfig, RestartPolicyNameEnum,
+};
+use serde_json::{json, Value};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::events::Events;
+use crate::filters::Filters;
+use crate::host::HostInfo;
+use crate::store::{ContainerRecord, ContainerStore, State, Status};
+use crate::{names, time};
+
+/// An image as the daemon needs it to create a container.
+#[derive(Debug, Clone)]
+pub struct ResolvedImage {
+    /// Image ID (`sha256:...`).
+    pub id: String,
+    /// The image's default config (Env, Cmd, Entrypoint, WorkingDir, User, Labels, ...).
+    pub config: ContainerConfig,
+}
+
+/// The seam where the image store plugs in.
+pub trait ImageService: Send + Sync {
+    /// Resolves a reference (`busybox`, `busybox:latest`, `sha256:...`, an ID prefix).
+    fn resolve(&self, reference: &str) -> Result<ResolvedImage>;
+    /// Number of images, for `/info`.
+    fn count(&self) -> usize;
+}
+
+/// The daemon's shared state.
+pub struct Daemon {
+    /// Effective configuration.
+    pub config: Config,
+    /// Container records.
+    pub containers: ContainerStore,
+    /// Event hub.
+    pub events: Events,
+    /// Host facts.
+    pub host: HostInfo,
+    /// Persistent engine ID (`/info`'s `ID`).
+    pub engine_id: String,
+    /// The image store, once one is wired in.
+    pub images: Option<Arc<dyn ImageService>>,
+}
+
+/// Options of `GET /containers/json`.
+#[derive(Debug, Default)]
+pub struct ListOptions {
+    /// Include stopped containers.
+    pub all: bool,
+    /// Only the N most recently created (implies `all`).
+    pub limit: Option<usize>,
+    /// Report sizes.
+    pub size: bool,
+    /// Docker filters.
+    pub filters: Filters,
+}
+
+const LIST_FILTERS: &[&str] = &[
+    "id", "name", "label", "status", "ancestor", "exited", "before", "since", "health",
+];
+const STATUSES: &[&str] = &[
+    "created",
+    "restarting",
+    "running",
+    "removing",
+    "paused",
+    "exited",
+    "dead",
+];
+
+impl Daemon {
+    /// Opens the daemon's state under the configured roots.
+    pub fn open(config: Config, images: Option<Arc<dyn ImageService>>) -> Result<Self> {
+        for dir in [&config.data_root, &config.exec_root] {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+        }
+        let containers = ContainerStore::open(&config.data_root.join("containers"))?;
+        let engine_id = engine_id(&config.data_root)?;
+        let daemon = Daemon {
+            config,
+            containers,
+            events: Events::new(),
+            host: HostInfo::detect(),
+            engine_id,
+            images,
+        };
+        daemon.reconcile();
+        Ok(daemon)
+    }
+
+    /// Marks containers whose recorded process is gone as exited (the daemon was down when
+    /// they stopped).
+    fn reconcile(&self) {
+        for record in self.containers.list() {
+            if !record.state.running || pid_alive(record.state.pid) {
+                continue;
+            }
+            let res = self.containers.update(&record.id, |r| {
+                r.state
+                    .set_exited(255, "container process ended while the daemon was down");
+                Ok(())
+            });
+            if let Err(err) = res {
+                tracing::warn!(id = %record.id, %err, "cannot record container exit");
+            }
+        }
+    }
+
+    /// `POST /containers/create`: validates the request, resolves the image, merges the image
+    /// config, reserves the name and persists the record. Returns the new ID.
+    pub fn create_container(
+        &self,
+        name: Option<&str>,
+        body: ContainerCreateBody,
+    ) -> Result<String> {
+        if let Some(n) = name {
+            if !names::valid_name(n) {
+                return Err(Error::InvalidParameter(format!(
+                    "Invalid container name ({n}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+                )));
+            }
+        }
+        let mut host_config = body.host_config.clone().unwrap_or_default();
+        validate_host_config(&host_config)?;
+        let image_ref = body
+            .image
+            .clone()
+            .filter(|i| !i.is_empty())
+            .ok_or_else(|| Error::InvalidParameter("no image specified".into()))?;
+        let image = match &self.images {
+            Some(images) => images.resolve(&image_ref)?,
+            None => return Err(Error::NoSuchImage(image_ref)),
+        };
+        let config = merge_config(&image.config, &body);
+        let mut argv: Vec<String> = config.entrypoint.clone().unwrap_or_default();
+        argv.extend(config.cmd.clone().unwrap_or_default());
+        if argv.is_empty() {
+            return Err(Error::InvalidParameter("no command specified".into()));
+        }
+        if host_config
+            .network_mode
+            .as_deref()
+            .is_none_or(str::is_empty)
+        {
+            host_config.network_mode = Some("bridge".into());
+        }
+        if host_config.log_config.is_none() {
+            host_config.log_config = Some(HostConfigLogConfig {
+                typ: Some("json-file".into()),
+                config: Some(HashMap::new()),
+            });
+        }
+        let id = names::random_id();
+        let name = match name {
+            Some(n) => format!("/{}", n.trim_start_matches('/')),
+            None => format!("/{}", self.containers.unused_name()),
+        };
+        let dir = self.containers.dir(&id);
+        let record = ContainerRecord {
+            id: id.clone(),
+            created: time::now_rfc3339(),
+            path: argv[0].clone(),
+            args: argv[1..].to_vec(),
+            config,
+            host_config,
+            networking_config: body.networking_config,
+            state: State::default(),
+            image: image.id,
+            name,
+            driver: "overlay2".into(),
+            log_path: dir.join(format!("{id}-json.log")).display().to_string(),
+            restart_count: 0,
+        };
+        self.containers.create(record.clone())?;
+        self.container_event("create", &record, &[]);
+        Ok(id)
+    }
+
+    /// Publishes a container event with the record's name, image and labels.
+    pub fn container_event(&self, action: &str, r: &ContainerRecord, extra: &[(&str, String)]) {
+        let image = r.config.image.as_deref().unwrap_or(&r.image);
+        self.events.container(
+            action,
+            &r.id,
+            &r.name,
+            image,
+            r.config.labels.as_ref(),
+            extra,
+        );
+    }
+
+    /// `GET /containers/json`.
+    pub fn list_containers(&self, opts: &ListOptions) -> Result<Vec<Value>> {
+        let f = &opts.filters;
+        f.validate(LIST_FILTERS)?;
+        for s in f.get("status") {
+            if !STATUSES.contains(&s.as_str()) {
+                return Err(Error::InvalidParameter(format!(
+                    "invalid filter 'status={s}'"
+                )));
+            }
+        }
+        let exited: Vec<i64> = f
+            .get("exited")
+            .iter()
+            .map(|e| {
+                e.parse()
+                    .map_err(|_| Error::InvalidParameter(format!("invalid filter 'exited={e}'")))
+            })
+            .collect::<Result<_>>()?;
+        let names_re: Vec<regex::Regex> = f
+            .get("name")
+            .iter()
+            .map(|n| {
+                regex::Regex::new(n)
+                    .map_err(|e| Error::InvalidParameter(format!("invalid filter 'name={n}': {e}")))
+            })
+            .collect::<Result<_>>()?;
+        let created_of = |key: &str| -> Result<i64> {
+            let r = self.containers.get(key)?;
+            Ok(time::parse_rfc3339_nanos(&r.created).unwrap_or(0))
+        };
+        let before = f.get("before").first().map(|k| created_of(k)).transpose()?;
+        let since = f.get("since").first().map(|k| created_of(k)).transpose()?;
+        let all = opts.all
+            || opts.limit.is_some_and(|l| l > 0)
+            || !f.get("status").is_empty()
+            || !exited.is_empty();
+
+        let mut records = self.containers.list();
+        records.sort_by_key(|r| std::cmp::Reverse(time::parse_rfc3339_nanos(&r.created)));
+        let now = time::now_nanos();
+        let mut out = Vec::new();
+        for r in records {
+            let created = time::parse_rfc3339_nanos(&r.created).unwrap_or(0);
+            let status = r.state.status.as_str();
+            let labels = r.config.labels.clone().unwrap_or_default();
+            let keep = (all || r.state.running)
+                && f.matches_any("id", |id| r.id.starts_with(id))
+                && (names_re.is_empty() || names_re.iter().any(|re| re.is_match(&r.name)))
+                && f.matches_any("status", |s| s == status)
+                && f.matches_all("label", |l| match l.split_once('=') {
+                    Some((k, v)) => labels.get(k).is_some_and(|x| x == v),
+                    None => labels.contains_key(l),
+                })
+                && f.matches_any("ancestor", |a| ancestor_matches(&r, a))
+                && (exited.is_empty()
+                    || (r.state.status == Status::Exited && exited.contains(&r.state.exit_code)))
+                && before.is_none_or(|b| created < b)
+                && since.is_none_or(|s| created > s)
+                && f.matches_any("health", |h| h == "none");
+            if !keep {
+                continue;
+            }
+            let mut summary = json!({
+                "Id": r.id,
+                "Names": [r.name],
+                "Image": r.config.image.clone().unwrap_or_default(),
+                "ImageID": r.image,
+                "Command": command_line(&r),
+                "Created": created / 1_000_000_000,
+                "Ports": [],
+                "Labels": labels,
+                "State": status,
+                "Status": status_text(&r.state, now),
+                "HostConfig": {"NetworkMode": r.host_config.network_mode.clone().unwrap_or_default()},
+                "NetworkSettings": {"Networks": {}},
+                "Mounts": [],
+            });
+            if opts.size {
+                summary["SizeRw"] = json!(dir_size(&self.containers.dir(&r.id)));
+            }
+            out.push(summary);
+            if opts.limit.is_some_and(|l| l > 0 && out.len() >= l) {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// `GET /containers/{id}/json`.
+    pub fn inspect_container(&self, key: &str, size: bool) -> Result<Value> {
+        let r = self.containers.get(key)?;
+        let s = &r.state;
+        let mut v = json!({
+            "Id": r.id,
+            "Created": r.created,
+            "Path": r.path,
+            "Args": r.args,
+            "State": {
+                "Status": s.status.as_str(),
+                "Running": s.running,
+                "Paused": s.paused,
+                "Restarting": s.restarting,
+                "OOMKilled": s.oom_killed,
+                "Dead": s.dead,
+                "Pid": s.pid,
+                "ExitCode": s.exit_code,
+                "Error": s.error,
+                "StartedAt": s.started_at,
+                "FinishedAt": s.finished_at,
+            },
+            "Image": r.image,
+            "ResolvConfPath": "",
+            "HostnamePath": "",
+            "HostsPath": "",
+            "LogPath": r.log_path,
+            "Name": r.name,
+            "RestartCount": r.restart_count,
+            "Driver": r.driver,
+            "Platform": "linux",
+            "MountLabel": "",
+            "ProcessLabel": "",
+            "AppArmorProfile": "",
+            "ExecIDs": null,
+            "HostConfig": r.host_config,
+            "GraphDriver": {"Data": null, "Name": r.driver},
+            "Mounts": [],
+            "Config": r.config,
+            "NetworkSettings": {
+                "Bridge": "",
+                "SandboxID": "",
+                "SandboxKey": "",
+                "Ports": {},
+                "Networks": {},
+            },
+        });
+        if size {
+            v["SizeRw"] = json!(dir_size(&self.containers.dir(&r.id)));
+        }
+        Ok(v)
+    }
+
+    /// `POST /containers/{id}/rename`.
+    pub fn rename_container(&self, key: &str, new_name: &str) -> Result<()> {
+        let (record, old) = self.containers.rename(key, new_name)?;
+        self.container_event("rename", &record, &[("oldName", old)]);
+        Ok(())
+    }
+
+    /// `DELETE /containers/{id}`: a running container is refused unless `force`, which kills
+    /// its process first.
+    pub async fn remove_container(&self, key: &str, force: bool) -> Result<()> {
+        let record = self.containers.get(key)?;
+        if record.state.running {
+            if !force {
+                let verb = if record.state.paused {
+                    "paused"
+                } else {
+                    "running"
+                };
+                return Err(Error::Conflict(format!(
+                    "cannot remove container \"{}\": container is {verb}: stop the container before removing or force remove",
+                    record.name
+                )));
+            }
+            self.kill_and_wait(&record).await?;
+        }
+        let record = self.containers.remove(&record.id)?;
+        self.container_event("destroy", &record, &[]);
+        Ok(())
+    }
+
+    /// Sends SIGKILL to the container's recorded init process, waits for it to go, and
+    /// records the exit.
+    async fn kill_and_wait(&self, record: &ContainerRecord) -> Result<()> {
+        let pid = record.state.pid;
+        if let Ok(p) = i32::try_from(pid) {
+            if p > 0 {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(p),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                self.container_event("kill", record, &[("signal", "9".into())]);
+                for _ in 0..100 {
+                    if !pid_alive(pid) {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                if pid_alive(pid) {
+                    return Err(Error::Conflict(format!(
+                        "could not kill running container {}, cannot remove",
+                        record.id
+                    )));
+                }
+            }
+        }
+        let (record, ()) = self.containers.update(&record.id, |r| {
+            r.state.set_exited(137, "");
+            Ok(())
+        })?;
+        self.container_event("die", &record, &[("exitCode", "137".into())]);
+        Ok(())
+    }
+
+    /// `POST /containers/prune`: removes every stopped container passing the `until` and
+    /// `label` filters. Returns the removed IDs and the bytes reclaimed.
+    pub fn prune_containers(&self, filters: &Filters) -> Result<(Vec<String>, u64)> {
+        filters.validate(&["until", "label", "label!"])?;
+        let until = filters
+            .get("until")
+            .first()
+            .map(|u| {
+                parse_until(u)
+                    .ok_or_else(|| Error::InvalidParameter(format!("invalid filter 'until={u}'")))
+            })
+            .transpose()?;
+        let mut deleted = Vec::new();
+        let mut reclaimed = 0;
+        for r in self.containers.list() {
+            if r.state.running || r.state.status == Status::Removing {
+                continue;
+            }
+            let labels = r.config.labels.clone().unwrap_or_default();
+            let label_ok = |l: &str| match l.split_once('=') {
+                Some((k, v)) => labels.get(k).is_some_and(|x| x == v),
+                None => labels.contains_key(l),
+            };
+            let created = time::parse_rfc3339_nanos(&r.created).unwrap_or(0);
+            if until.is_some_and(|u| created >= u)
+                || !filters.matches_all("label", label_ok)
+                || filters.get("label!").iter().any(|l| label_ok(l))
+            {
+                continue;
+            }
+            let size = dir_size(&self.containers.dir(&r.id));
+            match self.containers.remove(&r.id) {
+                Ok(r) => {
+                    self.container_event("destroy", &r, &[]);
+                    reclaimed += size;
+                    deleted.push(r.id);
+                }
+                Err(err) => tracing::warn!(id = %r.id, %err, "prune: cannot remove container"),
+            }
+        }
+        self.events.publish(crate::events::Event::new(
+            "container",
+            "prune",
+            "",
+            [("reclaimed".to_string(), reclaimed.to_string())].into(),
+        ));
+        Ok((deleted, reclaimed))
+    }
+}
+
+/// Docker's `until` for prune: a timestamp or a duration before now (`10m`, `24h`).
+fn parse_until(s: &str) -> Option<i64> {
+    if let Some(t) = time::parse_timestamp(s) {
+        return Some(t);
+    }
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
+    let n: i64 = num.parse().ok()?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return None,
+    };
+    Some(time::now_nanos() - secs * 1_000_000_000)
+}
+
+fn validate_host_config(hc: &HostConfig) -> Result<()> {
+    if let Some(m) = hc.memory {
+        if m < 0 {
+            return Err(Error::InvalidParameter(
+                "invalid memory limit: must be positive".into(),
+            ));
+        }
+        if m > 0 && m < 6 * 1024 * 1024 {
+            return Err(Error::InvalidParameter(
+                "Minimum memory limit allowed is 6MB".into(),
+            ));
+        }
+    }
+    if let Some(rp) = &hc.restart_policy {
+        let retries = rp.maximum_retry_count.unwrap_or(0);
+        match rp.name {
+            Some(RestartPolicyNameEnum::ON_FAILURE) if retries < 0 => {
+                return Err(Error::InvalidParameter(
+                    "invalid restart policy: maximum retry count can't be negative".into(),
+                ))
+            }
+            Some(RestartPolicyNameEnum::ON_FAILURE) | None | Some(RestartPolicyNameEnum::EMPTY) => {}
+            Some(other) if retries != 0 => {
+                return Err(Error::InvalidParameter(format!(
+                    "invalid restart policy: maximum retry count can only be used with 'on-failure' (got '{other}')"
+                )))
+            }
+            Some(_) => {}
+        }
+    }
+    if hc.auto_remove == Some(true) {
+        if let Some(rp) = &hc.restart_policy {
+            if !matches!(
+                rp.name,
+                None | Some(RestartPolicyNameEnum::EMPTY) | Some(RestartPolicyNameEnum::NO)
+            ) {
+                return Err(Error::InvalidParameter(
+                    "can't create 'AutoRemove' container with restart policy".into(),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The image config overlaid with the request, as Docker merges them: request values win,
+/// `Env` merges by variable name, `Labels` and `ExposedPorts`/`Volumes` are unions, and a
+/// request `Entrypoint` drops the image's `Cmd`.
+fn merge_config(image: &ContainerConfig, req: &ContainerCreateBody) -> ContainerConfig {
+    let mut env: Vec<String> = image.env.clone().unwrap_or_default();
+    for var in req.env.iter().flatten() {
+        let key = var.split('=').next().unwrap_or(var);
+        env.retain(|e| e.split('=').next() != Some(key));
+        env.push(var.clone());
+    }
+    let entrypoint = req.entrypoint.clone().or_else(|| image.entrypoint.clone());
+    let cmd = match (&req.cmd, &req.entrypoint) {
+        (Some(c), _) => Some(c.clone()),
+        (None, Some(_)) => None,
+        (None, None) => image.cmd.clone(),
+    };
+    let union = |a: &Option<Vec<String>>, b: &Option<Vec<String>>| -> Option<Vec<String>> {
+        let mut v: Vec<String> = a.clone().unwrap_or_default();
+        for x in b.iter().flatten() {
+            if !v.contains(x) {
+                v.push(x.clone());
+            }
+        }
+        (!v.is_empty()).then_some(v)
+    };
+    let mut labels = image.labels.clone().unwrap_or_default();
+    labels.extend(req.labels.clone().unwrap_or_default());
+    let non_empty = |s: &Option<String>| s.clone().filter(|s| !s.is_empty());
+    ContainerConfig {
+        hostname: non_empty(&req.hostname),
+        domainname: req.domainname.clone(),
+        user: non_empty(&req.user).or_else(|| image.user.clone()),
+        attach_stdin: req.attach_stdin,
+        attach_stdout: req.attach_stdout,
+        attach_stderr: req.attach_stderr,
+        exposed_ports: union(&image.exposed_ports, &req.exposed_ports),
+        tty: Some(req.tty.unwrap_or(false)),
+        open_stdin: Some(req.open_stdin.unwrap_or(false)),
+        stdin_once: Some(req.stdin_once.unwrap_or(false)),
+        env: Some(env),
+        cmd,
+        healthcheck: req
+            .healthcheck
+            .clone()
+            .or_else(|| image.healthcheck.clone()),
+        args_escaped: req.args_escaped,
+        image: req.image.clone(),
+        volumes: union(&image.volumes, &req.volumes),
+        working_dir: non_empty(&req.working_dir).or_else(|| image.working_dir.clone()),
+        entrypoint,
+        network_disabled: req.network_disabled,
+        on_build: image.on_build.clone(),
+        labels: Some(labels),
+        stop_signal: req
+            .stop_signal
+            .clone()
+            .or_else(|| image.stop_signal.clone()),
+        stop_timeout: req.stop_timeout,
+        shell: req.shell.clone().or_else(|| image.shell.clone()),
+    }
+}
+
+fn ancestor_matches(r: &ContainerRecord, ancestor: &str) -> bool {
+    let image_ref = r.config.image.as_deref().unwrap_or("");
+    let bare_id = r.image.trim_start_matches("sha256:");
+    let with_latest = |s: &str| {
+        if s.rsplit('/').next().is_some_and(|last| last.contains(':')) || s.contains('@') {
+            s.to_string()
+        } else {
+            format!("{s}:latest")
+        }
+    };
+    image_ref == ancestor
+        || with_latest(image_ref) == with_latest(ancestor)
+        || r.image == ancestor
+        || (ancestor.len() >= 4 && bare_id.starts_with(ancestor.trim_start_matches("sha256:")))
+}
+
+/// The `Command` column: entrypoint and arguments joined by spaces.
+fn command_line(r: &ContainerRecord) -> String {
+    std::iter::once(r.path.as_str())
+        .chain(r.args.iter().map(String::as_str))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Docker's human status: `Up 3 minutes`, `Exited (0) 2 hours ago`, `Created`, ...
+pub fn status_text(s: &State, now_nanos: i64) -> String {
+    let since = |t: &str| {
+        let then = time::parse_rfc3339_nanos(t).unwrap_or(now_nanos);
+        time::human_duration((now_nanos - then) / 1_000_000_000)
+    };
+    match s.status {
+        Status::Running if s.paused => format!("Up {} (Paused)", since(&s.started_at)),
+        Status::Running | Status::Paused => format!("Up {}", since(&s.started_at)),
+        Status::Restarting => format!("Restarting ({}) {} ago", s.exit_code, since(&s.finished_at)),
+        Status::Removing => "Removal In Progress".into(),
+        Status::Dead => "Dead".into(),
+        Status::Created => "Created".into(),
+        Status::Exited if time::parse_rfc3339_nanos(&s.finished_at).is_none() => {
+            format!("Exited ({})", s.exit_code)
+        }
+        Status::Exited => format!("Exited ({}) {} ago", s.exit_code, since(&s.finished_at)),
+    }
+}
+
+/// Whether a process with this PID exists.
+pub fn pid_alive(pid: i64) -> bool {
+    match i32::try_from(pid) {
+        Ok(p) if p > 0 => {
+            // Signal 0 checks existence and permission without delivering anything.
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None).is_ok()
+        }
+        _ => false,
+    }
+}
+
+/// Disk usage of a directory tree in bytes (allocated blocks, not following symlinks).
+pub fn dir_size(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
+    let mut total = meta.blocks() * 512;
+    if meta.is_dir() {
+        if let Ok(entries) = std::fs::read_dir(path) {
+            total += entries.flatten().map(|e| dir_size(&e.path())).sum::<u64>();
+        }
+    }
+    total
+}
+
+/// The engine ID, generated once and kept in `<data-root>/engine-id`.
+fn engine_id(data_root: &Path) -> Result<String> {
+    let path = data_root.join("engine-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
+    }
+    let raw = names::random_id();
+    // Docker's engine IDs are UUIDs; shape the random hex the same way.
+    let id = format!(
+        "{}-{}-{}-{}-{}",
+        &raw[0..8],
+        &raw[8..12],
+        &raw[12..16],
+        &raw[16..20],
+        &raw[20..32]
+    );
+    crate::store::write_atomic(data_root, "engine-id", id.as_bytes())?;
+    Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Host;
+
+    struct OneImage;
+    impl ImageService for OneImage {
+        fn resolve(&self, reference: &str) -> Result<ResolvedImage> {
+            if reference != "busybox" {
+                return Err(Error::NoSuchImage(reference.into()));
+            }
+            Ok(ResolvedImage {
+                id: "sha256:".to_string() + &"ab".repeat(32),
+                config: ContainerConfig {
+                    env: Some(vec!["PATH=/bin".into(), "A=1".into()]),
+                    cmd: Some(vec!["sh".into()]),
+                    ..Default::default()
+                },
+            })
+        }
+        fn count(&self) -> usize {
+            1
+        }
+    }
+
+    fn daemon(dir: &Path) -> Daemon {
+        let config = Config {
+            hosts: vec![Host::Unix(dir.join("s.sock"))],
+            data_root: dir.join("data"),
+            exec_root: dir.join("run"),
+            insecure_registries: vec![],
+            registry_mirrors: vec![],
+            log_level: "info".into(),
+            tls: false,
+            insecure_tcp: false,
+            pidfile: dir.join("run/berth.pid"),
+        };
+        Daemon::open(config, Some(Arc::new(OneImage))).unwrap()
+    }
+
+    fn body(json: &str) -> ContainerCreateBody {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[tokio::test]
+    async fn create_list_filter_prune() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = daemon(dir.path());
+        let a = d
+            .create_container(
+                Some("web"),
+                body(r#"{"Image":"busybox","Env":["A=2"],"Labels":{"tier":"front"}}"#),
+            )
+            .unwrap();
+        let rec = d.containers.get("web").unwrap();
+        assert_eq!(rec.config.env.as_deref().unwrap(), ["PATH=/bin", "A=2"]);
+        assert_eq!(rec.path, "sh");
+        let err = d
+            .create_container(Some("web"), body(r#"{"Image":"busybox"}"#))
+            .unwrap_err();
+        assert_eq!(err.status(), hyper::StatusCode::CONFLICT);
+        let err = d
+            .create_container(None, body(r#"{"Image":"nope"}"#))
+            .unwrap_err();
+        assert_eq!(err.to_string(), "No such image: nope");
+        let b = d
+            .create_container(None, body(r#"{"Image":"busybox","Cmd":["true"]}"#))
+            .unwrap();
+        d.containers
+            .update(&b, |r| {
+                r.state.set_exited(3, "");
+                Ok(())
+            })
+            .unwrap();
+
+        let list = |q: &str| {
+            d.list_containers(&ListOptions {
+                all: true,
+                filters: Filters::parse(q).unwrap(),
+                ..Default::default()
+            })
+            .unwrap()
+        };
+        assert_eq!(list("").len(), 2);
+        assert_eq!(list(r#"{"label":["tier=front"]}"#)[0]["Id"], a);
+        assert_eq!(list(r#"{"exited":["3"]}"#)[0]["Id"], b);
+        assert_eq!(list(r#"{"status":["created"]}"#).len(), 1);
+        assert_eq!(list(r#"{"name":["^/we"]}"#).len(), 1);
+        assert_eq!(list(r#"{"ancestor":["busybox:latest"]}"#).len(), 2);
+        assert_eq!(list(r#"{"before":["web"]}"#).len(), 0);
+        assert!(d
+            .list_containers(&ListOptions {
+                filters: Filters::parse(r#"{"status":["bogus"]}"#).unwrap(),
+                ..Default::default()
+            })
+            .is_err());
+        assert!(d
+            .list_containers(&ListOptions::default())
+            .unwrap()
+            .is_empty());
+
+        let inspect = d.inspect_container(&a[..8], false).unwrap();
+        assert_eq!(inspect["State"]["Status"], "created");
+        assert_eq!(inspect["Config"]["Labels"]["tier"], "front");
+        assert_eq!(inspect["HostConfig"]["NetworkMode"], "bridge");
+
+        let (deleted, _) = d
+            .prune_containers(&Filters::parse(r#"{"label":["tier"]}"#).unwrap())
+            .unwrap();
+        assert_eq!(deleted, [a]);
+        d.remove_container(&b, false).await.unwrap();
+        assert!(d.containers.is_empty());
+    }
+}

@@ -1,0 +1,188 @@
+//! Serving: binds the configured unix and TCP sockets, accepts HTTP/1.1 connections (with
+//! upgrades, for attach and exec), and shuts down cleanly on SIGINT/SIGTERM.
+
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::config::{Config, Host};
+use crate::daemon::Daemon;
+use crate::error::{Error, Result};
+
+/// A bound listening socket.
+enum Listener {
+    Unix(UnixListener, PathBuf),
+    Tcp(TcpListener),
+}
+
+/// Binds every configured host before anything is served, so a bad address fails startup.
+async fn bind_all(config: &Config) -> Result<Vec<Listener>> {
+    let mut out = Vec::new();
+    for host in &config.hosts {
+        match host {
+            Host::Unix(path) => out.push(Listener::Unix(bind_unix(path)?, path.clone())),
+            Host::Tcp(addr) => {
+                if config.tls {
+                    return Err(Error::Config(
+                        "TLS (--tls/--tlsverify) is not supported by berth yet; serve the unix socket, or plain TCP with --insecure-tcp on a trusted network".into(),
+                    ));
+                }
+                if !config.insecure_tcp {
+                    return Err(Error::Config(format!(
+                        "refusing to serve tcp://{addr} without TLS: anyone who can reach it gets root on this host; pass --insecure-tcp to do it anyway"
+                    )));
+                }
+                tracing::warn!(%addr, "serving the API on plain TCP without TLS");
+                let l = TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| Error::io(format!("listen on tcp://{addr}"), e))?;
+                out.push(Listener::Tcp(l));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Binds a unix socket (mode 0660), creating its directory and replacing a stale socket
+/// file only when nothing answers on it.
+fn bind_unix(path: &Path) -> Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(Error::Config(format!(
+                    "another daemon is already listening on {}",
+                    path.display()
+                )));
+            }
+            std::fs::remove_file(path)
+                .map_err(|e| Error::io(format!("remove stale socket {}", path.display()), e))?;
+        }
+        Ok(_) => {
+            return Err(Error::Config(format!(
+                "{} exists and is not a socket; refusing to replace it",
+                path.display()
+            )))
+        }
+        Err(_) => {}
+    }
+    let listener = UnixListener::bind(path)
+        .map_err(|e| Error::io(format!("listen on unix://{}", path.display()), e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .map_err(|e| Error::io(format!("chmod {}", path.display()), e))?;
+    Ok(listener)
+}
+
+fn serve_conn<S>(daemon: Arc<Daemon>, stream: S)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let service = service_fn(move |req| crate::api::serve(daemon.clone(), req));
+        let conn = http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        if let Err(err) = conn.await {
+            tracing::debug!(%err, "connection ended with an error");
+        }
+    });
+}
+
+/// Runs the daemon until SIGINT or SIGTERM.
+pub async fn run(config: Config) -> Result<()> {
+    let daemon = Arc::new(Daemon::open(config.clone(), None)?);
+    let listeners = bind_all(&config).await?;
+    write_pidfile(&config.pidfile)?;
+    let mut sockets = Vec::new();
+    for listener in listeners {
+        let daemon = daemon.clone();
+        match listener {
+            Listener::Unix(l, path) => {
+                tracing::info!(path = %path.display(), "API listening on unix socket");
+                sockets.push(path);
+                tokio::spawn(async move {
+                    loop {
+                        match l.accept().await {
+                            Ok((s, _)) => serve_conn(daemon.clone(), s),
+                            Err(err) => accept_failed(err).await,
+                        }
+                    }
+                });
+            }
+            Listener::Tcp(l) => {
+                tokio::spawn(async move {
+                    loop {
+                        match l.accept().await {
+                            Ok((s, _)) => {
+                                let _ = s.set_nodelay(true);
+                                serve_conn(daemon.clone(), s)
+                            }
+                            Err(err) => accept_failed(err).await,
+                        }
+                    }
+                });
+            }
+        }
+    }
+    tracing::info!(
+        data_root = %config.data_root.display(),
+        containers = daemon.containers.len(),
+        "daemon ready"
+    );
+    daemon.events.publish(crate::events::Event::new(
+        "daemon",
+        "start",
+        &daemon.engine_id,
+        [("name".to_string(), daemon.host.hostname.clone())].into(),
+    ));
+    let mut term =
+        signal(SignalKind::terminate()).map_err(|e| Error::io("install SIGTERM handler", e))?;
+    let mut int =
+        signal(SignalKind::interrupt()).map_err(|e| Error::io("install SIGINT handler", e))?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("shutting down");
+    for path in sockets {
+        let _ = std::fs::remove_file(path);
+    }
+    let _ = std::fs::remove_file(&config.pidfile);
+    Ok(())
+}
+
+/// Accept errors (EMFILE, ECONNABORTED) are transient: log and back off briefly.
+async fn accept_failed(err: std::io::Error) {
+    tracing::warn!(%err, "accept failed");
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+}
+
+fn write_pidfile(path: &Path) -> Result<()> {
+    if let Ok(old) = std::fs::read_to_string(path) {
+        if let Ok(pid) = old.trim().parse::<i64>() {
+            if pid != i64::from(std::process::id()) && crate::daemon::pid_alive(pid) {
+                return Err(Error::Config(format!(
+                    "pid file {} names a running process ({pid}): is another daemon running?",
+                    path.display()
+                )));
+            }
+        }
+    }
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "berth.pid".into());
+    crate::store::write_atomic(dir, &name, std::process::id().to_string().as_bytes())
+}

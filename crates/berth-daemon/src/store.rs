@@ -1,0 +1,457 @@
+//! The daemon's container records: one crash-safe `config.v2.json` per container under
+//! `<data-root>/containers/<id>/`, an in-memory index by ID and by name, and lookups by full
+//! ID, name (with or without the leading `/`) or unique ID prefix.
+//!
+//! A record is written to a temporary file in the same directory, fsynced, renamed into place
+//! and the directory fsynced, so a crash leaves either the old record or the new one.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use bollard_stubs::models::{ContainerConfig, HostConfig, NetworkingConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::events::lock;
+use crate::names;
+
+/// The record file inside a container's directory.
+pub const RECORD_FILE: &str = "config.v2.json";
+
+/// A container's lifecycle status, as Docker names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Created, never started.
+    #[default]
+    Created,
+    /// Its process is running.
+    Running,
+    /// Frozen.
+    Paused,
+    /// Being restarted by its restart policy.
+    Restarting,
+    /// Being removed.
+    Removing,
+    /// Its process exited.
+    Exited,
+    /// Failed to be removed.
+    Dead,
+}
+
+impl Status {
+    /// The lowercase name used on the wire and in filters.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Restarting => "restarting",
+            Status::Removing => "removing",
+            Status::Exited => "exited",
+            Status::Dead => "dead",
+        }
+    }
+}
+
+/// A container's state, persisted with its record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct State {
+    /// Lifecycle status.
+    pub status: Status,
+    /// The process runs (also true while paused).
+    pub running: bool,
+    /// The process is frozen.
+    pub paused: bool,
+    /// The restart policy is restarting it.
+    pub restarting: bool,
+    /// The last run ended by the OOM killer.
+    #[serde(rename = "OOMKilled")]
+    pub oom_killed: bool,
+    /// Removal failed.
+    pub dead: bool,
+    /// Host PID of the container's init process while running, else 0.
+    pub pid: i64,
+    /// Exit code of the last run.
+    pub exit_code: i64,
+    /// Why the last start failed, if it did.
+    pub error: String,
+    /// RFC 3339 time of the last start, or Docker's zero time.
+    pub started_at: String,
+    /// RFC 3339 time of the last exit, or Docker's zero time.
+    pub finished_at: String,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            status: Status::Created,
+            running: false,
+            paused: false,
+            restarting: false,
+            oom_killed: false,
+            dead: false,
+            pid: 0,
+            exit_code: 0,
+            error: String::new(),
+            started_at: crate::time::ZERO.into(),
+            finished_at: crate::time::ZERO.into(),
+        }
+    }
+}
+
+impl State {
+    /// Marks the container as exited with `code` now.
+    pub fn set_exited(&mut self, code: i64, error: &str) {
+        self.status = Status::Exited;
+        self.running = false;
+        self.paused = false;
+        self.restarting = false;
+        self.pid = 0;
+        self.exit_code = code;
+        self.error = error.to_string();
+        self.finished_at = crate::time::now_rfc3339();
+    }
+}
+
+/// A container's persistent record (Docker's `config.v2.json` plus its host config).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerRecord {
+    /// 64-hex-digit ID.
+    #[serde(rename = "ID")]
+    pub id: String,
+    /// Creation time, RFC 3339 with nanoseconds.
+    pub created: String,
+    /// The entrypoint's executable.
+    pub path: String,
+    /// The remaining arguments.
+    pub args: Vec<String>,
+    /// The container config (image defaults merged with the create request).
+    pub config: ContainerConfig,
+    /// The host config from the create request.
+    pub host_config: HostConfig,
+    /// Networking config from the create request.
+    #[serde(default)]
+    pub networking_config: Option<NetworkingConfig>,
+    /// Runtime state.
+    pub state: State,
+    /// Image ID (`sha256:...`).
+    pub image: String,
+    /// Name with its leading `/`.
+    pub name: String,
+    /// Storage driver name.
+    pub driver: String,
+    /// Path of the json-file log.
+    pub log_path: String,
+    /// How often the restart policy restarted it.
+    pub restart_count: i64,
+}
+
+struct Index {
+    by_id: BTreeMap<String, ContainerRecord>,
+    /// Name without the leading `/` → ID.
+    names: HashMap<String, String>,
+}
+
+/// The daemon's container records.
+pub struct ContainerStore {
+    root: PathBuf,
+    index: Mutex<Index>,
+}
+
+impl ContainerStore {
+    /// Opens (creating) `<data-root>/containers` and loads every readable record; records that
+    /// cannot be read are skipped with a warning rather than keeping the daemon down.
+    pub fn open(root: &Path) -> Result<Self> {
+        fs::create_dir_all(root).map_err(|e| Error::io(format!("create {}", root.display()), e))?;
+        let mut index = Index {
+            by_id: BTreeMap::new(),
+            names: HashMap::new(),
+        };
+        let entries =
+            fs::read_dir(root).map_err(|e| Error::io(format!("read {}", root.display()), e))?;
+        for entry in entries.flatten() {
+            let path = entry.path().join(RECORD_FILE);
+            let record: ContainerRecord = match fs::read(&path)
+                .map_err(|e| Error::io(format!("read {}", path.display()), e))
+                .and_then(|b| {
+                    serde_json::from_slice(&b)
+                        .map_err(|e| Error::json(format!("parse {}", path.display()), e))
+                }) {
+                Ok(r) => r,
+                Err(err) => {
+                    tracing::warn!(%err, "skipping unreadable container record");
+                    continue;
+                }
+            };
+            if entry.file_name().to_str() != Some(record.id.as_str()) {
+                tracing::warn!(path = %path.display(), "skipping record whose ID does not match its directory");
+                continue;
+            }
+            index
+                .names
+                .insert(bare(&record.name).to_string(), record.id.clone());
+            index.by_id.insert(record.id.clone(), record);
+        }
+        Ok(ContainerStore {
+            root: root.to_path_buf(),
+            index: Mutex::new(index),
+        })
+    }
+
+    /// The directory holding a container's record and logs.
+    pub fn dir(&self, id: &str) -> PathBuf {
+        self.root.join(id)
+    }
+
+    /// Resolves a full ID, a name (with or without `/`), or a unique ID prefix to a full ID.
+    pub fn resolve(&self, key: &str) -> Result<String> {
+        let index = lock(&self.index);
+        resolve_in(&index, key)
+    }
+
+    /// A copy of the record `key` resolves to.
+    pub fn get(&self, key: &str) -> Result<ContainerRecord> {
+        let index = lock(&self.index);
+        let id = resolve_in(&index, key)?;
+        index
+            .by_id
+            .get(&id)
+            .cloned()
+            .ok_or(Error::NoSuchContainer(key.to_string()))
+    }
+
+    /// Copies of all records.
+    pub fn list(&self) -> Vec<ContainerRecord> {
+        lock(&self.index).by_id.values().cloned().collect()
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        lock(&self.index).by_id.len()
+    }
+
+    /// Whether there are no records.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Picks a random name not in use.
+    pub fn unused_name(&self) -> String {
+        let index = lock(&self.index);
+        (0u32..)
+            .map(names::random_name)
+            .find(|n| !index.names.contains_key(n))
+            .unwrap_or_else(|| names::random_id()[..12].to_string())
+    }
+
+    /// Persists a new record; fails with Docker's conflict error when its name is taken.
+    pub fn create(&self, record: ContainerRecord) -> Result<()> {
+        let mut index = lock(&self.index);
+        let name = bare(&record.name).to_string();
+        if let Some(owner) = index.names.get(&name) {
+            return Err(name_conflict(&name, owner));
+        }
+        let dir = self.dir(&record.id);
+        fs::create_dir_all(&dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+        write_record(&dir, &record)?;
+        index.names.insert(name, record.id.clone());
+        index.by_id.insert(record.id.clone(), record);
+        Ok(())
+    }
+
+    /// Applies `change` to the record `key` resolves to and persists it; the in-memory record
+    /// changes only if `change` succeeds and the write succeeds.
+    pub fn update<T>(
+        &self,
+        key: &str,
+        change: impl FnOnce(&mut ContainerRecord) -> Result<T>,
+    ) -> Result<(ContainerRecord, T)> {
+        let mut index = lock(&self.index);
+        let id = resolve_in(&index, key)?;
+        let mut record = index
+            .by_id
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| Error::NoSuchContainer(key.to_string()))?;
+        let out = change(&mut record)?;
+        write_record(&self.dir(&id), &record)?;
+        index.by_id.insert(id, record.clone());
+        Ok((record, out))
+    }
+
+    /// Renames a container; returns the record with its new name and the old name.
+    pub fn rename(&self, key: &str, new_name: &str) -> Result<(ContainerRecord, String)> {
+        if !names::valid_name(new_name) {
+            return Err(Error::InvalidParameter(format!(
+                "Invalid container name ({new_name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+            )));
+        }
+        let new_bare = bare(new_name).to_string();
+        let mut index = lock(&self.index);
+        let id = resolve_in(&index, key)?;
+        let Some(mut record) = index.by_id.get(&id).cloned() else {
+            return Err(Error::NoSuchContainer(key.to_string()));
+        };
+        let old_name = record.name.clone();
+        if bare(&old_name) == new_bare {
+            return Err(Error::InvalidParameter(
+                "Renaming a container with the same name as its current name".into(),
+            ));
+        }
+        if let Some(owner) = index.names.get(&new_bare) {
+            return Err(name_conflict(&new_bare, owner));
+        }
+        record.name = format!("/{new_bare}");
+        write_record(&self.dir(&id), &record)?;
+        index.names.remove(bare(&old_name));
+        index.names.insert(new_bare, id.clone());
+        index.by_id.insert(id, record.clone());
+        Ok((record, old_name))
+    }
+
+    /// Deletes a container's record and directory.
+    pub fn remove(&self, id: &str) -> Result<ContainerRecord> {
+        let mut index = lock(&self.index);
+        let Some(record) = index.by_id.get(id).cloned() else {
+            return Err(Error::NoSuchContainer(id.to_string()));
+        };
+        let dir = self.dir(id);
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(format!("remove {}", dir.display()), e)),
+        }
+        index.names.remove(bare(&record.name));
+        index.by_id.remove(id);
+        Ok(record)
+    }
+}
+
+fn bare(name: &str) -> &str {
+    name.strip_prefix('/').unwrap_or(name)
+}
+
+fn name_conflict(name: &str, owner: &str) -> Error {
+    Error::Conflict(format!(
+        "Conflict. The container name \"/{name}\" is already in use by container \"{owner}\". You have to remove (or rename) that container to be able to reuse that name."
+    ))
+}
+
+fn resolve_in(index: &Index, key: &str) -> Result<String> {
+    if key.is_empty() {
+        return Err(Error::NoSuchContainer(key.to_string()));
+    }
+    if index.by_id.contains_key(key) {
+        return Ok(key.to_string());
+    }
+    if let Some(id) = index.names.get(bare(key)) {
+        return Ok(id.clone());
+    }
+    if !key.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::NoSuchContainer(key.to_string()));
+    }
+    let mut hits = index
+        .by_id
+        .range(key.to_string()..)
+        .take_while(|(id, _)| id.starts_with(key));
+    match (hits.next(), hits.next()) {
+        (Some((id, _)), None) => Ok(id.clone()),
+        (Some(_), Some(_)) => Err(Error::AmbiguousPrefix(key.to_string())),
+        (None, _) => Err(Error::NoSuchContainer(key.to_string())),
+    }
+}
+
+/// Writes `config.v2.json` atomically: temporary file, fsync, rename, directory fsync.
+fn write_record(dir: &Path, record: &ContainerRecord) -> Result<()> {
+    let bytes = serde_json::to_vec(record)
+        .map_err(|e| Error::json(format!("serialise record of {}", record.id), e))?;
+    write_atomic(dir, RECORD_FILE, &bytes)
+}
+
+/// Replaces `dir/name` with `bytes` so that a crash leaves the old or the new content.
+pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let target = dir.join(name);
+    let io = |what: &str, p: &Path, e| Error::io(format!("{what} {}", p.display()), e);
+    let mut f = fs::File::create(&tmp).map_err(|e| io("create", &tmp, e))?;
+    f.write_all(bytes).map_err(|e| io("write", &tmp, e))?;
+    f.sync_all().map_err(|e| io("fsync", &tmp, e))?;
+    drop(f);
+    fs::rename(&tmp, &target).map_err(|e| io("rename into", &target, e))?;
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io("fsync", dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn record(id: &str, name: &str) -> ContainerRecord {
+        ContainerRecord {
+            id: id.into(),
+            created: crate::time::now_rfc3339(),
+            path: "sh".into(),
+            args: vec![],
+            config: ContainerConfig::default(),
+            host_config: HostConfig::default(),
+            networking_config: None,
+            state: State::default(),
+            image: "sha256:00".into(),
+            name: format!("/{name}"),
+            driver: "overlay2".into(),
+            log_path: String::new(),
+            restart_count: 0,
+        }
+    }
+
+    #[test]
+    fn lookups_conflicts_and_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContainerStore::open(dir.path()).unwrap();
+        let a = "abc1".repeat(16);
+        let b = "abd2".repeat(16);
+        store.create(record(&a, "web")).unwrap();
+        store.create(record(&b, "db")).unwrap();
+        assert_eq!(store.resolve("web").unwrap(), a);
+        assert_eq!(store.resolve("/db").unwrap(), b);
+        assert_eq!(store.resolve("abc").unwrap(), a);
+        assert!(matches!(
+            store.resolve("ab"),
+            Err(Error::AmbiguousPrefix(_))
+        ));
+        assert_eq!(
+            store.resolve("nope").unwrap_err().to_string(),
+            "No such container: nope"
+        );
+        let err = store.create(record(&"f".repeat(64), "web")).unwrap_err();
+        assert_eq!(err.status(), hyper::StatusCode::CONFLICT);
+        assert!(err.to_string().contains(&a));
+        store.rename("web", "front").unwrap();
+        assert!(store.resolve("web").is_err());
+        assert!(matches!(
+            store.rename("db", "front"),
+            Err(Error::Conflict(_))
+        ));
+        store
+            .update("db", |r| {
+                r.state.set_exited(3, "");
+                Ok(())
+            })
+            .unwrap();
+
+        let reopened = ContainerStore::open(dir.path()).unwrap();
+        assert_eq!(reopened.len(), 2);
+        assert_eq!(reopened.get("front").unwrap().id, a);
+        assert_eq!(reopened.get("db").unwrap().state.exit_code, 3);
+        reopened.remove(&a).unwrap();
+        assert!(!dir.path().join(&a).exists());
+        assert_eq!(ContainerStore::open(dir.path()).unwrap().len(), 1);
+    }
+}
