@@ -381,6 +381,8 @@ fn header(size: u64) -> tar::Header {
     h.set_size(size);
     h.set_mode(0o644);
     h.set_mtime(0);
+    h.set_uid(0);
+    h.set_gid(0);
     h.set_entry_type(EntryType::Regular);
     h
 }

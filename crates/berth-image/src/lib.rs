@@ -16,6 +16,9 @@ mod db;
 pub mod rootfs;
 mod store;
 pub mod archive;
+pub mod ops;
+pub mod changes;
+mod commit;
 
 pub use digest::Digest;
 pub use error::{Error, ErrorKind, Result};
@@ -24,3 +27,5 @@ pub use unpack::{LayerDigests, MAX_SPECIAL_HEADER};
 pub use rootfs::{ContainerMeta, Rootfs};
 pub use store::{Driver, Store, StoreOptions};
 pub use archive::{ArchiveFormat, LoadedImage};
+pub use ops::{DeleteItem, DiskUsage, FsckReport, GcReport, HistoryItem, ImageInspect, ImageSummary, PruneReport};
+pub use commit::{Change, ChangeKind, CommitOptions, ImportOptions};

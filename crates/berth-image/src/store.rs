@@ -184,6 +184,15 @@ impl Store {
         parent_chain: Option<&Digest>,
     ) -> Result<(LayerDigests, Digest)> {
         let _l = self.lock_shared()?;
+        self.put_layer_locked(reader, expected, parent_chain)
+    }
+
+    pub(crate) fn put_layer_locked(
+        &self,
+        reader: impl Read,
+        expected: Option<&Digest>,
+        parent_chain: Option<&Digest>,
+    ) -> Result<(LayerDigests, Digest)> {
         let blob_tmp = self.content().temp_file("blob-")?;
         let snap_tmp = self.snapshot_temp()?;
         let writer = io::BufWriter::with_capacity(1 << 20, blob_tmp);
@@ -330,7 +339,7 @@ impl Store {
         let bytes = serde_json::to_vec(&meta).map_err(json_err("snapshot meta"))?;
         let mp = tmp.path().join("meta.json");
         fs::write(&mp, bytes).ctx("write", &mp)?;
-        let fd = crate::sys::open_dir_path(tmp.path()).ctx("open", tmp.path())?;
+        let fd = std::os::fd::OwnedFd::from(fs::File::open(tmp.path()).ctx("open", tmp.path())?);
         crate::sys::syncfs(&fd).ctx("syncfs", tmp.path())?;
         let dest = self.snapshot_dir(chain);
         let tmp_path = tmp.into_path();
