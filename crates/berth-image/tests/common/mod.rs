@@ -194,6 +194,14 @@ pub fn write_oci_layout(dir: &Path, layers: &[(Vec<u8>, &'static str, Vec<u8>)],
     cd
 }
 
+pub fn gzip(b: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(b).unwrap();
+    e.finish().unwrap()
+}
+
+/// Compressed layers only, so that skopeo (which compresses plain layers when writing OCI)
+/// copies every blob byte for byte.
 /// A small multi-layer image: busybox base (gzip), a second layer with whiteouts, a third zstd.
 pub fn multi_layer_image() -> Vec<(Vec<u8>, &'static str, Vec<u8>)> {
     let base = busybox_rootfs();
@@ -205,9 +213,17 @@ pub fn multi_layer_image() -> Vec<(Vec<u8>, &'static str, Vec<u8>)> {
     let l3z = zstd::encode_all(l3.as_slice(), 1).unwrap();
     vec![
         (l1, "application/vnd.oci.image.layer.v1.tar+gzip", base),
-        (l2.clone(), "application/vnd.oci.image.layer.v1.tar", l2),
+        (gzip(&l2), "application/vnd.oci.image.layer.v1.tar+gzip", l2),
         (l3z, "application/vnd.oci.image.layer.v1.tar+zstd", l3),
     ]
+}
+
+/// The same image without the zstd layer (Docker manifests cannot describe zstd).
+pub fn multi_layer_image_no_zstd() -> Vec<(Vec<u8>, &'static str, Vec<u8>)> {
+    let mut v = multi_layer_image();
+    let (_, _, tar) = v.pop().unwrap();
+    v.push((gzip(&tar), "application/vnd.oci.image.layer.v1.tar+gzip", tar));
+    v
 }
 
 /// Tar up a directory (for OCI layouts → archives).
