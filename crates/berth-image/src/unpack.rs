@@ -233,9 +233,25 @@ impl Extractor {
             cur = match sys::open_in_root(&self.root, &prefix, libc::O_PATH | libc::O_DIRECTORY) {
                 Ok(fd) => fd,
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                    sys::mkdirat(&cur, c.as_os_str(), 0o755).map_err(self.io_err("create directory", &prefix))?;
+                    match sys::mkdirat(&cur, c.as_os_str(), 0o755) {
+                        Ok(()) => {}
+                        // A dangling symlink is in the way: following it would leave the layer.
+                        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                            return Err(Error::UnsafeEntry {
+                                path: rel.display().to_string(),
+                                reason: format!("parent {} is a symlink to a missing directory", prefix.display()),
+                            })
+                        }
+                        Err(e) => return Err(self.io_err("create directory", &prefix)(e)),
+                    }
                     sys::open_in_root(&self.root, &prefix, libc::O_PATH | libc::O_DIRECTORY)
                         .map_err(self.io_err("resolve directory", &prefix))?
+                }
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTDIR) | Some(libc::ELOOP) | Some(libc::EXDEV)) => {
+                    return Err(Error::UnsafeEntry {
+                        path: rel.display().to_string(),
+                        reason: format!("parent {} is not a directory inside the layer", prefix.display()),
+                    })
                 }
                 Err(e) => return Err(self.io_err("resolve directory", &prefix)(e)),
             };
