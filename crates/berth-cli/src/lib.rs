@@ -127,6 +127,7 @@ pub fn main(args: Vec<OsString>) -> i32 {
         }
         return berth_daemon::run(args);
     }
+    restore_sigpipe();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -199,5 +200,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::System {
             command: SystemCommand::Df,
         } => cmd::df(c).await,
+    }
+}
+
+/// Lets `berth ps | head` end quietly: Rust ignores SIGPIPE, which turns a closed pipe into a
+/// write error (and a panic in `println!`), whereas a CLI should just die of the signal.
+fn restore_sigpipe() {
+    // SAFETY: called before any other thread exists in this process (the async runtime is
+    // built afterwards); SIG_DFL is a valid disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

@@ -626,8 +626,13 @@ pub fn status_text(s: &State, now_nanos: i64) -> String {
 pub fn pid_alive(pid: i64) -> bool {
     match i32::try_from(pid) {
         Ok(p) if p > 0 => {
-            // Signal 0 checks existence and permission without delivering anything.
+            // Signal 0 checks existence without delivering anything; a zombie still exists
+            // but has exited, so its state letter in /proc/<pid>/stat is checked too.
             nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None).is_ok()
+                && !std::fs::read_to_string(format!("/proc/{p}/stat")).is_ok_and(|stat| {
+                    stat.rsplit_once(')')
+                        .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+                })
         }
         _ => false,
     }

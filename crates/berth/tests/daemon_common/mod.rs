@@ -1,0 +1,355 @@
+//! Shared harness for the daemon and CLI integration tests: a real `berth daemon` on a private
+//! socket and data root, killed by a Drop guard, plus a minimal HTTP/1.1 client over the
+//! socket and helpers that seed container records the way the daemon writes them.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+pub const BERTH: &str = env!("CARGO_BIN_EXE_berth");
+pub const DOCKER: &str = "/usr/local/bin/docker";
+
+/// A running daemon and its private directories.
+pub struct Daemon {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub sock: PathBuf,
+}
+
+impl Daemon {
+    /// Starts a daemon on `<tmp>/s.sock` with `<tmp>/data` and `<tmp>/run`.
+    pub fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("berth-daemon-test")
+            .tempdir()
+            .expect("create temp dir");
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
+        let mut d = Daemon {
+            child: None,
+            sock: dir.path().join("s.sock"),
+            dir,
+        };
+        d.spawn();
+        d
+    }
+
+    /// Starts (again) on the same directories.
+    pub fn spawn(&mut self) {
+        std::fs::write(self.dir.path().join("daemon.json"), "{}").unwrap();
+        let log = std::fs::File::create(self.dir.path().join("daemon.log")).unwrap();
+        let child = Command::new(BERTH)
+            .arg("daemon")
+            .arg("-H")
+            .arg(format!("unix://{}", self.sock.display()))
+            .arg("--data-root")
+            .arg(self.data())
+            .arg("--exec-root")
+            .arg(self.dir.path().join("run"))
+            .arg("--config-file")
+            .arg(self.dir.path().join("daemon.json"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn berth daemon");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while UnixStream::connect(&self.sock).is_err() {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("daemon exited early ({status}): {}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not listen: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the daemon with SIGTERM and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    pub fn host(&self) -> String {
+        format!("unix://{}", self.sock.display())
+    }
+
+    /// Runs the real docker CLI against this daemon.
+    pub fn docker(&self, args: &[&str]) -> Output {
+        Command::new(DOCKER)
+            .args(args)
+            .env("DOCKER_HOST", self.host())
+            .env("DOCKER_CONFIG", self.dir.path().join("docker-config"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run docker")
+    }
+
+    /// Runs the berth CLI against this daemon.
+    pub fn berth(&self, args: &[&str]) -> Output {
+        Command::new(BERTH)
+            .args(args)
+            .env("BERTH_HOST", self.host())
+            .env_remove("DOCKER_HOST")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run berth")
+    }
+
+    /// Sends one HTTP request over the socket and returns (status, headers, body).
+    pub fn http(&self, method: &str, path: &str, body: Option<&[u8]>) -> Response {
+        http(&self.sock, method, path, body)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A parsed HTTP response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    pub fn message(&self) -> String {
+        self.json()["message"].as_str().unwrap_or("").to_string()
+    }
+}
+
+/// A minimal HTTP/1.1 client: one request per connection, `Connection: close`, chunked
+/// bodies decoded.
+pub fn http(sock: &Path, method: &str, path: &str, body: Option<&[u8]>) -> Response {
+    let mut s = UnixStream::connect(sock).expect("connect to daemon");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let body = body.unwrap_or(b"");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: berth\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    // The daemon may answer (413) before reading a huge body; a broken pipe is fine then.
+    let _ = s.write_all(body);
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("response has a header section");
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    if chunked {
+        body = dechunk(&body);
+    }
+    Response {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(nl) = data.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let size = usize::from_str_radix(std::str::from_utf8(&data[..nl]).unwrap().trim(), 16)
+            .expect("chunk size");
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&data[nl + 2..nl + 2 + size]);
+        data = &data[nl + 2 + size + 2..];
+    }
+}
+
+/// What a seeded container record looks like.
+pub struct Seed<'a> {
+    pub id: String,
+    pub name: &'a str,
+    pub status: &'a str,
+    pub exit_code: i64,
+    pub pid: i64,
+    pub labels: Value,
+    pub tty: bool,
+    /// Creation time, seconds after 2024-01-01T00:00:00Z (orders the records).
+    pub created_offset: u32,
+}
+
+impl<'a> Seed<'a> {
+    pub fn new(id_char: char, name: &'a str, status: &'a str) -> Self {
+        Seed {
+            id: id_char.to_string().repeat(64),
+            name,
+            status,
+            exit_code: 0,
+            pid: 0,
+            labels: json!({}),
+            tty: false,
+            created_offset: 0,
+        }
+    }
+
+    /// Writes `<data>/containers/<id>/config.v2.json`; returns the log path.
+    pub fn write(&self, data: &Path) -> PathBuf {
+        let dir = data.join("containers").join(&self.id);
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join(format!("{}-json.log", self.id));
+        let secs = self.created_offset;
+        let created = format!(
+            "2024-01-01T{:02}:{:02}:{:02}.000000000Z",
+            secs / 3600,
+            (secs / 60) % 60,
+            secs % 60
+        );
+        let running = self.status == "running";
+        let record = json!({
+            "ID": self.id,
+            "Created": created,
+            "Path": "sh",
+            "Args": ["-c", "echo hello; sleep 1000"],
+            "Config": {
+                "Image": "busybox",
+                "Cmd": ["sh", "-c", "echo hello; sleep 1000"],
+                "Labels": self.labels,
+                "Tty": self.tty,
+                "Env": ["PATH=/bin"],
+            },
+            "HostConfig": {"NetworkMode": "bridge", "LogConfig": {"Type": "json-file", "Config": {}}},
+            "State": {
+                "Status": self.status,
+                "Running": running,
+                "Paused": false,
+                "Restarting": false,
+                "OOMKilled": false,
+                "Dead": false,
+                "Pid": self.pid,
+                "ExitCode": self.exit_code,
+                "Error": "",
+                "StartedAt": if self.status == "created" { "0001-01-01T00:00:00Z".to_string() } else { created.clone() },
+                "FinishedAt": if self.status == "exited" { created.clone() } else { "0001-01-01T00:00:00Z".to_string() },
+            },
+            "Image": format!("sha256:{}", "ab".repeat(32)),
+            "Name": format!("/{}", self.name),
+            "Driver": "overlay2",
+            "LogPath": log,
+            "RestartCount": 0,
+        });
+        std::fs::write(dir.join("config.v2.json"), record.to_string()).unwrap();
+        log
+    }
+}
+
+/// One json-file log line.
+pub fn log_line(stream: &str, second: u32, text: &str) -> String {
+    format!(
+        "{}\n",
+        json!({"log": text, "stream": stream, "time": format!("2024-01-01T00:00:{second:02}.000000001Z")})
+    )
+}
+
+/// Text output of a command, asserting that it succeeded.
+pub fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "command failed ({}): stdout={} stderr={}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A `sleep` process standing in for a container's init process; killed on drop.
+pub struct Sleeper(pub Child);
+
+impl Sleeper {
+    pub fn start() -> Self {
+        Sleeper(
+            Command::new("sleep")
+                .arg("1000")
+                .spawn()
+                .expect("spawn sleep"),
+        )
+    }
+
+    pub fn pid(&self) -> i64 {
+        i64::from(self.0.id())
+    }
+}
+
+impl Drop for Sleeper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
