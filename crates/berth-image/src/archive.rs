@@ -19,7 +19,7 @@ use tar::EntryType;
 use crate::digest::Digest;
 use crate::error::{json_err, Error, IoContext, Result};
 use crate::reference::Reference;
-use crate::spec::{self, ArchiveManifestEntry, Compression, Descriptor, ImageConfig, Index, Manifest};
+use crate::spec::{self, ArchiveManifestEntry, Compression, Descriptor, Index, Manifest};
 use crate::store::{Image, Store};
 use crate::unpack::{clean_path, decompressed, for_each_entry};
 
@@ -72,7 +72,10 @@ impl ArchiveFiles {
                 None => break,
             }
         }
-        Err(Error::InvalidArchive(format!("missing file {}", p.display())))
+        Err(Error::InvalidArchive(format!(
+            "missing file {}",
+            p.display()
+        )))
     }
 
     fn bytes(&self, store: &Store, p: &str) -> Result<Vec<u8>> {
@@ -80,7 +83,9 @@ impl ArchiveFiles {
         match self.resolve(&path)? {
             (Member::Bytes(b), real) => {
                 if let Some(d) = digest_from_blob_path(&real) {
-                    store.content().check(&Digest::of(b), b.len() as u64, Some(&d), None)?;
+                    store
+                        .content()
+                        .check(&Digest::of(b), b.len() as u64, Some(&d), None)?;
                 }
                 Ok(b.clone())
             }
@@ -92,7 +97,9 @@ impl ArchiveFiles {
     fn blob(&self, store: &Store, p: &str) -> Result<Digest> {
         let path = clean_path(p.as_bytes())?.unwrap_or_default();
         match self.resolve(&path)? {
-            (Member::Bytes(b), real) => store.content().put_bytes(b, digest_from_blob_path(&real).as_ref()),
+            (Member::Bytes(b), real) => store
+                .content()
+                .put_bytes(b, digest_from_blob_path(&real).as_ref()),
             (Member::Blob(d), _) => Ok(d.clone()),
         }
     }
@@ -120,22 +127,31 @@ impl Store {
     /// Load a docker-archive or OCI archive (optionally gzip/zstd compressed) from a stream.
     pub fn load(&self, reader: impl Read) -> Result<Vec<LoadedImage>> {
         let _l = self.lock_shared()?;
-        let mut files = ArchiveFiles { files: HashMap::new(), links: HashMap::new() };
+        let mut files = ArchiveFiles {
+            files: HashMap::new(),
+            links: HashMap::new(),
+        };
         let arch_err = |e: Error| match e {
             Error::InvalidLayer(m) => Error::InvalidArchive(m),
             other => other,
         };
         for_each_entry(decompressed(reader)?, |kind, meta, data| {
-            let Some(path) = clean_path(&meta.path)? else { return Ok(()) };
+            let Some(path) = clean_path(&meta.path)? else {
+                return Ok(());
+            };
             match kind {
                 EntryType::Regular | EntryType::Continuous => {
                     let m = if meta.size <= IN_MEMORY_MAX {
                         let mut b = Vec::with_capacity(meta.size as usize);
-                        data.read_to_end(&mut b).map_err(|e| Error::InvalidArchive(format!("read {}: {e}", path.display())))?;
+                        data.read_to_end(&mut b).map_err(|e| {
+                            Error::InvalidArchive(format!("read {}: {e}", path.display()))
+                        })?;
                         Member::Bytes(b)
                     } else {
                         let expected = digest_from_blob_path(&path);
-                        let (d, _) = self.content().put_reader(data, expected.as_ref(), Some(meta.size))?;
+                        let (d, _) =
+                            self.content()
+                                .put_reader(data, expected.as_ref(), Some(meta.size))?;
                         Member::Blob(d)
                     };
                     files.files.insert(path, m);
@@ -143,7 +159,9 @@ impl Store {
                 EntryType::Symlink => {
                     let target = meta.link.clone().unwrap_or_default();
                     let base = path.parent().unwrap_or(Path::new("")).to_path_buf();
-                    let joined = normalize(&base.join(std::ffi::OsStr::new(&*String::from_utf8_lossy(&target))));
+                    let joined = normalize(
+                        &base.join(std::ffi::OsStr::new(&*String::from_utf8_lossy(&target))),
+                    );
                     files.links.insert(path, joined);
                 }
                 EntryType::Link => {
@@ -163,13 +181,16 @@ impl Store {
         } else if files.files.contains_key(Path::new("index.json")) {
             self.load_oci(&files)
         } else {
-            Err(Error::InvalidArchive("neither manifest.json nor index.json found".into()))
+            Err(Error::InvalidArchive(
+                "neither manifest.json nor index.json found".into(),
+            ))
         }
     }
 
     fn load_docker(&self, files: &ArchiveFiles) -> Result<Vec<LoadedImage>> {
-        let entries: Vec<ArchiveManifestEntry> = serde_json::from_slice(&files.bytes(self, "manifest.json")?)
-            .map_err(json_err("manifest.json"))?;
+        let entries: Vec<ArchiveManifestEntry> =
+            serde_json::from_slice(&files.bytes(self, "manifest.json")?)
+                .map_err(json_err("manifest.json"))?;
         let mut out = Vec::new();
         for e in entries {
             let config_bytes = files.bytes(self, &e.config)?;
@@ -183,7 +204,13 @@ impl Store {
                     Compression::Gzip => spec::MT_DOCKER_LAYER_GZIP,
                     Compression::Zstd => spec::MT_OCI_LAYER_ZSTD,
                 };
-                layers.push(Descriptor { media_type: media_type.into(), digest: d, size, platform: None, annotations: None });
+                layers.push(Descriptor {
+                    media_type: media_type.into(),
+                    digest: d,
+                    size,
+                    platform: None,
+                    annotations: None,
+                });
             }
             let manifest = Manifest {
                 schema_version: 2,
@@ -207,7 +234,10 @@ impl Store {
                 .map(|t| Reference::parse_tagged(t))
                 .collect::<Result<Vec<_>>>()?;
             let id = self.register(&mdigest, spec::MT_DOCKER_MANIFEST, &tags, None)?;
-            out.push(LoadedImage { id, tags: tags.iter().map(Reference::familiar).collect() });
+            out.push(LoadedImage {
+                id,
+                tags: tags.iter().map(Reference::familiar).collect(),
+            });
         }
         Ok(out)
     }
@@ -218,22 +248,28 @@ impl Store {
                 self.content().put_bytes(b, Some(&d))?;
             }
         }
-        let index: Index = serde_json::from_slice(&files.bytes(self, "index.json")?).map_err(json_err("index.json"))?;
+        let index: Index = serde_json::from_slice(&files.bytes(self, "index.json")?)
+            .map_err(json_err("index.json"))?;
         let mut out = Vec::new();
         for d in &index.manifests {
             let bytes = self.content().read(&d.digest)?;
             let (mdigest, media_type) = self.resolve_platform_manifest(&d.digest, &bytes)?;
             let annotations = d.annotations.clone().unwrap_or_default();
-            let name = annotations
-                .get(spec::ANNOTATION_IMAGE_NAME)
-                .or_else(|| annotations.get(spec::ANNOTATION_REF_NAME).filter(|n| n.contains(['/', ':'])));
+            let name = annotations.get(spec::ANNOTATION_IMAGE_NAME).or_else(|| {
+                annotations
+                    .get(spec::ANNOTATION_REF_NAME)
+                    .filter(|n| n.contains(['/', ':']))
+            });
             let tags: Vec<Reference> = match name.map(|n| Reference::parse_tagged(n)) {
                 Some(Ok(r)) if r.tag().is_some() => vec![r.with_tag(r.tag().unwrap_or("latest"))?],
                 Some(Err(e)) => return Err(e),
                 _ => Vec::new(),
             };
             let id = self.register(&mdigest, &media_type, &tags, None)?;
-            out.push(LoadedImage { id, tags: tags.iter().map(Reference::familiar).collect() });
+            out.push(LoadedImage {
+                id,
+                tags: tags.iter().map(Reference::familiar).collect(),
+            });
         }
         Ok(out)
     }
@@ -244,7 +280,9 @@ impl Store {
         let mut images: Vec<(Image, Vec<Reference>)> = Vec::new();
         for n in names {
             let id = self.resolve(&db, n)?;
-            let tag = Reference::parse_tagged(n).ok().filter(|r| db.tags.get(&r.to_string()) == Some(&id));
+            let tag = Reference::parse_tagged(n)
+                .ok()
+                .filter(|r| db.tags.get(&r.to_string()) == Some(&id));
             match images.iter_mut().find(|(i, _)| i.id == id) {
                 Some((_, tags)) => tags.extend(tag),
                 None => images.push((self.load_image(&db, &id)?, tag.into_iter().collect())),
@@ -255,11 +293,17 @@ impl Store {
             ArchiveFormat::Docker => self.save_docker(&mut b, &images)?,
             ArchiveFormat::Oci => self.save_oci(&mut b, &images)?,
         }
-        b.into_inner().and_then(|mut w| w.flush()).ctx("write archive", self.root())?;
+        b.into_inner()
+            .and_then(|mut w| w.flush())
+            .ctx("write archive", self.root())?;
         Ok(())
     }
 
-    fn save_docker<W: Write>(&self, b: &mut tar::Builder<W>, images: &[(Image, Vec<Reference>)]) -> Result<()> {
+    fn save_docker<W: Write>(
+        &self,
+        b: &mut tar::Builder<W>,
+        images: &[(Image, Vec<Reference>)],
+    ) -> Result<()> {
         let mut written = BTreeSet::new();
         let mut manifest = Vec::new();
         let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
@@ -277,7 +321,10 @@ impl Store {
                 layers.push(path);
             }
             for t in tags {
-                repositories.entry(t.familiar_name()).or_default().insert(t.tag().unwrap_or("latest").into(), img.id.hex().into());
+                repositories
+                    .entry(t.familiar_name())
+                    .or_default()
+                    .insert(t.tag().unwrap_or("latest").into(), img.id.hex().into());
             }
             manifest.push(ArchiveManifestEntry {
                 config: cfg_path,
@@ -285,13 +332,27 @@ impl Store {
                 layers,
             });
         }
-        append_bytes(b, "manifest.json", &serde_json::to_vec(&manifest).map_err(json_err("manifest.json"))?)?;
-        append_bytes(b, "repositories", &serde_json::to_vec(&repositories).map_err(json_err("repositories"))?)?;
+        append_bytes(
+            b,
+            "manifest.json",
+            &serde_json::to_vec(&manifest).map_err(json_err("manifest.json"))?,
+        )?;
+        append_bytes(
+            b,
+            "repositories",
+            &serde_json::to_vec(&repositories).map_err(json_err("repositories"))?,
+        )?;
         Ok(())
     }
 
     /// docker-archive layers are uncompressed tars named by diff ID.
-    fn append_uncompressed_layer<W: Write>(&self, b: &mut tar::Builder<W>, path: &str, blob: &Digest, diff_id: &Digest) -> Result<()> {
+    fn append_uncompressed_layer<W: Write>(
+        &self,
+        b: &mut tar::Builder<W>,
+        path: &str,
+        blob: &Digest,
+        diff_id: &Digest,
+    ) -> Result<()> {
         if blob == diff_id {
             let mut f = self.content().open(blob)?;
             return append_file(b, path, &mut f, self.content().size(blob)?);
@@ -300,22 +361,42 @@ impl Store {
         let f = self.content().open(blob)?;
         let mut r = crate::digest::HashingReader::new(decompressed(io::BufReader::new(f))?);
         io::copy(&mut r, tmp.as_file_mut()).ctx("decompress layer to", tmp.path().to_path_buf())?;
-        let (d, size, _) = r.finish().ctx("decompress layer", self.content().path(blob))?;
+        let (d, size, _) = r
+            .finish()
+            .ctx("decompress layer", self.content().path(blob))?;
         if &d != diff_id {
-            return Err(Error::DigestMismatch { what: format!("diff id of layer {blob}"), expected: diff_id.to_string(), actual: d.to_string() });
+            return Err(Error::DigestMismatch {
+                what: format!("diff id of layer {blob}"),
+                expected: diff_id.to_string(),
+                actual: d.to_string(),
+            });
         }
-        tmp.as_file_mut().rewind().ctx("rewind", tmp.path().to_path_buf())?;
+        tmp.as_file_mut()
+            .rewind()
+            .ctx("rewind", tmp.path().to_path_buf())?;
         append_file(b, path, tmp.as_file_mut(), size)
     }
 
-    fn save_oci<W: Write>(&self, b: &mut tar::Builder<W>, images: &[(Image, Vec<Reference>)]) -> Result<()> {
+    fn save_oci<W: Write>(
+        &self,
+        b: &mut tar::Builder<W>,
+        images: &[(Image, Vec<Reference>)],
+    ) -> Result<()> {
         let mut written = BTreeSet::new();
-        let mut index = Index { schema_version: 2, media_type: Some(spec::MT_OCI_INDEX.into()), manifests: Vec::new(), annotations: None };
+        let mut index = Index {
+            schema_version: 2,
+            media_type: Some(spec::MT_OCI_INDEX.into()),
+            manifests: Vec::new(),
+            annotations: None,
+        };
         append_bytes(b, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
         for (img, tags) in images {
             let (mbytes, mt) = oci_manifest_bytes(self, img)?;
             let mdigest = Digest::of(&mbytes);
-            let mut blobs: Vec<(Digest, Option<Vec<u8>>)> = vec![(mdigest.clone(), Some(mbytes.clone())), (img.id.clone(), Some(img.config_raw.clone()))];
+            let mut blobs: Vec<(Digest, Option<Vec<u8>>)> = vec![
+                (mdigest.clone(), Some(mbytes.clone())),
+                (img.id.clone(), Some(img.config_raw.clone())),
+            ];
             blobs.extend(img.manifest.layers.iter().map(|l| (l.digest.clone(), None)));
             for (d, bytes) in blobs {
                 let path = format!("blobs/sha256/{}", d.hex());
@@ -324,18 +405,36 @@ impl Store {
                 }
                 match bytes {
                     Some(bytes) => append_bytes(b, &path, &bytes)?,
-                    None => append_file(b, &path, &mut self.content().open(&d)?, self.content().size(&d)?)?,
+                    None => append_file(
+                        b,
+                        &path,
+                        &mut self.content().open(&d)?,
+                        self.content().size(&d)?,
+                    )?,
                 }
             }
-            let descs: Vec<Option<&Reference>> = if tags.is_empty() { vec![None] } else { tags.iter().map(Some).collect() };
+            let descs: Vec<Option<&Reference>> = if tags.is_empty() {
+                vec![None]
+            } else {
+                tags.iter().map(Some).collect()
+            };
             for t in descs {
                 let annotations = t.map(|t| {
                     BTreeMap::from([
                         (spec::ANNOTATION_IMAGE_NAME.to_string(), t.to_string()),
-                        (spec::ANNOTATION_REF_NAME.to_string(), t.tag().unwrap_or("latest").to_string()),
+                        (
+                            spec::ANNOTATION_REF_NAME.to_string(),
+                            t.tag().unwrap_or("latest").to_string(),
+                        ),
                     ])
                 });
-                index.manifests.push(Descriptor { media_type: mt.clone(), digest: mdigest.clone(), size: mbytes.len() as u64, platform: None, annotations });
+                index.manifests.push(Descriptor {
+                    media_type: mt.clone(),
+                    digest: mdigest.clone(),
+                    size: mbytes.len() as u64,
+                    platform: None,
+                    annotations,
+                });
             }
         }
         let bytes = serde_json::to_vec(&index).map_err(json_err("index.json"))?;
@@ -346,7 +445,10 @@ impl Store {
 /// The stored manifest if it is OCI already, else the same content with OCI media types.
 fn oci_manifest_bytes(store: &Store, img: &Image) -> Result<(Vec<u8>, String)> {
     if img.record.manifest_media_type == spec::MT_OCI_MANIFEST {
-        return Ok((store.content().read(&img.record.manifest)?, spec::MT_OCI_MANIFEST.into()));
+        return Ok((
+            store.content().read(&img.record.manifest)?,
+            spec::MT_OCI_MANIFEST.into(),
+        ));
     }
     let mut m = img.manifest.clone();
     m.media_type = Some(spec::MT_OCI_MANIFEST.into());
@@ -359,7 +461,10 @@ fn oci_manifest_bytes(store: &Store, img: &Image) -> Result<(Vec<u8>, String)> {
         }
         .into();
     }
-    Ok((serde_json::to_vec(&m).map_err(json_err("manifest"))?, spec::MT_OCI_MANIFEST.into()))
+    Ok((
+        serde_json::to_vec(&m).map_err(json_err("manifest"))?,
+        spec::MT_OCI_MANIFEST.into(),
+    ))
 }
 
 fn normalize(p: &Path) -> PathBuf {
@@ -387,15 +492,21 @@ fn header(size: u64) -> tar::Header {
     h
 }
 
-pub(crate) fn append_bytes<W: Write>(b: &mut tar::Builder<W>, path: &str, bytes: &[u8]) -> Result<()> {
-    b.append_data(&mut header(bytes.len() as u64), path, bytes).ctx("write archive entry", path)
+pub(crate) fn append_bytes<W: Write>(
+    b: &mut tar::Builder<W>,
+    path: &str,
+    bytes: &[u8],
+) -> Result<()> {
+    b.append_data(&mut header(bytes.len() as u64), path, bytes)
+        .ctx("write archive entry", path)
 }
 
-fn append_file<W: Write>(b: &mut tar::Builder<W>, path: &str, f: &mut std::fs::File, size: u64) -> Result<()> {
-    b.append_data(&mut header(size), path, f.take(size)).ctx("write archive entry", path)
-}
-
-/// Parse a config blob (used by import/commit to extend an image).
-pub(crate) fn parse_config(bytes: &[u8]) -> Result<ImageConfig> {
-    serde_json::from_slice(bytes).map_err(json_err("image config"))
+fn append_file<W: Write>(
+    b: &mut tar::Builder<W>,
+    path: &str,
+    f: &mut std::fs::File,
+    size: u64,
+) -> Result<()> {
+    b.append_data(&mut header(size), path, f.take(size))
+        .ctx("write archive entry", path)
 }

@@ -7,7 +7,10 @@ use serde_json::{json, Map, Value};
 use crate::error::{Error, Result};
 
 fn bad(change: &str, reason: impl Into<String>) -> Error {
-    Error::InvalidChange { change: change.to_string(), reason: reason.into() }
+    Error::InvalidChange {
+        change: change.to_string(),
+        reason: reason.into(),
+    }
 }
 
 /// Split like a shell word list: whitespace separates, quotes group, backslash escapes.
@@ -68,11 +71,18 @@ fn key_values(change: &str, args: &str) -> Result<Vec<(String, String)>> {
     }
     if !ws[0].contains('=') {
         // Legacy `ENV key value with spaces`.
-        let (k, v) = args.trim().split_once(char::is_whitespace).ok_or_else(|| bad(change, "expected key value"))?;
+        let (k, v) = args
+            .trim()
+            .split_once(char::is_whitespace)
+            .ok_or_else(|| bad(change, "expected key value"))?;
         return Ok(vec![(k.to_string(), v.trim().to_string())]);
     }
     ws.into_iter()
-        .map(|w| w.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| bad(change, "expected key=value")))
+        .map(|w| {
+            w.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| bad(change, "expected key=value"))
+        })
         .collect()
 }
 
@@ -111,7 +121,12 @@ pub fn apply_changes(cfg: &mut Map<String, Value>, changes: &[String]) -> Result
             "ENV" => {
                 for (k, v) in key_values(change, args)? {
                     let env = arr(cfg, "Env");
-                    env.retain(|e| e.as_str().and_then(|s| s.split_once('=')).map(|(ek, _)| ek != k).unwrap_or(true));
+                    env.retain(|e| {
+                        e.as_str()
+                            .and_then(|s| s.split_once('='))
+                            .map(|(ek, _)| ek != k)
+                            .unwrap_or(true)
+                    });
                     env.push(json!(format!("{k}={v}")));
                 }
             }
@@ -136,8 +151,16 @@ pub fn apply_changes(cfg: &mut Map<String, Value>, changes: &[String]) -> Result
                 cfg.insert("User".into(), json!(args));
             }
             "WORKDIR" => {
-                let base = cfg.get("WorkingDir").and_then(Value::as_str).unwrap_or("/").to_string();
-                let wd = if args.starts_with('/') { args.to_string() } else { format!("{}/{}", base.trim_end_matches('/'), args) };
+                let base = cfg
+                    .get("WorkingDir")
+                    .and_then(Value::as_str)
+                    .unwrap_or("/")
+                    .to_string();
+                let wd = if args.starts_with('/') {
+                    args.to_string()
+                } else {
+                    format!("{}/{}", base.trim_end_matches('/'), args)
+                };
                 cfg.insert("WorkingDir".into(), json!(wd));
             }
             "VOLUME" => {
@@ -154,13 +177,22 @@ pub fn apply_changes(cfg: &mut Map<String, Value>, changes: &[String]) -> Result
                 cfg.insert("StopSignal".into(), json!(args));
             }
             "ONBUILD" => {
-                let inner = args.split_whitespace().next().unwrap_or("").to_ascii_uppercase();
+                let inner = args
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .to_ascii_uppercase();
                 if matches!(inner.as_str(), "" | "ONBUILD" | "FROM" | "MAINTAINER") {
                     return Err(bad(change, "invalid ONBUILD trigger"));
                 }
                 arr(cfg, "OnBuild").push(json!(args));
             }
-            other => return Err(bad(change, format!("{other} is not a supported instruction"))),
+            other => {
+                return Err(bad(
+                    change,
+                    format!("{other} is not a supported instruction"),
+                ))
+            }
         }
         if args.is_empty() && !instr.eq_ignore_ascii_case("CMD") {
             return Err(bad(change, "missing arguments"));
@@ -211,8 +243,17 @@ mod tests {
 
     #[test]
     fn rejects_bad_changes() {
-        for bad in ["RUN echo", "EXPOSE http", "ENV", "ONBUILD FROM x", "LABEL \"unterminated"] {
-            assert!(apply_changes(&mut Map::new(), &[bad.to_string()]).is_err(), "{bad}");
+        for bad in [
+            "RUN echo",
+            "EXPOSE http",
+            "ENV",
+            "ONBUILD FROM x",
+            "LABEL \"unterminated",
+        ] {
+            assert!(
+                apply_changes(&mut Map::new(), &[bad.to_string()]).is_err(),
+                "{bad}"
+            );
         }
     }
 }

@@ -86,11 +86,16 @@ fn is_whiteout(m: &fs::Metadata) -> bool {
 }
 
 fn is_opaque(p: &Path) -> Result<bool> {
-    Ok(sys::lgetxattr(p, OVERLAY_OPAQUE_XATTR).ctx("read xattr", p)?.is_some_and(|v| v == b"y"))
+    Ok(sys::lgetxattr(p, OVERLAY_OPAQUE_XATTR)
+        .ctx("read xattr", p)?
+        .is_some_and(|v| v == b"y"))
 }
 
 fn sorted_entries(dir: &Path) -> Result<Vec<fs::DirEntry>> {
-    let mut v: Vec<fs::DirEntry> = fs::read_dir(dir).ctx("list", dir)?.collect::<io::Result<_>>().ctx("list", dir)?;
+    let mut v: Vec<fs::DirEntry> = fs::read_dir(dir)
+        .ctx("list", dir)?
+        .collect::<io::Result<_>>()
+        .ctx("list", dir)?;
     v.sort_by_key(|e| e.file_name());
     Ok(v)
 }
@@ -103,7 +108,10 @@ struct TreeWriter<W: Write> {
 
 impl<W: Write> TreeWriter<W> {
     fn new(w: W) -> Self {
-        TreeWriter { b: tar::Builder::new(w), links: HashMap::new() }
+        TreeWriter {
+            b: tar::Builder::new(w),
+            links: HashMap::new(),
+        }
     }
 
     fn empty_file(&mut self, rel: &Path) -> Result<()> {
@@ -114,7 +122,9 @@ impl<W: Write> TreeWriter<W> {
         h.set_mtime(0);
         h.set_uid(0);
         h.set_gid(0);
-        self.b.append_data(&mut h, rel, io::empty()).ctx("write tar entry", rel)
+        self.b
+            .append_data(&mut h, rel, io::empty())
+            .ctx("write tar entry", rel)
     }
 
     fn pax_xattrs(&mut self, abs: &Path, rel: &Path) -> Result<()> {
@@ -123,7 +133,9 @@ impl<W: Write> TreeWriter<W> {
             if name.starts_with("trusted.") || name == "security.selinux" {
                 continue;
             }
-            let Some(v) = sys::lgetxattr(abs, &name).ctx("read xattr", abs)? else { continue };
+            let Some(v) = sys::lgetxattr(abs, &name).ctx("read xattr", abs)? else {
+                continue;
+            };
             let mut rec = Vec::new();
             rec.extend_from_slice(b" SCHILY.xattr.");
             rec.extend_from_slice(name.as_bytes());
@@ -150,7 +162,9 @@ impl<W: Write> TreeWriter<W> {
         h.set_mtime(0);
         let _ = h.set_path("PaxHeader");
         h.set_cksum();
-        self.b.append(&h, data.as_slice()).ctx("write tar entry", rel)
+        self.b
+            .append(&h, data.as_slice())
+            .ctx("write tar entry", rel)
     }
 
     /// Append one filesystem object (not recursing).
@@ -166,7 +180,10 @@ impl<W: Write> TreeWriter<W> {
             if let Some(first) = self.links.get(&(m.dev(), m.ino())) {
                 h.set_entry_type(tar::EntryType::Link);
                 let first = first.clone();
-                return self.b.append_link(&mut h, rel, first).ctx("write tar entry", rel);
+                return self
+                    .b
+                    .append_link(&mut h, rel, first)
+                    .ctx("write tar entry", rel);
             }
             self.links.insert((m.dev(), m.ino()), rel.to_path_buf());
         }
@@ -195,8 +212,10 @@ impl<W: Write> TreeWriter<W> {
                 return Ok(());
             });
             let rdev = m.rdev();
-            h.set_device_major(libc::major(rdev)).ctx("write tar entry", rel)?;
-            h.set_device_minor(libc::minor(rdev)).ctx("write tar entry", rel)?;
+            h.set_device_major(libc::major(rdev))
+                .ctx("write tar entry", rel)?;
+            h.set_device_minor(libc::minor(rdev))
+                .ctx("write tar entry", rel)?;
             self.b.append_data(&mut h, rel, io::empty())
         }
         .ctx("write tar entry", rel)
@@ -240,7 +259,10 @@ fn naive_changes(old: &Path, new: &Path, rel: &Path, out: &mut Vec<Change>) -> R
         let nm = fs::symlink_metadata(new.join(&r)).ctx("stat", new.join(&r))?;
         match fs::symlink_metadata(old.join(&r)) {
             Err(_) => {
-                out.push(Change { path: show(&r), kind: ChangeKind::Added });
+                out.push(Change {
+                    path: show(&r),
+                    kind: ChangeKind::Added,
+                });
                 if nm.is_dir() {
                     naive_added(new, &r, out)?;
                 }
@@ -251,8 +273,12 @@ fn naive_changes(old: &Path, new: &Path, rel: &Path, out: &mut Vec<Change>) -> R
                     || om.mode() != nm.mode()
                     || om.uid() != nm.uid()
                     || om.gid() != nm.gid()
-                    || (!nm.is_dir() && (om.len() != nm.len() || om.mtime() != nm.mtime() || om.mtime_nsec() != nm.mtime_nsec()))
-                    || (nm.file_type().is_symlink() && fs::read_link(old.join(&r)).ok() != fs::read_link(new.join(&r)).ok());
+                    || (!nm.is_dir()
+                        && (om.len() != nm.len()
+                            || om.mtime() != nm.mtime()
+                            || om.mtime_nsec() != nm.mtime_nsec()))
+                    || (nm.file_type().is_symlink()
+                        && fs::read_link(old.join(&r)).ok() != fs::read_link(new.join(&r)).ok());
                 let before = out.len();
                 if nm.is_dir() && om.is_dir() {
                     naive_changes(old, new, &r, out)?;
@@ -260,14 +286,23 @@ fn naive_changes(old: &Path, new: &Path, rel: &Path, out: &mut Vec<Change>) -> R
                     naive_added(new, &r, out)?;
                 }
                 if differs || out.len() > before {
-                    out.insert(before, Change { path: show(&r), kind: ChangeKind::Modified });
+                    out.insert(
+                        before,
+                        Change {
+                            path: show(&r),
+                            kind: ChangeKind::Modified,
+                        },
+                    );
                 }
             }
         }
     }
     for e in sorted_entries(&old.join(rel))? {
         if !seen.contains(&e.file_name()) {
-            out.push(Change { path: show(&rel.join(e.file_name())), kind: ChangeKind::Deleted });
+            out.push(Change {
+                path: show(&rel.join(e.file_name())),
+                kind: ChangeKind::Deleted,
+            });
         }
     }
     Ok(())
@@ -276,7 +311,10 @@ fn naive_changes(old: &Path, new: &Path, rel: &Path, out: &mut Vec<Change>) -> R
 fn naive_added(new: &Path, rel: &Path, out: &mut Vec<Change>) -> Result<()> {
     for e in sorted_entries(&new.join(rel))? {
         let r = rel.join(e.file_name());
-        out.push(Change { path: format!("/{}", r.display()), kind: ChangeKind::Added });
+        out.push(Change {
+            path: format!("/{}", r.display()),
+            kind: ChangeKind::Added,
+        });
         if e.file_type().ctx("stat", new.join(&r))?.is_dir() {
             naive_added(new, &r, out)?;
         }
@@ -286,11 +324,19 @@ fn naive_added(new: &Path, rel: &Path, out: &mut Vec<Change>) -> Result<()> {
 
 impl Store {
     fn tag_refs(reference: Option<&str>) -> Result<Vec<Reference>> {
-        reference.map(Reference::parse_tagged).transpose().map(|r| r.into_iter().collect())
+        reference
+            .map(Reference::parse_tagged)
+            .transpose()
+            .map(|r| r.into_iter().collect())
     }
 
     /// Store config + manifest for layers already in the store and record the image.
-    fn finish_image(&self, config: &Value, layers: Vec<Descriptor>, reference: Option<&str>) -> Result<Digest> {
+    fn finish_image(
+        &self,
+        config: &Value,
+        layers: Vec<Descriptor>,
+        reference: Option<&str>,
+    ) -> Result<Digest> {
         let tags = Self::tag_refs(reference)?;
         let config_bytes = serde_json::to_vec(config).map_err(json_err("image config"))?;
         let config_digest = self.content().put_bytes(&config_bytes, None)?;
@@ -322,7 +368,10 @@ impl Store {
         let (layer, _chain) = self.put_layer_locked(reader, None, None)?;
         let now = now_rfc3339();
         let (os, arch) = spec::host_platform();
-        let comment = opts.message.clone().unwrap_or_else(|| "Imported from -".to_string());
+        let comment = opts
+            .message
+            .clone()
+            .unwrap_or_else(|| "Imported from -".to_string());
         let config = json!({
             "architecture": arch,
             "config": Value::Object(cfg),
@@ -348,7 +397,12 @@ impl Store {
         let mut out = Vec::new();
         match meta.driver {
             Driver::Overlay => {
-                let lowers: Vec<PathBuf> = meta.chain_ids.iter().rev().map(|c| self.snapshot_dir(c).join("fs")).collect();
+                let lowers: Vec<PathBuf> = meta
+                    .chain_ids
+                    .iter()
+                    .rev()
+                    .map(|c| self.snapshot_dir(c).join("fs"))
+                    .collect();
                 self.overlay_changes(&dir.join("upper"), Path::new(""), &lowers, &mut out)?;
             }
             Driver::Copy => {
@@ -360,18 +414,37 @@ impl Store {
         Ok(out)
     }
 
-    fn overlay_changes(&self, upper: &Path, rel: &Path, lowers: &[PathBuf], out: &mut Vec<Change>) -> Result<()> {
+    fn overlay_changes(
+        &self,
+        upper: &Path,
+        rel: &Path,
+        lowers: &[PathBuf],
+        out: &mut Vec<Change>,
+    ) -> Result<()> {
         for e in sorted_entries(&upper.join(rel))? {
             let r = rel.join(e.file_name());
             let abs = upper.join(&r);
             let m = fs::symlink_metadata(&abs).ctx("stat", &abs)?;
             let path = format!("/{}", r.display());
             if is_whiteout(&m) {
-                out.push(Change { path, kind: ChangeKind::Deleted });
+                out.push(Change {
+                    path,
+                    kind: ChangeKind::Deleted,
+                });
                 continue;
             }
-            let in_lower = lowers.iter().find_map(|l| fs::symlink_metadata(l.join(&r)).ok()).is_some_and(|lm| !is_whiteout(&lm));
-            out.push(Change { path, kind: if in_lower { ChangeKind::Modified } else { ChangeKind::Added } });
+            let in_lower = lowers
+                .iter()
+                .find_map(|l| fs::symlink_metadata(l.join(&r)).ok())
+                .is_some_and(|lm| !is_whiteout(&lm));
+            out.push(Change {
+                path,
+                kind: if in_lower {
+                    ChangeKind::Modified
+                } else {
+                    ChangeKind::Added
+                },
+            });
             if m.is_dir() {
                 self.overlay_changes(upper, &r, lowers, out)?;
             }
@@ -381,7 +454,10 @@ impl Store {
 
     /// A temp dir holding the merged image layers (copy driver helpers).
     fn materialize(&self, chains: &[Digest]) -> Result<tempfile::TempDir> {
-        let t = tempfile::Builder::new().prefix("base-").tempdir_in(self.tmp()).ctx("create temp dir in", self.tmp())?;
+        let t = tempfile::Builder::new()
+            .prefix("base-")
+            .tempdir_in(self.tmp())
+            .ctx("create temp dir in", self.tmp())?;
         for c in chains {
             apply_layer_copy(&self.snapshot_dir(c).join("fs"), t.path())?;
         }
@@ -400,7 +476,12 @@ impl Store {
                 for c in self.diff(container_id)? {
                     let rel = PathBuf::from(c.path.trim_start_matches('/'));
                     if c.kind == ChangeKind::Deleted {
-                        let name = format!("{WHITEOUT_PREFIX}{}", rel.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
+                        let name = format!(
+                            "{WHITEOUT_PREFIX}{}",
+                            rel.file_name()
+                                .map(|n| n.to_string_lossy())
+                                .unwrap_or_default()
+                        );
                         tw.empty_file(&rel.parent().unwrap_or(Path::new("")).join(name))?;
                     } else {
                         let abs = merged.join(&rel);
@@ -422,16 +503,26 @@ impl Store {
         let base = self.load_image(&db, &meta.image_id)?;
         let mut tmp = self.content().temp_file("commit-")?;
         self.write_changes_layer(container_id, tmp.as_file_mut())?;
-        tmp.as_file_mut().rewind().ctx("rewind", tmp.path().to_path_buf())?;
+        tmp.as_file_mut()
+            .rewind()
+            .ctx("rewind", tmp.path().to_path_buf())?;
         let parent = base.chain_ids().last().cloned();
-        let (layer, _) = self.put_layer_locked(io::BufReader::new(tmp.as_file_mut()), None, parent.as_ref())?;
+        let (layer, _) =
+            self.put_layer_locked(io::BufReader::new(tmp.as_file_mut()), None, parent.as_ref())?;
 
-        let mut config: Value = serde_json::from_slice(&base.config_raw).map_err(json_err("image config"))?;
-        let obj = config.as_object_mut().ok_or_else(|| Error::InvalidManifest("image config is not an object".into()))?;
+        let mut config: Value =
+            serde_json::from_slice(&base.config_raw).map_err(json_err("image config"))?;
+        let obj = config
+            .as_object_mut()
+            .ok_or_else(|| Error::InvalidManifest("image config is not an object".into()))?;
         let now = now_rfc3339();
         let mut cc = match &opts.config {
             Some(Value::Object(c)) => c.clone(),
-            _ => obj.get("config").and_then(Value::as_object).cloned().unwrap_or_default(),
+            _ => obj
+                .get("config")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default(),
         };
         crate::changes::apply_changes(&mut cc, &opts.changes)?;
         obj.insert("config".into(), Value::Object(cc));
@@ -445,7 +536,9 @@ impl Store {
             Some(m) => obj.insert("comment".into(), json!(m)),
             None => obj.remove("comment"),
         };
-        let rootfs = obj.entry("rootfs").or_insert_with(|| json!({"type": "layers", "diff_ids": []}));
+        let rootfs = obj
+            .entry("rootfs")
+            .or_insert_with(|| json!({"type": "layers", "diff_ids": []}));
         if let Some(ids) = rootfs.get_mut("diff_ids").and_then(Value::as_array_mut) {
             ids.push(json!(layer.diff_id));
         }
@@ -457,7 +550,11 @@ impl Store {
         if let Some(m) = &opts.message {
             h.insert("comment".into(), json!(m));
         }
-        if let Some(hist) = obj.entry("history").or_insert_with(|| json!([])).as_array_mut() {
+        if let Some(hist) = obj
+            .entry("history")
+            .or_insert_with(|| json!([]))
+            .as_array_mut()
+        {
             hist.push(Value::Object(h));
         }
         let mut layers: Vec<Descriptor> = base.manifest.layers.clone();
@@ -468,7 +565,13 @@ impl Store {
                 other => other.to_string(),
             };
         }
-        layers.push(Descriptor { media_type: spec::MT_OCI_LAYER.into(), digest: layer.digest, size: layer.size, platform: None, annotations: None });
+        layers.push(Descriptor {
+            media_type: spec::MT_OCI_LAYER.into(),
+            digest: layer.digest,
+            size: layer.size,
+            platform: None,
+            annotations: None,
+        });
         self.finish_image(&config, layers, opts.reference.as_deref())
     }
 
@@ -477,7 +580,9 @@ impl Store {
         let rootfs = self.mount_rootfs(container_id)?;
         let mut tw = TreeWriter::new(w);
         tw.tree(&rootfs.path, Path::new(""), false)?;
-        tw.finish()?.flush().ctx("flush export", rootfs.path.clone())
+        tw.finish()?
+            .flush()
+            .ctx("flush export", rootfs.path.clone())
     }
 
     /// Sizes of the containers' writable layers, for `docker ps -s`.
@@ -491,7 +596,9 @@ impl Store {
                 let mut sizes = BTreeMap::new();
                 for c in self.diff(container_id)? {
                     if c.kind != ChangeKind::Deleted {
-                        if let Ok(m) = fs::symlink_metadata(dir.join("merged").join(c.path.trim_start_matches('/'))) {
+                        if let Ok(m) = fs::symlink_metadata(
+                            dir.join("merged").join(c.path.trim_start_matches('/')),
+                        ) {
                             if m.is_file() {
                                 sizes.insert(c.path, m.len());
                             }

@@ -21,7 +21,10 @@ pub(crate) struct ContentStore {
 
 impl ContentStore {
     pub(crate) fn new(root: &Path) -> ContentStore {
-        ContentStore { blobs: root.join("blobs/sha256"), tmp: root.join("tmp") }
+        ContentStore {
+            blobs: root.join("blobs/sha256"),
+            tmp: root.join("tmp"),
+        }
     }
 
     pub(crate) fn path(&self, d: &Digest) -> PathBuf {
@@ -36,13 +39,18 @@ impl ContentStore {
         let p = self.path(d);
         match fs::metadata(&p) {
             Ok(m) => Ok(m.len()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::BlobNotFound(d.to_string())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(Error::BlobNotFound(d.to_string()))
+            }
             Err(e) => Err(e).ctx("stat blob", p),
         }
     }
 
     pub(crate) fn temp_file(&self, prefix: &str) -> Result<tempfile::NamedTempFile> {
-        tempfile::Builder::new().prefix(prefix).tempfile_in(&self.tmp).ctx("create temp file in", &self.tmp)
+        tempfile::Builder::new()
+            .prefix(prefix)
+            .tempfile_in(&self.tmp)
+            .ctx("create temp file in", &self.tmp)
     }
 
     /// Stream `reader` into the store. If `expected` is given the content must hash to it
@@ -57,7 +65,10 @@ impl ContentStore {
         let writer = BufWriter::with_capacity(1 << 20, tmp);
         let tee = TeeHashReader::new(reader, writer);
         let (digest, size, writer) = tee.finish().ctx("write blob to", &self.tmp)?;
-        let tmp = writer.into_inner().map_err(|e| e.into_error()).ctx("flush blob in", &self.tmp)?;
+        let tmp = writer
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .ctx("flush blob in", &self.tmp)?;
         self.check(&digest, size, expected, expected_size)?;
         self.persist(tmp, &digest)?;
         Ok((digest, size))
@@ -70,7 +81,8 @@ impl ContentStore {
             return Ok(digest);
         }
         let mut tmp = self.temp_file("blob-")?;
-        tmp.write_all(bytes).ctx("write blob to", tmp.path().to_path_buf())?;
+        tmp.write_all(bytes)
+            .ctx("write blob to", tmp.path().to_path_buf())?;
         self.persist(tmp, &digest)?;
         Ok(digest)
     }
@@ -93,7 +105,11 @@ impl ContentStore {
         }
         if let Some(es) = expected_size {
             if es != size {
-                return Err(Error::SizeMismatch { what: digest.to_string(), expected: es, actual: size });
+                return Err(Error::SizeMismatch {
+                    what: digest.to_string(),
+                    expected: es,
+                    actual: size,
+                });
             }
         }
         Ok(())
@@ -101,9 +117,13 @@ impl ContentStore {
 
     /// fsync the temp file and rename it to its content address.
     pub(crate) fn persist(&self, tmp: tempfile::NamedTempFile, digest: &Digest) -> Result<()> {
-        tmp.as_file().sync_all().ctx("fsync blob", tmp.path().to_path_buf())?;
+        tmp.as_file()
+            .sync_all()
+            .ctx("fsync blob", tmp.path().to_path_buf())?;
         let dest = self.path(digest);
-        tmp.persist(&dest).map_err(|e| e.error).ctx("rename blob into", dest.clone())?;
+        tmp.persist(&dest)
+            .map_err(|e| e.error)
+            .ctx("rename blob into", dest.clone())?;
         sync_dir(&self.blobs)
     }
 
@@ -112,7 +132,9 @@ impl ContentStore {
         let p = self.path(d);
         let bytes = match fs::read(&p) {
             Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Error::BlobNotFound(d.to_string())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(Error::BlobNotFound(d.to_string()))
+            }
             Err(e) => return Err(e).ctx("read blob", p),
         };
         let actual = Digest::of(&bytes);
@@ -130,7 +152,9 @@ impl ContentStore {
         let p = self.path(d);
         match File::open(&p) {
             Ok(f) => Ok(f),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::BlobNotFound(d.to_string())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(Error::BlobNotFound(d.to_string()))
+            }
             Err(e) => Err(e).ctx("open blob", p),
         }
     }
@@ -138,7 +162,9 @@ impl ContentStore {
     /// Re-hash a stored blob (fsck).
     pub(crate) fn verify(&self, d: &Digest) -> Result<()> {
         let f = self.open(d)?;
-        let (actual, _, _) = HashingReader::new(f).finish().ctx("read blob", self.path(d))?;
+        let (actual, _, _) = HashingReader::new(f)
+            .finish()
+            .ctx("read blob", self.path(d))?;
         if &actual != d {
             return Err(Error::DigestMismatch {
                 what: format!("stored blob {}", self.path(d).display()),
@@ -174,15 +200,25 @@ impl ContentStore {
 
 /// fsync a directory so a rename inside it is durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|f| f.sync_all()).ctx("fsync directory", dir)
+    File::open(dir)
+        .and_then(|f| f.sync_all())
+        .ctx("fsync directory", dir)
 }
 
 /// Replace `path` atomically with `bytes`: write a sibling temp file, fsync, rename.
 pub(crate) fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir).ctx("create temp file in", dir)?;
-    tmp.write_all(bytes).ctx("write", tmp.path().to_path_buf())?;
-    tmp.as_file().sync_all().ctx("fsync", tmp.path().to_path_buf())?;
-    tmp.persist(path).map_err(|e| e.error).ctx("rename into", path)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .ctx("create temp file in", dir)?;
+    tmp.write_all(bytes)
+        .ctx("write", tmp.path().to_path_buf())?;
+    tmp.as_file()
+        .sync_all()
+        .ctx("fsync", tmp.path().to_path_buf())?;
+    tmp.persist(path)
+        .map_err(|e| e.error)
+        .ctx("rename into", path)?;
     sync_dir(dir)
 }

@@ -42,7 +42,11 @@ pub(crate) struct Db {
 
 impl Db {
     pub(crate) fn tags_of(&self, id: &Digest) -> Vec<String> {
-        self.tags.iter().filter(|(_, v)| *v == id).map(|(k, _)| k.clone()).collect()
+        self.tags
+            .iter()
+            .filter(|(_, v)| *v == id)
+            .map(|(k, _)| k.clone())
+            .collect()
     }
 }
 
@@ -50,8 +54,17 @@ impl Db {
 pub(crate) struct FileLock(#[allow(dead_code)] Flock<File>);
 
 pub(crate) fn lock(path: &Path, exclusive: bool) -> Result<FileLock> {
-    let f = OpenOptions::new().create(true).truncate(false).write(true).open(path).ctx("open lock file", path)?;
-    let arg = if exclusive { FlockArg::LockExclusive } else { FlockArg::LockShared };
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .ctx("open lock file", path)?;
+    let arg = if exclusive {
+        FlockArg::LockExclusive
+    } else {
+        FlockArg::LockShared
+    };
     let l = Flock::lock(f, arg).map_err(|(_, e)| Error::Io {
         context: "lock",
         path: path.to_path_buf(),
@@ -67,7 +80,10 @@ pub(crate) struct DbFile {
 
 impl DbFile {
     pub(crate) fn new(root: &Path) -> DbFile {
-        DbFile { path: root.join("images.json"), lock_path: root.join("images.lock") }
+        DbFile {
+            path: root.join("images.json"),
+            lock_path: root.join("images.lock"),
+        }
     }
 
     pub(crate) fn read(&self) -> Result<Db> {

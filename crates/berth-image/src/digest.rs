@@ -42,12 +42,19 @@ impl FromStr for Digest {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Digest> {
-        let bad = |reason| Error::InvalidDigest { digest: s.to_string(), reason };
+        let bad = |reason| Error::InvalidDigest {
+            digest: s.to_string(),
+            reason,
+        };
         let (algo, hex) = s.split_once(':').ok_or_else(|| bad("missing algorithm"))?;
         if algo != "sha256" {
             return Err(bad("unsupported algorithm (only sha256)"));
         }
-        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if hex.len() != 64
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return Err(bad("expected 64 lowercase hex characters"));
         }
         Ok(Digest(s.to_string()))
@@ -102,7 +109,11 @@ pub struct HashingReader<R> {
 
 impl<R: Read> HashingReader<R> {
     pub fn new(inner: R) -> Self {
-        HashingReader { inner, hasher: Sha256::new(), count: 0 }
+        HashingReader {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
     }
 
     /// Read the rest of the stream (so the digest covers all of it) and return digest and size.
@@ -135,7 +146,12 @@ pub struct TeeHashReader<R, W> {
 
 impl<R: Read, W: Write> TeeHashReader<R, W> {
     pub fn new(inner: R, sink: W) -> Self {
-        TeeHashReader { inner, sink, hasher: Sha256::new(), count: 0 }
+        TeeHashReader {
+            inner,
+            sink,
+            hasher: Sha256::new(),
+            count: 0,
+        }
     }
 
     /// Drain the source and return digest, size and the sink.
@@ -162,11 +178,18 @@ mod tests {
     #[test]
     fn parse_and_reject() {
         let d = Digest::of(b"");
-        assert_eq!(d.hex(), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+        assert_eq!(
+            d.hex(),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
         assert_eq!(d.as_str().parse::<Digest>().unwrap(), d);
         assert!("sha256:abc".parse::<Digest>().is_err());
-        assert!("md5:e3b0c44298fc1c149afbf4c8996fb924".parse::<Digest>().is_err());
-        assert!(format!("sha256:{}", d.hex().to_uppercase()).parse::<Digest>().is_err());
+        assert!("md5:e3b0c44298fc1c149afbf4c8996fb924"
+            .parse::<Digest>()
+            .is_err());
+        assert!(format!("sha256:{}", d.hex().to_uppercase())
+            .parse::<Digest>()
+            .is_err());
     }
 
     #[test]

@@ -35,11 +35,22 @@ pub enum Error {
     #[error("invalid reference format: {reference:?}: {reason}")]
     InvalidReference { reference: String, reason: String },
     #[error("invalid digest {digest:?}: {reason}")]
-    InvalidDigest { digest: String, reason: &'static str },
+    InvalidDigest {
+        digest: String,
+        reason: &'static str,
+    },
     #[error("digest mismatch for {what}: expected {expected}, got {actual}")]
-    DigestMismatch { what: String, expected: String, actual: String },
+    DigestMismatch {
+        what: String,
+        expected: String,
+        actual: String,
+    },
     #[error("size mismatch for {what}: expected {expected} bytes, got {actual}")]
-    SizeMismatch { what: String, expected: u64, actual: u64 },
+    SizeMismatch {
+        what: String,
+        expected: u64,
+        actual: u64,
+    },
     #[error("no such image: {0}")]
     ImageNotFound(String),
     #[error("no such container rootfs: {0}")]
@@ -113,7 +124,11 @@ pub(crate) trait IoContext<T> {
 
 impl<T> IoContext<T> for std::result::Result<T, io::Error> {
     fn ctx(self, context: &'static str, path: impl Into<PathBuf>) -> Result<T> {
-        self.map_err(|source| Error::Io { context, path: path.into(), source })
+        self.map_err(|source| Error::Io {
+            context,
+            path: path.into(),
+            source,
+        })
     }
 }
 

@@ -5,27 +5,30 @@
 //! chain ID and mounted copy-on-write as container root filesystems, and the image operations
 //! (load, save, import, export, commit, tag, remove, history, prune, garbage collection).
 
-mod content;
-pub mod digest;
-mod error;
-pub mod reference;
-pub mod spec;
-mod sys;
-mod unpack;
-mod db;
-pub mod rootfs;
-mod store;
 pub mod archive;
-pub mod ops;
 pub mod changes;
 mod commit;
+mod content;
+mod db;
+pub mod digest;
+mod error;
+pub mod ops;
+pub mod reference;
+pub mod rootfs;
+pub mod spec;
+mod store;
+mod sys;
+mod unpack;
 
+pub use archive::{ArchiveFormat, LoadedImage};
+pub use commit::{Change, ChangeKind, CommitOptions, ImportOptions};
 pub use digest::Digest;
 pub use error::{Error, ErrorKind, Result};
+pub use ops::{
+    DeleteItem, DiskUsage, FsckReport, GcReport, HistoryItem, ImageInspect, ImageSummary,
+    PruneReport,
+};
 pub use reference::Reference;
-pub use unpack::{LayerDigests, MAX_SPECIAL_HEADER};
 pub use rootfs::{ContainerMeta, Rootfs};
 pub use store::{Driver, Store, StoreOptions};
-pub use archive::{ArchiveFormat, LoadedImage};
-pub use ops::{DeleteItem, DiskUsage, FsckReport, GcReport, HistoryItem, ImageInspect, ImageSummary, PruneReport};
-pub use commit::{Change, ChangeKind, CommitOptions, ImportOptions};
+pub use unpack::{LayerDigests, MAX_SPECIAL_HEADER};

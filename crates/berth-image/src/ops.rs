@@ -134,15 +134,24 @@ impl FsckReport {
 }
 
 fn unix_time(rfc3339: Option<&str>) -> i64 {
-    rfc3339.and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok()).map(|t| t.timestamp()).unwrap_or(0)
+    rfc3339
+        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+        .map(|t| t.timestamp())
+        .unwrap_or(0)
 }
 
 fn familiar_tags(tags: &[String]) -> Vec<String> {
-    tags.iter().filter_map(|t| Reference::parse(t).ok()).map(|r| r.familiar()).collect()
+    tags.iter()
+        .filter_map(|t| Reference::parse(t).ok())
+        .map(|r| r.familiar())
+        .collect()
 }
 
 fn familiar_digests(rds: &[String]) -> Vec<String> {
-    rds.iter().filter_map(|t| Reference::parse(t).ok()).map(|r| r.familiar()).collect()
+    rds.iter()
+        .filter_map(|t| Reference::parse(t).ok())
+        .map(|r| r.familiar())
+        .collect()
 }
 
 pub(crate) fn dir_size(p: &std::path::Path) -> u64 {
@@ -153,7 +162,9 @@ pub(crate) fn dir_size(p: &std::path::Path) -> u64 {
     while let Some(d) = stack.pop() {
         let Ok(rd) = fs::read_dir(&d) else { continue };
         for e in rd.flatten() {
-            let Ok(m) = e.path().symlink_metadata() else { continue };
+            let Ok(m) = e.path().symlink_metadata() else {
+                continue;
+            };
             if m.is_dir() {
                 stack.push(e.path());
             } else if m.is_file() && (m.nlink() == 1 || seen.insert((m.dev(), m.ino()))) {
@@ -210,8 +221,11 @@ impl Store {
     pub fn inspect(&self, name: &str) -> Result<ImageInspect> {
         let img = self.get(name)?;
         let chains = img.chain_ids();
-        let dirs: Vec<String> =
-            chains.iter().rev().map(|c| self.snapshot_dir(c).join("fs").display().to_string()).collect();
+        let dirs: Vec<String> = chains
+            .iter()
+            .rev()
+            .map(|c| self.snapshot_dir(c).join("fs").display().to_string())
+            .collect();
         let mut data = BTreeMap::new();
         if let Some((top, rest)) = dirs.split_first() {
             data.insert("UpperDir".to_string(), top.clone());
@@ -233,12 +247,23 @@ impl Store {
             variant: img.config.variant.clone(),
             os: img.config.os.clone(),
             size: img.size() as i64,
-            graph_driver: GraphDriver { name: "overlay2".into(), data },
+            graph_driver: GraphDriver {
+                name: "overlay2".into(),
+                data,
+            },
             root_fs: RootFsInfo {
                 kind: "layers".into(),
-                layers: img.config.rootfs.diff_ids.iter().map(Digest::to_string).collect(),
+                layers: img
+                    .config
+                    .rootfs
+                    .diff_ids
+                    .iter()
+                    .map(Digest::to_string)
+                    .collect(),
             },
-            metadata: Metadata { last_tag_time: img.record.last_tag_time.clone() },
+            metadata: Metadata {
+                last_tag_time: img.record.last_tag_time.clone(),
+            },
         })
     }
 
@@ -250,12 +275,21 @@ impl Store {
         let mut out = Vec::new();
         let hist = if img.config.history.is_empty() {
             // No history: one synthetic entry per layer, as Docker shows.
-            img.config.rootfs.diff_ids.iter().map(|_| crate::spec::History::default()).collect()
+            img.config
+                .rootfs
+                .diff_ids
+                .iter()
+                .map(|_| crate::spec::History::default())
+                .collect()
         } else {
             img.config.history.clone()
         };
         for h in &hist {
-            let size = if h.empty_layer { 0 } else { sizes.next().copied().unwrap_or(0) };
+            let size = if h.empty_layer {
+                0
+            } else {
+                sizes.next().copied().unwrap_or(0)
+            };
             out.push(HistoryItem {
                 id: "<missing>".into(),
                 created: unix_time(h.created.as_deref()),
@@ -285,12 +319,18 @@ impl Store {
         let by_tag = {
             let db = self.read_db()?;
             let id = self.resolve(&db, name)?;
-            Reference::parse_tagged(name).ok().map(|r| r.to_string()).filter(|t| db.tags.get(t) == Some(&id))
+            Reference::parse_tagged(name)
+                .ok()
+                .map(|r| r.to_string())
+                .filter(|t| db.tags.get(t) == Some(&id))
         };
         self.inner.db.update(|db| {
             result.clear();
             let id = self.resolve(db, name)?;
-            let user = users.iter().find(|(_, m)| m.image_id == id).map(|(c, _)| c.clone());
+            let user = users
+                .iter()
+                .find(|(_, m)| m.image_id == id)
+                .map(|(c, _)| c.clone());
             let tags = db.tags_of(&id);
             if let Some(t) = &by_tag {
                 if tags.len() > 1 {
@@ -299,15 +339,23 @@ impl Store {
                     return Ok(());
                 }
             } else if !force {
-                let repos: BTreeSet<String> =
-                    tags.iter().filter_map(|t| Reference::parse(t).ok()).map(|r| r.name()).collect();
+                let repos: BTreeSet<String> = tags
+                    .iter()
+                    .filter_map(|t| Reference::parse(t).ok())
+                    .map(|r| r.name())
+                    .collect();
                 if repos.len() > 1 {
-                    return Err(Error::MultipleRepositories { image: name.to_string() });
+                    return Err(Error::MultipleRepositories {
+                        image: name.to_string(),
+                    });
                 }
             }
             if let Some(c) = user {
                 if !force {
-                    return Err(Error::ImageInUse { image: name.to_string(), container: c });
+                    return Err(Error::ImageInUse {
+                        image: name.to_string(),
+                        container: c,
+                    });
                 }
             }
             for t in &tags {
@@ -333,7 +381,11 @@ impl Store {
     /// every image no container uses.
     pub fn prune(&self, all: bool) -> Result<PruneReport> {
         let _l = self.lock_exclusive()?;
-        let users: BTreeSet<Digest> = self.container_images()?.values().map(|m| m.image_id.clone()).collect();
+        let users: BTreeSet<Digest> = self
+            .container_images()?
+            .values()
+            .map(|m| m.image_id.clone())
+            .collect();
         let mut report = PruneReport::default();
         self.inner.db.update(|db| {
             report.images_deleted.clear();
@@ -346,10 +398,14 @@ impl Store {
             for id in victims {
                 for t in db.tags_of(&id) {
                     db.tags.remove(&t);
-                    report.images_deleted.push(DeleteItem::Untagged(Reference::parse(&t)?.familiar()));
+                    report
+                        .images_deleted
+                        .push(DeleteItem::Untagged(Reference::parse(&t)?.familiar()));
                 }
                 db.images.remove(&id);
-                report.images_deleted.push(DeleteItem::Deleted(id.to_string()));
+                report
+                    .images_deleted
+                    .push(DeleteItem::Deleted(id.to_string()));
             }
             Ok(())
         })?;
@@ -379,7 +435,11 @@ impl Store {
             let upper = self.containers_dir().join(&id).join("upper");
             containers_size_rw.insert(id, dir_size(&upper) as i64);
         }
-        Ok(DiskUsage { layers_size, images, containers_size_rw })
+        Ok(DiskUsage {
+            layers_size,
+            images,
+            containers_size_rw,
+        })
     }
 
     /// Remove blobs and snapshots no image or container references, and leftovers in tmp/.
@@ -402,7 +462,11 @@ impl Store {
         let snaps = self.inner.root.join("snapshots");
         for e in fs::read_dir(&snaps).ctx("list", &snaps)? {
             let e = e.ctx("list", &snaps)?;
-            let live = e.file_name().to_str().and_then(|n| Digest::from_hex(n).ok()).is_some_and(|d| live_snaps.contains(&d));
+            let live = e
+                .file_name()
+                .to_str()
+                .and_then(|n| Digest::from_hex(n).ok())
+                .is_some_and(|d| live_snaps.contains(&d));
             if !live {
                 report.bytes_freed += dir_size(&e.path());
                 fs::remove_dir_all(e.path()).ctx("remove", e.path())?;
@@ -412,14 +476,20 @@ impl Store {
         // Container dirs without a record are leftovers of a crashed create/remove.
         let cdir = self.containers_dir();
         for e in fs::read_dir(&cdir).ctx("list", &cdir)?.flatten() {
-            if !e.path().join("meta.json").exists() && !crate::rootfs::is_mountpoint(&e.path().join("merged")) {
+            if !e.path().join("meta.json").exists()
+                && !crate::rootfs::is_mountpoint(&e.path().join("merged"))
+            {
                 fs::remove_dir_all(e.path()).ctx("remove", e.path())?;
             }
         }
         let tmp = self.tmp();
         for e in fs::read_dir(&tmp).ctx("list", &tmp)?.flatten() {
             let p = e.path();
-            let r = if p.is_dir() { fs::remove_dir_all(&p) } else { fs::remove_file(&p) };
+            let r = if p.is_dir() {
+                fs::remove_dir_all(&p)
+            } else {
+                fs::remove_file(&p)
+            };
             r.ctx("remove", p)?;
         }
         Ok(report)
@@ -431,10 +501,14 @@ impl Store {
     pub fn fsck(&self) -> Result<FsckReport> {
         let _l = self.lock_shared()?;
         let db: Db = self.read_db()?;
-        let mut r = FsckReport { images: db.images.len(), ..Default::default() };
+        let mut r = FsckReport {
+            images: db.images.len(),
+            ..Default::default()
+        };
         for (tag, id) in &db.tags {
             if !db.images.contains_key(id) {
-                r.problems.push(format!("tag {tag} points to missing image {id}"));
+                r.problems
+                    .push(format!("tag {tag} points to missing image {id}"));
             }
         }
         let mut checked = BTreeSet::new();
@@ -457,7 +531,10 @@ impl Store {
                 }
             };
             if img.manifest.config.digest != *id {
-                r.problems.push(format!("image {id}: manifest {} names config {}", rec.manifest, img.manifest.config.digest));
+                r.problems.push(format!(
+                    "image {id}: manifest {} names config {}",
+                    rec.manifest, img.manifest.config.digest
+                ));
             }
             for l in &img.manifest.layers {
                 verify(&l.digest, &mut r);
@@ -474,7 +551,8 @@ impl Store {
             }
             for c in &m.chain_ids {
                 if self.snapshot_meta(c)?.is_none() {
-                    r.problems.push(format!("container {cid}: snapshot {c} missing"));
+                    r.problems
+                        .push(format!("container {cid}: snapshot {c} missing"));
                 }
             }
         }
@@ -482,7 +560,10 @@ impl Store {
         for e in fs::read_dir(&snaps).ctx("list", &snaps)?.flatten() {
             r.snapshots += 1;
             let name = e.file_name().to_string_lossy().into_owned();
-            match Digest::from_hex(&name).ok().map(|d| (self.snapshot_meta(&d), d)) {
+            match Digest::from_hex(&name)
+                .ok()
+                .map(|d| (self.snapshot_meta(&d), d))
+            {
                 Some((Ok(Some(m)), d)) if m.chain_id == d => {
                     if let Some(p) = &m.parent {
                         if self.snapshot_meta(p)?.is_none() {
@@ -490,7 +571,9 @@ impl Store {
                         }
                     }
                 }
-                _ => r.problems.push(format!("snapshot directory {name} is not a valid snapshot")),
+                _ => r
+                    .problems
+                    .push(format!("snapshot directory {name} is not a valid snapshot")),
             }
         }
         Ok(r)

@@ -24,7 +24,10 @@ pub struct Reference {
 }
 
 fn invalid(reference: &str, reason: impl Into<String>) -> Error {
-    Error::InvalidReference { reference: reference.to_string(), reason: reason.into() }
+    Error::InvalidReference {
+        reference: reference.to_string(),
+        reason: reason.into(),
+    }
 }
 
 fn is_alnum_lower(b: u8) -> bool {
@@ -60,7 +63,9 @@ fn valid_path_component(c: &str) -> bool {
 /// `host(.host)*(:port)?` or `[ipv6](:port)?`
 fn valid_domain(d: &str) -> bool {
     let (host, port) = if let Some(rest) = d.strip_prefix('[') {
-        let Some(end) = rest.find(']') else { return false };
+        let Some(end) = rest.find(']') else {
+            return false;
+        };
         let ip = &rest[..end];
         if ip.is_empty() || !ip.bytes().all(|b| b.is_ascii_hexdigit() || b == b':') {
             return false;
@@ -102,11 +107,16 @@ fn valid_domain(d: &str) -> bool {
 fn valid_tag(t: &str) -> bool {
     let b = t.as_bytes();
     let word = |x: u8| x.is_ascii_alphanumeric() || x == b'_';
-    !b.is_empty() && b.len() <= 128 && word(b[0]) && b.iter().all(|&x| word(x) || x == b'.' || x == b'-')
+    !b.is_empty()
+        && b.len() <= 128
+        && word(b[0])
+        && b.iter().all(|&x| word(x) || x == b'.' || x == b'-')
 }
 
 fn is_64_hex(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 impl Reference {
@@ -119,7 +129,10 @@ impl Reference {
             return Err(invalid(s, "cannot specify 64-byte hexadecimal strings"));
         }
         let (rest, digest) = match s.split_once('@') {
-            Some((n, d)) => (n, Some(d.parse::<Digest>().map_err(|e| invalid(s, e.to_string()))?)),
+            Some((n, d)) => (
+                n,
+                Some(d.parse::<Digest>().map_err(|e| invalid(s, e.to_string()))?),
+            ),
             None => (s, None),
         };
         let (name, tag) = match rest.rfind(':') {
@@ -157,9 +170,17 @@ impl Reference {
             return Err(invalid(s, format!("invalid repository path {path:?}")));
         }
         if domain.len() + 1 + path.len() > NAME_TOTAL_LENGTH_MAX {
-            return Err(invalid(s, "repository name must not be more than 255 characters"));
+            return Err(invalid(
+                s,
+                "repository name must not be more than 255 characters",
+            ));
         }
-        Ok(Reference { domain, path, tag: tag.map(str::to_string), digest })
+        Ok(Reference {
+            domain,
+            path,
+            tag: tag.map(str::to_string),
+            digest,
+        })
     }
 
     /// Parse and default the tag to `latest` when there is neither tag nor digest
@@ -212,12 +233,20 @@ impl Reference {
         if !valid_tag(tag) {
             return Err(invalid(tag, "invalid tag"));
         }
-        Ok(Reference { tag: Some(tag.to_string()), digest: None, ..self.clone() })
+        Ok(Reference {
+            tag: Some(tag.to_string()),
+            digest: None,
+            ..self.clone()
+        })
     }
 
     /// The same name with a digest and no tag (`name@sha256:…`, a RepoDigest).
     pub fn with_digest(&self, digest: Digest) -> Reference {
-        Reference { tag: None, digest: Some(digest), ..self.clone() }
+        Reference {
+            tag: None,
+            digest: Some(digest),
+            ..self.clone()
+        }
     }
 
     fn render(&self, name: String) -> String {
@@ -254,16 +283,31 @@ mod tests {
         assert_eq!(norm("busybox"), "docker.io/library/busybox:latest");
         assert_eq!(norm("busybox:1.36"), "docker.io/library/busybox:1.36");
         assert_eq!(norm("user/app"), "docker.io/user/app:latest");
-        assert_eq!(norm("index.docker.io/busybox"), "docker.io/library/busybox:latest");
+        assert_eq!(
+            norm("index.docker.io/busybox"),
+            "docker.io/library/busybox:latest"
+        );
         assert_eq!(norm("localhost/foo"), "localhost/foo:latest");
-        assert_eq!(norm("localhost:5000/foo/bar:v1"), "localhost:5000/foo/bar:v1");
+        assert_eq!(
+            norm("localhost:5000/foo/bar:v1"),
+            "localhost:5000/foo/bar:v1"
+        );
         assert_eq!(norm("host:5000/a/b:tag"), "host:5000/a/b:tag");
         assert_eq!(norm("quay.io/x/y"), "quay.io/x/y:latest");
         assert_eq!(norm("[::1]:5000/a"), "[::1]:5000/a:latest");
         let d = Digest::of(b"x");
-        assert_eq!(norm(&format!("busybox@{d}")), format!("docker.io/library/busybox@{d}"));
-        assert_eq!(norm(&format!("busybox:t@{d}")), format!("docker.io/library/busybox:t@{d}"));
-        assert_eq!(norm("a__b-c---d/f_g.h"), "docker.io/a__b-c---d/f_g.h:latest");
+        assert_eq!(
+            norm(&format!("busybox@{d}")),
+            format!("docker.io/library/busybox@{d}")
+        );
+        assert_eq!(
+            norm(&format!("busybox:t@{d}")),
+            format!("docker.io/library/busybox:t@{d}")
+        );
+        assert_eq!(
+            norm("a__b-c---d/f_g.h"),
+            "docker.io/a__b-c---d/f_g.h:latest"
+        );
     }
 
     #[test]

@@ -55,12 +55,21 @@ impl Rootfs {
 }
 
 fn valid_container_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
         && !id.starts_with('.')
 }
 
 pub(crate) fn is_mountpoint(path: &Path) -> bool {
-    let (Ok(a), Ok(b)) = (fs::metadata(path), path.parent().map(fs::metadata).unwrap_or_else(|| Err(io::ErrorKind::NotFound.into()))) else {
+    let (Ok(a), Ok(b)) = (
+        fs::metadata(path),
+        path.parent()
+            .map(fs::metadata)
+            .unwrap_or_else(|| Err(io::ErrorKind::NotFound.into())),
+    ) else {
         return false;
     };
     a.dev() != b.dev()
@@ -78,7 +87,9 @@ impl Store {
         let p = self.container_dir(id)?.join("meta.json");
         match fs::read(&p) {
             Ok(b) => serde_json::from_slice(&b).map_err(json_err(p.display().to_string())),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Error::ContainerNotFound(id.to_string())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(Error::ContainerNotFound(id.to_string()))
+            }
             Err(e) => Err(e).ctx("read", p),
         }
     }
@@ -92,7 +103,12 @@ impl Store {
         let chains = img.chain_ids();
         for (i, l) in img.manifest.layers.iter().enumerate() {
             let parent = if i == 0 { None } else { Some(&chains[i - 1]) };
-            self.ensure_snapshot(&chains[i], parent, &l.digest, &img.config.rootfs.diff_ids[i])?;
+            self.ensure_snapshot(
+                &chains[i],
+                parent,
+                &l.digest,
+                &img.config.rootfs.diff_ids[i],
+            )?;
         }
         match fs::create_dir(&dir) {
             Ok(()) => {}
@@ -105,7 +121,8 @@ impl Store {
             for d in ["upper", "work", "merged", "lower"] {
                 fs::create_dir(dir.join(d)).ctx("create directory", dir.join(d))?;
             }
-            fs::set_permissions(dir.join("merged"), fs::Permissions::from_mode(0o755)).ctx("chmod", dir.join("merged"))?;
+            fs::set_permissions(dir.join("merged"), fs::Permissions::from_mode(0o755))
+                .ctx("chmod", dir.join("merged"))?;
             let mut driver = self.inner.options.driver.unwrap_or(Driver::Overlay);
             if driver == Driver::Overlay {
                 if let Err(e) = self.mount_overlay(&dir, &chains) {
@@ -122,13 +139,23 @@ impl Store {
                     apply_layer_copy(&self.snapshot_dir(chain).join("fs"), &dir.join("merged"))?;
                 }
             }
-            let meta = ContainerMeta { image_id: img.id.clone(), chain_ids: chains.clone(), driver, created: now_rfc3339() };
+            let meta = ContainerMeta {
+                image_id: img.id.clone(),
+                chain_ids: chains.clone(),
+                driver,
+                created: now_rfc3339(),
+            };
             let bytes = serde_json::to_vec_pretty(&meta).map_err(json_err("container meta"))?;
             crate::content::atomic_write(&dir.join("meta.json"), &bytes)?;
             Ok(driver)
         })();
         match result {
-            Ok(driver) => Ok(Rootfs { store: self.clone(), id: container_id.to_string(), path: dir.join("merged"), driver }),
+            Ok(driver) => Ok(Rootfs {
+                store: self.clone(),
+                id: container_id.to_string(),
+                path: dir.join("merged"),
+                driver,
+            }),
             Err(e) => {
                 let _ = nix::mount::umount2(&dir.join("merged"), nix::mount::MntFlags::MNT_DETACH);
                 let _ = fs::remove_dir_all(&dir);
@@ -138,7 +165,11 @@ impl Store {
     }
 
     fn mount_overlay(&self, dir: &Path, chains: &[Digest]) -> Result<()> {
-        let mut lowers: Vec<PathBuf> = chains.iter().rev().map(|c| self.snapshot_dir(c).join("fs")).collect();
+        let mut lowers: Vec<PathBuf> = chains
+            .iter()
+            .rev()
+            .map(|c| self.snapshot_dir(c).join("fs"))
+            .collect();
         if lowers.is_empty() {
             // overlayfs needs at least one lower layer.
             lowers.push(dir.join("lower"));
@@ -150,7 +181,8 @@ impl Store {
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EINVAL)) => {
                 // Old kernel without the new mount API or without `lowerdir+`.
                 tracing::debug!(error = %e, "fsconfig overlay mount failed, trying mount(2)");
-                let lowerdir: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
+                let lowerdir: Vec<String> =
+                    lowers.iter().map(|p| p.display().to_string()).collect();
                 let data = format!(
                     "lowerdir={},upperdir={},workdir={}",
                     lowerdir.join(":"),
@@ -160,13 +192,28 @@ impl Store {
                 if data.len() >= 4096 {
                     return Err(Error::Mount {
                         target: merged,
-                        source: io::Error::new(io::ErrorKind::InvalidInput, "too many layers for the mount option page"),
+                        source: io::Error::new(
+                            io::ErrorKind::InvalidInput,
+                            "too many layers for the mount option page",
+                        ),
                     });
                 }
-                nix::mount::mount(Some("overlay"), &merged, Some("overlay"), nix::mount::MsFlags::empty(), Some(data.as_str()))
-                    .map_err(|e| Error::Mount { target: merged.clone(), source: e.into() })
+                nix::mount::mount(
+                    Some("overlay"),
+                    &merged,
+                    Some("overlay"),
+                    nix::mount::MsFlags::empty(),
+                    Some(data.as_str()),
+                )
+                .map_err(|e| Error::Mount {
+                    target: merged.clone(),
+                    source: e.into(),
+                })
             }
-            Err(e) => Err(Error::Mount { target: merged, source: e }),
+            Err(e) => Err(Error::Mount {
+                target: merged,
+                source: e,
+            }),
         }
     }
 
@@ -178,15 +225,24 @@ impl Store {
         if meta.driver == Driver::Overlay && !is_mountpoint(&merged) {
             self.mount_overlay(&dir, &meta.chain_ids)?;
         }
-        Ok(Rootfs { store: self.clone(), id: container_id.to_string(), path: merged, driver: meta.driver })
+        Ok(Rootfs {
+            store: self.clone(),
+            id: container_id.to_string(),
+            path: merged,
+            driver: meta.driver,
+        })
     }
 
     /// Unmount a container's rootfs (no-op when not mounted or for the copy driver).
     pub fn unmount_rootfs(&self, container_id: &str) -> Result<()> {
         let merged = self.container_dir(container_id)?.join("merged");
         if is_mountpoint(&merged) {
-            nix::mount::umount2(&merged, nix::mount::MntFlags::MNT_DETACH)
-                .map_err(|e| Error::Mount { target: merged.clone(), source: e.into() })?;
+            nix::mount::umount2(&merged, nix::mount::MntFlags::MNT_DETACH).map_err(|e| {
+                Error::Mount {
+                    target: merged.clone(),
+                    source: e.into(),
+                }
+            })?;
         }
         Ok(())
     }
@@ -206,14 +262,24 @@ impl Store {
 
     /// IDs of containers with a rootfs in this store, with the image each uses.
     pub fn containers(&self) -> Result<Vec<(String, Digest)>> {
-        Ok(self.container_images()?.into_iter().map(|(k, m)| (k, m.image_id)).collect())
+        Ok(self
+            .container_images()?
+            .into_iter()
+            .map(|(k, m)| (k, m.image_id))
+            .collect())
     }
 }
 
 fn overlay_unsupported(e: &Error) -> bool {
     match e {
         Error::Mount { source, .. } => {
-            matches!(source.raw_os_error(), Some(libc::ENODEV) | Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS))
+            matches!(
+                source.raw_os_error(),
+                Some(libc::ENODEV)
+                    | Some(libc::EINVAL)
+                    | Some(libc::EOPNOTSUPP)
+                    | Some(libc::ENOSYS)
+            )
         }
         _ => false,
     }
@@ -242,8 +308,15 @@ pub(crate) fn apply_layer_copy(src: &Path, dest: &Path) -> Result<()> {
     copy_meta(src, dest, &fs::symlink_metadata(src).ctx("stat", src)?)
 }
 
-fn copy_dir_contents(src: &Path, dest: &Path, links: &mut HashMap<(u64, u64), PathBuf>) -> Result<()> {
-    let mut entries: Vec<_> = fs::read_dir(src).ctx("list", src)?.collect::<io::Result<_>>().ctx("list", src)?;
+fn copy_dir_contents(
+    src: &Path,
+    dest: &Path,
+    links: &mut HashMap<(u64, u64), PathBuf>,
+) -> Result<()> {
+    let mut entries: Vec<_> = fs::read_dir(src)
+        .ctx("list", src)?
+        .collect::<io::Result<_>>()
+        .ctx("list", src)?;
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
         let s = e.path();
@@ -256,7 +329,9 @@ fn copy_dir_contents(src: &Path, dest: &Path, links: &mut HashMap<(u64, u64), Pa
         }
         if ft.is_dir() {
             let existing = fs::symlink_metadata(&d).ok();
-            let opaque = sys::lgetxattr(&s, OVERLAY_OPAQUE_XATTR).ctx("read xattr", &s)?.is_some_and(|v| v == b"y");
+            let opaque = sys::lgetxattr(&s, OVERLAY_OPAQUE_XATTR)
+                .ctx("read xattr", &s)?
+                .is_some_and(|v| v == b"y");
             if existing.as_ref().is_some_and(|x| !x.is_dir()) || (opaque && existing.is_some()) {
                 remove_any(&d)?;
             }
@@ -284,7 +359,13 @@ fn copy_dir_contents(src: &Path, dest: &Path, links: &mut HashMap<(u64, u64), Pa
             let c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(d.as_os_str()))
                 .map_err(|_| Error::InvalidLayer(format!("path with NUL: {}", d.display())))?;
             // SAFETY: valid C string; mode and rdev come from lstat of the source node.
-            let r = unsafe { libc::mknod(c.as_ptr(), m.mode() as libc::mode_t, m.rdev() as libc::dev_t) };
+            let r = unsafe {
+                libc::mknod(
+                    c.as_ptr(),
+                    m.mode() as libc::mode_t,
+                    m.rdev() as libc::dev_t,
+                )
+            };
             if r < 0 {
                 return Err(io::Error::last_os_error()).ctx("create node", &d);
             }
@@ -297,7 +378,8 @@ fn copy_dir_contents(src: &Path, dest: &Path, links: &mut HashMap<(u64, u64), Pa
 fn copy_meta(src: &Path, dest: &Path, m: &fs::Metadata) -> Result<()> {
     std::os::unix::fs::lchown(dest, Some(m.uid()), Some(m.gid())).ctx("chown", dest)?;
     if !m.file_type().is_symlink() {
-        fs::set_permissions(dest, fs::Permissions::from_mode(m.mode() & 0o7777)).ctx("chmod", dest)?;
+        fs::set_permissions(dest, fs::Permissions::from_mode(m.mode() & 0o7777))
+            .ctx("chmod", dest)?;
     }
     for name in sys::llistxattr(src).ctx("list xattrs", src)? {
         if name.starts_with("trusted.") {
@@ -318,10 +400,20 @@ fn filetime_of(m: &fs::Metadata) -> i64 {
 fn set_times(p: &Path, secs: i64) -> Result<()> {
     let c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()))
         .map_err(|_| Error::InvalidLayer(format!("path with NUL: {}", p.display())))?;
-    let ts = libc::timespec { tv_sec: secs as libc::time_t, tv_nsec: 0 };
+    let ts = libc::timespec {
+        tv_sec: secs as libc::time_t,
+        tv_nsec: 0,
+    };
     let times = [ts, ts];
     // SAFETY: valid C string and a two-element timespec array.
-    let r = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+    let r = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
     if r < 0 {
         return Err(io::Error::last_os_error()).ctx("set times", p);
     }

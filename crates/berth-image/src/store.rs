@@ -92,7 +92,9 @@ pub(crate) struct SnapshotMeta {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("root", &self.inner.root).finish()
+        f.debug_struct("Store")
+            .field("root", &self.inner.root)
+            .finish()
     }
 }
 
@@ -197,8 +199,12 @@ impl Store {
         let snap_tmp = self.snapshot_temp()?;
         let writer = io::BufWriter::with_capacity(1 << 20, blob_tmp);
         let (digests, writer) = unpack_layer(reader, writer, &snap_tmp.path().join("fs"))?;
-        let blob_tmp = writer.into_inner().map_err(|e| e.into_error()).ctx("flush blob in", self.tmp())?;
-        self.content().check(&digests.digest, digests.size, expected, None)?;
+        let blob_tmp = writer
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .ctx("flush blob in", self.tmp())?;
+        self.content()
+            .check(&digests.digest, digests.size, expected, None)?;
         let chain = match parent_chain {
             None => digests.diff_id.clone(),
             Some(p) => Digest::of(format!("{p} {}", digests.diff_id).as_bytes()),
@@ -228,11 +234,17 @@ impl Store {
     }
 
     /// Given a manifest-or-index blob, return the manifest for the host platform.
-    pub(crate) fn resolve_platform_manifest(&self, digest: &Digest, bytes: &[u8]) -> Result<(Digest, String)> {
+    pub(crate) fn resolve_platform_manifest(
+        &self,
+        digest: &Digest,
+        bytes: &[u8],
+    ) -> Result<(Digest, String)> {
         match ManifestOrIndex::parse(bytes).map_err(json_err(format!("manifest {digest}")))? {
             ManifestOrIndex::Manifest(m) => Ok((
                 digest.clone(),
-                m.media_type.clone().unwrap_or_else(|| crate::spec::MT_OCI_MANIFEST.to_string()),
+                m.media_type
+                    .clone()
+                    .unwrap_or_else(|| crate::spec::MT_OCI_MANIFEST.to_string()),
             )),
             ManifestOrIndex::Index(idx) => {
                 let d = pick_platform(&idx)?;
@@ -268,7 +280,12 @@ impl Store {
         let chains = chain_ids(&config.rootfs.diff_ids);
         for (i, layer) in manifest.layers.iter().enumerate() {
             let parent = if i == 0 { None } else { Some(&chains[i - 1]) };
-            let meta = self.ensure_snapshot(&chains[i], parent, &layer.digest, &config.rootfs.diff_ids[i])?;
+            let meta = self.ensure_snapshot(
+                &chains[i],
+                parent,
+                &layer.digest,
+                &config.rootfs.diff_ids[i],
+            )?;
             sizes.push(meta.size);
         }
         let now = now_rfc3339();
@@ -305,7 +322,10 @@ impl Store {
     }
 
     pub(crate) fn snapshot_temp(&self) -> Result<tempfile::TempDir> {
-        let t = tempfile::Builder::new().prefix("snap-").tempdir_in(self.tmp()).ctx("create temp dir in", self.tmp())?;
+        let t = tempfile::Builder::new()
+            .prefix("snap-")
+            .tempdir_in(self.tmp())
+            .ctx("create temp dir in", self.tmp())?;
         let fs_dir = t.path().join("fs");
         fs::create_dir(&fs_dir).ctx("create directory", &fs_dir)?;
         fs::set_permissions(&fs_dir, fs::Permissions::from_mode(0o755)).ctx("chmod", &fs_dir)?;
@@ -315,7 +335,9 @@ impl Store {
     pub(crate) fn snapshot_meta(&self, chain: &Digest) -> Result<Option<SnapshotMeta>> {
         let p = self.snapshot_dir(chain).join("meta.json");
         match fs::read(&p) {
-            Ok(b) => Ok(Some(serde_json::from_slice(&b).map_err(json_err(p.display().to_string()))?)),
+            Ok(b) => Ok(Some(
+                serde_json::from_slice(&b).map_err(json_err(p.display().to_string()))?,
+            )),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).ctx("read", p),
         }
@@ -342,7 +364,7 @@ impl Store {
         let fd = std::os::fd::OwnedFd::from(fs::File::open(tmp.path()).ctx("open", tmp.path())?);
         crate::sys::syncfs(&fd).ctx("syncfs", tmp.path())?;
         let dest = self.snapshot_dir(chain);
-        let tmp_path = tmp.into_path();
+        let tmp_path = tmp.keep();
         match fs::rename(&tmp_path, &dest) {
             Ok(()) => {}
             Err(e) if dest.exists() => {
@@ -371,7 +393,11 @@ impl Store {
         }
         let file = self.content().open(blob)?;
         let tmp = self.snapshot_temp()?;
-        let (digests, _) = unpack_layer(io::BufReader::with_capacity(1 << 20, file), io::sink(), &tmp.path().join("fs"))?;
+        let (digests, _) = unpack_layer(
+            io::BufReader::with_capacity(1 << 20, file),
+            io::sink(),
+            &tmp.path().join("fs"),
+        )?;
         if &digests.digest != blob {
             return Err(Error::DigestMismatch {
                 what: "stored layer blob".into(),
@@ -415,8 +441,13 @@ impl Store {
             }
         }
         let prefix = s.strip_prefix("sha256:").unwrap_or(s);
-        if !prefix.is_empty() && prefix.len() <= 64 && prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
-            let matches: Vec<&Digest> = db.images.keys().filter(|d| d.hex().starts_with(prefix)).collect();
+        if !prefix.is_empty() && prefix.len() <= 64 && prefix.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            let matches: Vec<&Digest> = db
+                .images
+                .keys()
+                .filter(|d| d.hex().starts_with(prefix))
+                .collect();
             match matches.len() {
                 1 => return Ok(matches[0].clone()),
                 0 => {}
@@ -427,13 +458,24 @@ impl Store {
     }
 
     pub(crate) fn load_image(&self, db: &Db, id: &Digest) -> Result<Image> {
-        let record = db.images.get(id).cloned().ok_or_else(|| Error::ImageNotFound(id.to_string()))?;
+        let record = db
+            .images
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::ImageNotFound(id.to_string()))?;
         let manifest: Manifest = serde_json::from_slice(&self.content().read(&record.manifest)?)
             .map_err(json_err(format!("manifest {}", record.manifest)))?;
         let config_raw = self.content().read(id)?;
         let config: ImageConfig =
             serde_json::from_slice(&config_raw).map_err(json_err(format!("image config {id}")))?;
-        Ok(Image { id: id.clone(), record, manifest, config, config_raw, tags: db.tags_of(id) })
+        Ok(Image {
+            id: id.clone(),
+            record,
+            manifest,
+            config,
+            config_raw,
+            tags: db.tags_of(id),
+        })
     }
 
     pub(crate) fn get(&self, name: &str) -> Result<Image> {
@@ -451,14 +493,18 @@ impl Store {
     /// The image's raw config JSON (what the runtime reads Cmd/Env/… from).
     pub fn image_config(&self, name: &str) -> Result<serde_json::Value> {
         let img = self.get(name)?;
-        serde_json::from_slice(&img.config_raw).map_err(json_err(format!("image config {}", img.id)))
+        serde_json::from_slice(&img.config_raw)
+            .map_err(json_err(format!("image config {}", img.id)))
     }
 
     /// Point `target` (e.g. `myapp:1`) at the image `source` resolves to.
     pub fn tag(&self, source: &str, target: &str) -> Result<()> {
         let r = Reference::parse_tagged(target)?;
         if r.digest().is_some() {
-            return Err(Error::InvalidReference { reference: target.into(), reason: "cannot tag with a digest".into() });
+            return Err(Error::InvalidReference {
+                reference: target.into(),
+                reason: "cannot tag with a digest".into(),
+            });
         }
         let now = now_rfc3339();
         self.inner.db.update(|db| {
@@ -478,7 +524,9 @@ impl Store {
     }
 
     /// container id → image id, from the per-container records.
-    pub(crate) fn container_images(&self) -> Result<BTreeMap<String, crate::rootfs::ContainerMeta>> {
+    pub(crate) fn container_images(
+        &self,
+    ) -> Result<BTreeMap<String, crate::rootfs::ContainerMeta>> {
         let mut out = BTreeMap::new();
         let dir = self.containers_dir();
         for e in fs::read_dir(&dir).ctx("list", &dir)? {
@@ -507,7 +555,10 @@ impl Store {
             }
             for rd in &rec.repo_digests {
                 // Keep the index a repo digest names (it may be a manifest list).
-                if let Some(d) = rd.rsplit_once('@').and_then(|(_, d)| d.parse::<Digest>().ok()) {
+                if let Some(d) = rd
+                    .rsplit_once('@')
+                    .and_then(|(_, d)| d.parse::<Digest>().ok())
+                {
                     blobs.insert(d);
                 }
             }
@@ -524,8 +575,18 @@ pub(crate) fn pick_platform(idx: &Index) -> Result<&crate::spec::Descriptor> {
     let (os, arch) = host_platform();
     idx.manifests
         .iter()
-        .find(|d| d.platform.as_ref().is_some_and(|p| p.os == os && p.architecture == arch))
-        .or_else(|| if idx.manifests.len() == 1 && idx.manifests[0].platform.is_none() { idx.manifests.first() } else { None })
+        .find(|d| {
+            d.platform
+                .as_ref()
+                .is_some_and(|p| p.os == os && p.architecture == arch)
+        })
+        .or_else(|| {
+            if idx.manifests.len() == 1 && idx.manifests[0].platform.is_none() {
+                idx.manifests.first()
+            } else {
+                None
+            }
+        })
         .ok_or_else(|| Error::NoMatchingPlatform(format!("{os}/{arch}")))
 }
 

@@ -13,7 +13,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 fn cstr(s: &OsStr) -> io::Result<CString> {
-    CString::new(s.as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
+    CString::new(s.as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
 }
 
 fn check(ret: libc::c_int) -> io::Result<()> {
@@ -34,7 +35,11 @@ struct OpenHow {
 
 /// Open `path` relative to the directory `root`, resolving every component inside `root`.
 pub(crate) fn open_in_root(root: &OwnedFd, path: &Path, flags: libc::c_int) -> io::Result<OwnedFd> {
-    let c = cstr(if path.as_os_str().is_empty() { OsStr::new(".") } else { path.as_os_str() })?;
+    let c = cstr(if path.as_os_str().is_empty() {
+        OsStr::new(".")
+    } else {
+        path.as_os_str()
+    })?;
     let how = OpenHow {
         flags: (flags | libc::O_CLOEXEC) as u64,
         mode: 0,
@@ -62,7 +67,12 @@ pub(crate) fn open_in_root(root: &OwnedFd, path: &Path, flags: libc::c_int) -> i
 pub(crate) fn open_dir_path(path: &Path) -> io::Result<OwnedFd> {
     let c = cstr(path.as_os_str())?;
     // SAFETY: valid C string; returns a new fd or -1.
-    let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -71,11 +81,21 @@ pub(crate) fn open_dir_path(path: &Path) -> io::Result<OwnedFd> {
 }
 
 /// `openat(dir, name, flags, mode)` on a single name, never following a final symlink.
-pub(crate) fn openat(dir: &OwnedFd, name: &OsStr, flags: libc::c_int, mode: u32) -> io::Result<OwnedFd> {
+pub(crate) fn openat(
+    dir: &OwnedFd,
+    name: &OsStr,
+    flags: libc::c_int,
+    mode: u32,
+) -> io::Result<OwnedFd> {
     let c = cstr(name)?;
     // SAFETY: valid dirfd and C string; returns a new fd or -1.
     let fd = unsafe {
-        libc::openat(dir.as_raw_fd(), c.as_ptr(), flags | libc::O_NOFOLLOW | libc::O_CLOEXEC, mode as libc::c_uint)
+        libc::openat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            flags | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            mode as libc::c_uint,
+        )
     };
     if fd < 0 {
         return Err(io::Error::last_os_error());
@@ -88,7 +108,14 @@ pub(crate) fn lstatat(dir: &OwnedFd, name: &OsStr) -> io::Result<libc::stat> {
     let c = cstr(name)?;
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
     // SAFETY: valid dirfd, C string and a writable stat buffer.
-    check(unsafe { libc::fstatat(dir.as_raw_fd(), c.as_ptr(), st.as_mut_ptr(), libc::AT_SYMLINK_NOFOLLOW) })?;
+    check(unsafe {
+        libc::fstatat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            st.as_mut_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })?;
     // SAFETY: fstatat succeeded, so the buffer is initialised.
     Ok(unsafe { st.assume_init() })
 }
@@ -99,7 +126,13 @@ pub(crate) fn mkdirat(dir: &OwnedFd, name: &OsStr, mode: u32) -> io::Result<()> 
     check(unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), mode as libc::mode_t) })
 }
 
-pub(crate) fn mknodat(dir: &OwnedFd, name: &OsStr, mode: u32, major: u32, minor: u32) -> io::Result<()> {
+pub(crate) fn mknodat(
+    dir: &OwnedFd,
+    name: &OsStr,
+    mode: u32,
+    major: u32,
+    minor: u32,
+) -> io::Result<()> {
     let c = cstr(name)?;
     let dev = libc::makedev(major, minor);
     // SAFETY: valid dirfd and C string.
@@ -114,11 +147,24 @@ pub(crate) fn symlinkat(target: &OsStr, dir: &OwnedFd, name: &OsStr) -> io::Resu
 }
 
 /// Hard link `old_dir/old_name` to `new_dir/new_name` without following a final symlink.
-pub(crate) fn linkat(old_dir: &OwnedFd, old_name: &OsStr, new_dir: &OwnedFd, new_name: &OsStr) -> io::Result<()> {
+pub(crate) fn linkat(
+    old_dir: &OwnedFd,
+    old_name: &OsStr,
+    new_dir: &OwnedFd,
+    new_name: &OsStr,
+) -> io::Result<()> {
     let o = cstr(old_name)?;
     let n = cstr(new_name)?;
     // SAFETY: valid dirfds and C strings; flags 0 means a final symlink is linked, not followed.
-    check(unsafe { libc::linkat(old_dir.as_raw_fd(), o.as_ptr(), new_dir.as_raw_fd(), n.as_ptr(), 0) })
+    check(unsafe {
+        libc::linkat(
+            old_dir.as_raw_fd(),
+            o.as_ptr(),
+            new_dir.as_raw_fd(),
+            n.as_ptr(),
+            0,
+        )
+    })
 }
 
 pub(crate) fn unlinkat(dir: &OwnedFd, name: &OsStr, remove_dir: bool) -> io::Result<()> {
@@ -131,7 +177,15 @@ pub(crate) fn unlinkat(dir: &OwnedFd, name: &OsStr, remove_dir: bool) -> io::Res
 pub(crate) fn lchownat(dir: &OwnedFd, name: &OsStr, uid: u32, gid: u32) -> io::Result<()> {
     let c = cstr(name)?;
     // SAFETY: valid dirfd and C string; AT_SYMLINK_NOFOLLOW changes the link itself.
-    check(unsafe { libc::fchownat(dir.as_raw_fd(), c.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW) })
+    check(unsafe {
+        libc::fchownat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            uid,
+            gid,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
 }
 
 pub(crate) fn fchown(fd: &OwnedFd, uid: u32, gid: u32) -> io::Result<()> {
@@ -147,14 +201,27 @@ pub(crate) fn fchmod(fd: &OwnedFd, mode: u32) -> io::Result<()> {
 /// Set access and modification time of `dir/name` (not following a final symlink).
 pub(crate) fn lutimesat(dir: &OwnedFd, name: &OsStr, secs: i64) -> io::Result<()> {
     let c = cstr(name)?;
-    let ts = libc::timespec { tv_sec: secs as libc::time_t, tv_nsec: 0 };
+    let ts = libc::timespec {
+        tv_sec: secs as libc::time_t,
+        tv_nsec: 0,
+    };
     let times = [ts, ts];
     // SAFETY: valid dirfd, C string and a two-element timespec array.
-    check(unsafe { libc::utimensat(dir.as_raw_fd(), c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) })
+    check(unsafe {
+        libc::utimensat(
+            dir.as_raw_fd(),
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
 }
 
 pub(crate) fn futimes(fd: &OwnedFd, secs: i64) -> io::Result<()> {
-    let ts = libc::timespec { tv_sec: secs as libc::time_t, tv_nsec: 0 };
+    let ts = libc::timespec {
+        tv_sec: secs as libc::time_t,
+        tv_nsec: 0,
+    };
     let times = [ts, ts];
     // SAFETY: valid fd and a two-element timespec array.
     check(unsafe { libc::futimens(fd.as_raw_fd(), times.as_ptr()) })
@@ -163,7 +230,15 @@ pub(crate) fn futimes(fd: &OwnedFd, secs: i64) -> io::Result<()> {
 pub(crate) fn fsetxattr(fd: &OwnedFd, name: &str, value: &[u8]) -> io::Result<()> {
     let n = cstr(OsStr::new(name))?;
     // SAFETY: valid fd, C string and value buffer of the given length.
-    check(unsafe { libc::fsetxattr(fd.as_raw_fd(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) })
+    check(unsafe {
+        libc::fsetxattr(
+            fd.as_raw_fd(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    })
 }
 
 /// Read an xattr of a path without following a final symlink; `None` if absent.
@@ -173,7 +248,8 @@ pub(crate) fn lgetxattr(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> 
     let mut buf = vec![0u8; 256];
     loop {
         // SAFETY: valid C strings and a writable buffer of the given length.
-        let r = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        let r =
+            unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
         if r >= 0 {
             buf.truncate(r as usize);
             return Ok(Some(buf));
@@ -216,7 +292,15 @@ pub(crate) fn lsetxattr(path: &Path, name: &str, value: &[u8]) -> io::Result<()>
     let p = cstr(path.as_os_str())?;
     let n = cstr(OsStr::new(name))?;
     // SAFETY: valid C strings and value buffer of the given length.
-    check(unsafe { libc::lsetxattr(p.as_ptr(), n.as_ptr(), value.as_ptr().cast(), value.len(), 0) })
+    check(unsafe {
+        libc::lsetxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    })
 }
 
 /// Flush the filesystem holding `fd` (before a snapshot rename makes it visible).
@@ -252,7 +336,14 @@ pub(crate) fn mount_overlay_fsconfig(
         let v = cstr(value.as_os_str())?;
         // SAFETY: valid fs context fd and C strings.
         let r = unsafe {
-            libc::syscall(libc::SYS_fsconfig, fsfd.as_raw_fd(), FSCONFIG_SET_STRING, key.as_ptr(), v.as_ptr(), 0)
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fsfd.as_raw_fd(),
+                FSCONFIG_SET_STRING,
+                key.as_ptr(),
+                v.as_ptr(),
+                0,
+            )
         };
         if r < 0 {
             return Err(io::Error::last_os_error());

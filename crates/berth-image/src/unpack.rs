@@ -71,7 +71,9 @@ fn read_bounded(data: &mut dyn Read, size: u64, what: &str) -> Result<Vec<u8>> {
         )));
     }
     let mut buf = Vec::with_capacity(size as usize);
-    data.take(size).read_to_end(&mut buf).map_err(|e| Error::InvalidLayer(format!("read {what}: {e}")))?;
+    data.take(size)
+        .read_to_end(&mut buf)
+        .map_err(|e| Error::InvalidLayer(format!("read {what}: {e}")))?;
     Ok(buf)
 }
 
@@ -80,14 +82,21 @@ fn parse_pax(data: &[u8], p: &mut Pending) -> Result<()> {
     let mut rest = data;
     while !rest.is_empty() {
         let sp = rest.iter().position(|b| *b == b' ').ok_or_else(bad)?;
-        let len: usize = std::str::from_utf8(&rest[..sp]).ok().and_then(|s| s.parse().ok()).ok_or_else(bad)?;
+        let len: usize = std::str::from_utf8(&rest[..sp])
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(bad)?;
         if len <= sp + 1 || len > rest.len() || rest[len - 1] != b'\n' {
             return Err(bad());
         }
         let record = &rest[sp + 1..len - 1];
         let eq = record.iter().position(|b| *b == b'=').ok_or_else(bad)?;
         let (key, value) = (&record[..eq], &record[eq + 1..]);
-        let num = || std::str::from_utf8(value).ok().and_then(|s| s.split('.').next()?.parse::<i64>().ok());
+        let num = || {
+            std::str::from_utf8(value)
+                .ok()
+                .and_then(|s| s.split('.').next()?.parse::<i64>().ok())
+        };
         match key {
             b"path" => p.path = Some(value.to_vec()),
             b"linkpath" => p.link = Some(value.to_vec()),
@@ -96,7 +105,9 @@ fn parse_pax(data: &[u8], p: &mut Pending) -> Result<()> {
             b"mtime" => p.mtime = num(),
             _ => {
                 let key = String::from_utf8_lossy(key);
-                let name = key.strip_prefix("SCHILY.xattr.").or_else(|| key.strip_prefix("LIBARCHIVE.xattr."));
+                let name = key
+                    .strip_prefix("SCHILY.xattr.")
+                    .or_else(|| key.strip_prefix("LIBARCHIVE.xattr."));
                 if let Some(name) = name {
                     p.xattrs.push((name.to_string(), value.to_vec()));
                 }
@@ -157,11 +168,19 @@ pub(crate) fn for_each_entry<R: Read>(
             let p = std::mem::take(&mut pending);
             let meta = EntryMeta {
                 path: p.path.unwrap_or_else(|| header.path_bytes().into_owned()),
-                link: p.link.or_else(|| header.link_name_bytes().map(|l| l.into_owned())),
+                link: p
+                    .link
+                    .or_else(|| header.link_name_bytes().map(|l| l.into_owned())),
                 mode: header.mode().map_err(layer_read_err)? & 0o7777,
-                uid: p.uid.unwrap_or(header.uid().map_err(layer_read_err)? as u32),
-                gid: p.gid.unwrap_or(header.gid().map_err(layer_read_err)? as u32),
-                mtime: p.mtime.unwrap_or(header.mtime().map_err(layer_read_err)? as i64),
+                uid: p
+                    .uid
+                    .unwrap_or(header.uid().map_err(layer_read_err)? as u32),
+                gid: p
+                    .gid
+                    .unwrap_or(header.gid().map_err(layer_read_err)? as u32),
+                mtime: p
+                    .mtime
+                    .unwrap_or(header.mtime().map_err(layer_read_err)? as i64),
                 size,
                 dev_major: header.device_major().ok().flatten().unwrap_or(0),
                 dev_minor: header.device_minor().ok().flatten().unwrap_or(0),
@@ -191,7 +210,11 @@ pub(crate) fn clean_path(raw: &[u8]) -> Result<Option<PathBuf>> {
             Component::RootDir | Component::Prefix(_) => return Err(unsafe_entry("absolute path")),
         }
     }
-    Ok(if out.as_os_str().is_empty() { None } else { Some(out) })
+    Ok(if out.as_os_str().is_empty() {
+        None
+    } else {
+        Some(out)
+    })
 }
 
 fn keep_xattr(name: &str) -> bool {
@@ -210,12 +233,21 @@ pub(crate) struct Extractor {
 impl Extractor {
     pub(crate) fn new(root_path: &Path) -> Result<Extractor> {
         let root = sys::open_dir_path(root_path).ctx("open snapshot directory", root_path)?;
-        Ok(Extractor { root, root_path: root_path.to_path_buf(), dir_times: Vec::new(), content_size: 0 })
+        Ok(Extractor {
+            root,
+            root_path: root_path.to_path_buf(),
+            dir_times: Vec::new(),
+            content_size: 0,
+        })
     }
 
     fn io_err(&self, what: &'static str, rel: &Path) -> impl FnOnce(io::Error) -> Error {
         let path = self.root_path.join(rel);
-        move |source| Error::Io { context: what, path, source }
+        move |source| Error::Io {
+            context: what,
+            path,
+            source,
+        }
     }
 
     /// Open (creating as needed, mode 0755) the directory `rel` inside the root.
@@ -226,8 +258,9 @@ impl Extractor {
             Err(e) => return Err(self.io_err("resolve directory", rel)(e)),
         }
         let mut prefix = PathBuf::new();
-        let mut cur = sys::open_in_root(&self.root, Path::new(""), libc::O_PATH | libc::O_DIRECTORY)
-            .map_err(self.io_err("open snapshot root", rel))?;
+        let mut cur =
+            sys::open_in_root(&self.root, Path::new(""), libc::O_PATH | libc::O_DIRECTORY)
+                .map_err(self.io_err("open snapshot root", rel))?;
         for c in rel.components() {
             prefix.push(c);
             cur = match sys::open_in_root(&self.root, &prefix, libc::O_PATH | libc::O_DIRECTORY) {
@@ -239,7 +272,10 @@ impl Extractor {
                         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
                             return Err(Error::UnsafeEntry {
                                 path: rel.display().to_string(),
-                                reason: format!("parent {} is a symlink to a missing directory", prefix.display()),
+                                reason: format!(
+                                    "parent {} is a symlink to a missing directory",
+                                    prefix.display()
+                                ),
                             })
                         }
                         Err(e) => return Err(self.io_err("create directory", &prefix)(e)),
@@ -247,16 +283,25 @@ impl Extractor {
                     sys::open_in_root(&self.root, &prefix, libc::O_PATH | libc::O_DIRECTORY)
                         .map_err(self.io_err("resolve directory", &prefix))?
                 }
-                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTDIR) | Some(libc::ELOOP) | Some(libc::EXDEV)) => {
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ENOTDIR) | Some(libc::ELOOP) | Some(libc::EXDEV)
+                    ) =>
+                {
                     return Err(Error::UnsafeEntry {
                         path: rel.display().to_string(),
-                        reason: format!("parent {} is not a directory inside the layer", prefix.display()),
+                        reason: format!(
+                            "parent {} is not a directory inside the layer",
+                            prefix.display()
+                        ),
                     })
                 }
                 Err(e) => return Err(self.io_err("resolve directory", &prefix)(e)),
             };
         }
-        sys::open_in_root(&self.root, rel, flags | libc::O_DIRECTORY).map_err(self.io_err("resolve directory", rel))
+        sys::open_in_root(&self.root, rel, flags | libc::O_DIRECTORY)
+            .map_err(self.io_err("resolve directory", rel))
     }
 
     /// Remove whatever is at `parent/name`; keep an existing directory when `keep_dir`.
@@ -283,7 +328,12 @@ impl Extractor {
     }
 
     /// Extract one entry.
-    pub(crate) fn entry(&mut self, kind: EntryType, meta: &EntryMeta, data: &mut dyn Read) -> Result<()> {
+    pub(crate) fn entry(
+        &mut self,
+        kind: EntryType,
+        meta: &EntryMeta,
+        data: &mut dyn Read,
+    ) -> Result<()> {
         let Some(rel) = clean_path(&meta.path)? else {
             if kind == EntryType::Directory {
                 let fd = self.dir(Path::new(""), libc::O_RDONLY)?;
@@ -299,7 +349,8 @@ impl Extractor {
         // Whiteouts.
         if name_str == OPAQUE_WHITEOUT {
             let dir = self.dir(&parent_rel, libc::O_RDONLY)?;
-            sys::fsetxattr(&dir, OVERLAY_OPAQUE_XATTR, b"y").map_err(self.io_err("mark opaque", &parent_rel))?;
+            sys::fsetxattr(&dir, OVERLAY_OPAQUE_XATTR, b"y")
+                .map_err(self.io_err("mark opaque", &parent_rel))?;
             return Ok(());
         }
         if let Some(target) = name_str.strip_prefix(WHITEOUT_PREFIX) {
@@ -311,7 +362,8 @@ impl Extractor {
             let target = OsStr::new(target);
             let trel = parent_rel.join(target);
             self.clear(&parent, target, &trel, false)?;
-            sys::mknodat(&parent, target, libc::S_IFCHR, 0, 0).map_err(self.io_err("create whiteout", &trel))?;
+            sys::mknodat(&parent, target, libc::S_IFCHR, 0, 0)
+                .map_err(self.io_err("create whiteout", &trel))?;
             return Ok(());
         }
 
@@ -320,7 +372,8 @@ impl Extractor {
             EntryType::Directory => {
                 let kept = self.clear(&parent, &name, &rel, true)?;
                 if !kept {
-                    sys::mkdirat(&parent, &name, 0o700).map_err(self.io_err("create directory", &rel))?;
+                    sys::mkdirat(&parent, &name, 0o700)
+                        .map_err(self.io_err("create directory", &rel))?;
                 }
                 let fd = self.dir(&rel, libc::O_RDONLY)?;
                 self.set_fd_meta(&fd, meta, &rel)?;
@@ -328,11 +381,19 @@ impl Extractor {
             }
             EntryType::Regular | EntryType::Continuous => {
                 self.clear(&parent, &name, &rel, false)?;
-                let fd = sys::openat(&parent, &name, libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY, 0o600)
-                    .map_err(self.io_err("create file", &rel))?;
+                let fd = sys::openat(
+                    &parent,
+                    &name,
+                    libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
+                    0o600,
+                )
+                .map_err(self.io_err("create file", &rel))?;
                 let mut file = std::fs::File::from(fd);
                 let n = io::copy(&mut data.take(meta.size), &mut file).map_err(|e| {
-                    if e.kind() == io::ErrorKind::UnexpectedEof || e.kind() == io::ErrorKind::InvalidData || e.kind() == io::ErrorKind::InvalidInput {
+                    if e.kind() == io::ErrorKind::UnexpectedEof
+                        || e.kind() == io::ErrorKind::InvalidData
+                        || e.kind() == io::ErrorKind::InvalidInput
+                    {
                         layer_read_err(e)
                     } else {
                         self.io_err("write file", &rel)(e)
@@ -351,11 +412,16 @@ impl Extractor {
                 sys::futimes(&fd, meta.mtime).map_err(self.io_err("set times", &rel))?;
             }
             EntryType::Symlink => {
-                let target = meta.link.as_deref().ok_or_else(|| Error::InvalidLayer(format!("symlink {} has no target", rel.display())))?;
+                let target = meta.link.as_deref().ok_or_else(|| {
+                    Error::InvalidLayer(format!("symlink {} has no target", rel.display()))
+                })?;
                 self.clear(&parent, &name, &rel, false)?;
-                sys::symlinkat(OsStr::from_bytes(target), &parent, &name).map_err(self.io_err("create symlink", &rel))?;
-                sys::lchownat(&parent, &name, meta.uid, meta.gid).map_err(self.io_err("chown", &rel))?;
-                sys::lutimesat(&parent, &name, meta.mtime).map_err(self.io_err("set times", &rel))?;
+                sys::symlinkat(OsStr::from_bytes(target), &parent, &name)
+                    .map_err(self.io_err("create symlink", &rel))?;
+                sys::lchownat(&parent, &name, meta.uid, meta.gid)
+                    .map_err(self.io_err("chown", &rel))?;
+                sys::lutimesat(&parent, &name, meta.mtime)
+                    .map_err(self.io_err("set times", &rel))?;
             }
             EntryType::Link => {
                 let raw = meta.link.as_deref().unwrap_or_default();
@@ -371,20 +437,29 @@ impl Extractor {
                     path: rel.display().to_string(),
                     reason: "hard link to the layer root".into(),
                 })?;
-                let tname = target.file_name().map(OsStr::to_os_string).unwrap_or_default();
+                let tname = target
+                    .file_name()
+                    .map(OsStr::to_os_string)
+                    .unwrap_or_default();
                 let tparent_rel = target.parent().unwrap_or(Path::new(""));
-                let tparent = sys::open_in_root(&self.root, tparent_rel, libc::O_PATH | libc::O_DIRECTORY).map_err(|_| {
-                    Error::UnsafeEntry {
-                        path: rel.display().to_string(),
-                        reason: format!("hard link target {} is not in this layer", target.display()),
-                    }
-                })?;
+                let tparent =
+                    sys::open_in_root(&self.root, tparent_rel, libc::O_PATH | libc::O_DIRECTORY)
+                        .map_err(|_| Error::UnsafeEntry {
+                            path: rel.display().to_string(),
+                            reason: format!(
+                                "hard link target {} is not in this layer",
+                                target.display()
+                            ),
+                        })?;
                 match sys::lstatat(&tparent, &tname) {
                     Ok(st) if st.st_mode & libc::S_IFMT != libc::S_IFDIR => {}
                     _ => {
                         return Err(Error::UnsafeEntry {
                             path: rel.display().to_string(),
-                            reason: format!("hard link target {} is not a file in this layer", target.display()),
+                            reason: format!(
+                                "hard link target {} is not a file in this layer",
+                                target.display()
+                            ),
                         })
                     }
                 }
@@ -392,7 +467,8 @@ impl Extractor {
                     return Ok(());
                 }
                 self.clear(&parent, &name, &rel, false)?;
-                sys::linkat(&tparent, &tname, &parent, &name).map_err(self.io_err("create hard link", &rel))?;
+                sys::linkat(&tparent, &tname, &parent, &name)
+                    .map_err(self.io_err("create hard link", &rel))?;
             }
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
                 let fmt = match kind {
@@ -401,15 +477,30 @@ impl Extractor {
                     _ => libc::S_IFIFO,
                 };
                 self.clear(&parent, &name, &rel, false)?;
-                sys::mknodat(&parent, &name, fmt | (meta.mode & 0o777), meta.dev_major, meta.dev_minor)
-                    .map_err(self.io_err("create device node", &rel))?;
-                sys::lchownat(&parent, &name, meta.uid, meta.gid).map_err(self.io_err("chown", &rel))?;
-                let fd = sys::openat(&parent, &name, libc::O_PATH, 0).map_err(self.io_err("open", &rel))?;
+                sys::mknodat(
+                    &parent,
+                    &name,
+                    fmt | (meta.mode & 0o777),
+                    meta.dev_major,
+                    meta.dev_minor,
+                )
+                .map_err(self.io_err("create device node", &rel))?;
+                sys::lchownat(&parent, &name, meta.uid, meta.gid)
+                    .map_err(self.io_err("chown", &rel))?;
+                let fd = sys::openat(&parent, &name, libc::O_PATH, 0)
+                    .map_err(self.io_err("open", &rel))?;
                 // chmod through an O_PATH fd is not allowed; use the magic link of this fd.
-                let proc = PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)));
-                std::fs::set_permissions(&proc, std::os::unix::fs::PermissionsExt::from_mode(meta.mode))
-                    .map_err(self.io_err("chmod", &rel))?;
-                sys::lutimesat(&parent, &name, meta.mtime).map_err(self.io_err("set times", &rel))?;
+                let proc = PathBuf::from(format!(
+                    "/proc/self/fd/{}",
+                    std::os::fd::AsRawFd::as_raw_fd(&fd)
+                ));
+                std::fs::set_permissions(
+                    &proc,
+                    std::os::unix::fs::PermissionsExt::from_mode(meta.mode),
+                )
+                .map_err(self.io_err("chmod", &rel))?;
+                sys::lutimesat(&parent, &name, meta.mtime)
+                    .map_err(self.io_err("set times", &rel))?;
             }
             other => {
                 return Err(Error::InvalidLayer(format!(
@@ -461,7 +552,8 @@ impl<B: BufRead> Decoder<B> {
             Compression::None => Decoder::Plain(b),
             Compression::Gzip => Decoder::Gzip(flate2::bufread::MultiGzDecoder::new(b)),
             Compression::Zstd => Decoder::Zstd(
-                zstd::stream::read::Decoder::with_buffer(b).map_err(|e| Error::InvalidLayer(format!("zstd: {e}")))?,
+                zstd::stream::read::Decoder::with_buffer(b)
+                    .map_err(|e| Error::InvalidLayer(format!("zstd: {e}")))?,
             ),
         };
         Ok((d, c))
@@ -507,7 +599,11 @@ pub struct LayerDigests {
 }
 
 /// Verify and unpack a layer stream into `dest` in one pass, copying the raw bytes into `sink`.
-pub(crate) fn unpack_layer<R: Read, W: Write>(source: R, sink: W, dest: &Path) -> Result<(LayerDigests, W)> {
+pub(crate) fn unpack_layer<R: Read, W: Write>(
+    source: R,
+    sink: W,
+    dest: &Path,
+) -> Result<(LayerDigests, W)> {
     let tee = TeeHashReader::new(source, sink);
     let (dec, compression) = Decoder::new(BufReader::with_capacity(1 << 18, tee))?;
     let hashing = HashingReader::new(dec);
@@ -518,5 +614,14 @@ pub(crate) fn unpack_layer<R: Read, W: Write>(source: R, sink: W, dest: &Path) -
     let (diff_id, _, dec) = hashing.finish().map_err(layer_read_err)?;
     let tee = dec.into_inner().into_inner();
     let (digest, size, sink) = tee.finish().map_err(layer_read_err)?;
-    Ok((LayerDigests { digest, size, diff_id, compression, content_size }, sink))
+    Ok((
+        LayerDigests {
+            digest,
+            size,
+            diff_id,
+            compression,
+            content_size,
+        },
+        sink,
+    ))
 }

@@ -13,12 +13,24 @@ const TRIALS: usize = 24;
 fn archive(dir: &std::path::Path) -> Vec<u8> {
     let mut rng = rand::thread_rng();
     let mut layers = Vec::new();
-    layers.push((gzip(&busybox_rootfs()), "application/vnd.oci.image.layer.v1.tar+gzip", busybox_rootfs()));
+    layers.push((
+        gzip(&busybox_rootfs()),
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+        busybox_rootfs(),
+    ));
     for i in 0..3 {
         let mut data = vec![0u8; 256 << 10];
         rng.fill(&mut data[..]);
-        let tar = Layer::new().dir("data").file(&format!("data/f{i}"), &data).file(&format!("data/g{i}"), &data[..4096]).tar();
-        layers.push((gzip(&tar), "application/vnd.oci.image.layer.v1.tar+gzip", tar));
+        let tar = Layer::new()
+            .dir("data")
+            .file(&format!("data/f{i}"), &data)
+            .file(&format!("data/g{i}"), &data[..4096])
+            .tar();
+        layers.push((
+            gzip(&tar),
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            tar,
+        ));
     }
     write_oci_layout(dir, &layers, "crash.example/img:v1");
     tar_dir(dir)
@@ -34,7 +46,10 @@ fn sigkill_during_load_leaves_a_consistent_store() {
     // One undisturbed load tells how long the window is.
     let probe = ts.dir.path().join("probe");
     let start = Instant::now();
-    run(tool, &["load", probe.to_str().unwrap(), file.to_str().unwrap()]);
+    run(
+        tool,
+        &["load", probe.to_str().unwrap(), file.to_str().unwrap()],
+    );
     let full = start.elapsed().max(Duration::from_millis(5));
 
     let mut rng = rand::thread_rng();

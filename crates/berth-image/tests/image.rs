@@ -12,10 +12,16 @@ use common::*;
 fn import_busybox(ts: &TestStore, tag: &str) -> berth_image::Digest {
     let opts = ImportOptions {
         reference: Some(tag.to_string()),
-        changes: vec![r#"CMD ["/bin/sh"]"#.into(), "ENV PATH=/bin".into(), "WORKDIR /tmp".into()],
+        changes: vec![
+            r#"CMD ["/bin/sh"]"#.into(),
+            "ENV PATH=/bin".into(),
+            "WORKDIR /tmp".into(),
+        ],
         message: None,
     };
-    ts.store.import(busybox_rootfs().as_slice(), &opts).expect("import")
+    ts.store
+        .import(busybox_rootfs().as_slice(), &opts)
+        .expect("import")
 }
 
 #[test]
@@ -28,22 +34,55 @@ fn import_busybox_and_chroot_into_overlay_rootfs() {
     assert_eq!(inspect.os, "linux");
     assert_eq!(inspect.architecture, "amd64");
     assert_eq!(inspect.root_fs.layers.len(), 1);
-    assert_eq!(inspect.config.as_ref().unwrap()["Cmd"], serde_json::json!(["/bin/sh"]));
-    assert_eq!(inspect.config.as_ref().unwrap()["WorkingDir"], serde_json::json!("/tmp"));
+    assert_eq!(
+        inspect.config.as_ref().unwrap()["Cmd"],
+        serde_json::json!(["/bin/sh"])
+    );
+    assert_eq!(
+        inspect.config.as_ref().unwrap()["WorkingDir"],
+        serde_json::json!("/tmp")
+    );
     let v = serde_json::to_value(&inspect).unwrap();
-    for k in ["Id", "RepoTags", "RepoDigests", "Parent", "Comment", "Created", "Config", "Architecture", "Os", "Size", "RootFS", "Metadata"] {
+    for k in [
+        "Id",
+        "RepoTags",
+        "RepoDigests",
+        "Parent",
+        "Comment",
+        "Created",
+        "Config",
+        "Architecture",
+        "Os",
+        "Size",
+        "RootFS",
+        "Metadata",
+    ] {
         assert!(v.get(k).is_some(), "inspect lacks {k}");
     }
     assert_eq!(v["RootFS"]["Type"], "layers");
     // Short IDs and prefixes resolve; the familiar and full names too.
     assert_eq!(ts.store.image_id(&id.hex()[..12]).unwrap(), id);
-    assert_eq!(ts.store.image_id(&format!("sha256:{}", &id.hex()[..8])).unwrap(), id);
-    assert_eq!(ts.store.image_id("docker.io/library/busybox:latest").unwrap(), id);
+    assert_eq!(
+        ts.store
+            .image_id(&format!("sha256:{}", &id.hex()[..8]))
+            .unwrap(),
+        id
+    );
+    assert_eq!(
+        ts.store
+            .image_id("docker.io/library/busybox:latest")
+            .unwrap(),
+        id
+    );
     assert!(ts.store.image_id("nosuch").is_err());
 
     let rootfs = ts.store.create_rootfs("busybox", "c1").unwrap();
     assert_eq!(rootfs.driver, Driver::Overlay);
-    let st = std::process::Command::new("chroot").arg(&rootfs.path).args(["/bin/busybox", "true"]).status().unwrap();
+    let st = std::process::Command::new("chroot")
+        .arg(&rootfs.path)
+        .args(["/bin/busybox", "true"])
+        .status()
+        .unwrap();
     assert!(st.success(), "chroot busybox true failed");
     // The image is in use now.
     let err = ts.store.remove("busybox", false).unwrap_err();
@@ -59,7 +98,9 @@ fn import_busybox_and_chroot_into_overlay_rootfs() {
     assert_eq!(find("/etc/passwd"), Some(ChangeKind::Modified), "{diff:?}");
     assert_eq!(find("/bin/sh"), Some(ChangeKind::Deleted), "{diff:?}");
     assert_eq!(find("/tmp"), Some(ChangeKind::Modified), "{diff:?}");
-    assert_eq!(serde_json::to_value(&diff[0]).unwrap()["Kind"].as_u64().is_some(), true);
+    assert!(serde_json::to_value(&diff[0]).unwrap()["Kind"]
+        .as_u64()
+        .is_some());
 
     // Commit and run the committed image.
     let opts = CommitOptions {
@@ -79,12 +120,18 @@ fn import_busybox_and_chroot_into_overlay_rootfs() {
     assert_eq!(hist.len(), 2);
     assert_eq!(hist[0].id, cid.to_string());
     assert_eq!(hist[0].comment, "add tmp/new");
-    assert_eq!(hist[0].tags.as_deref(), Some(&["committed:v1".to_string()][..]));
+    assert_eq!(
+        hist[0].tags.as_deref(),
+        Some(&["committed:v1".to_string()][..])
+    );
     assert_eq!(hist[1].id, "<missing>");
 
     let r2 = ts.store.create_rootfs("committed:v1", "c2").unwrap();
     assert_eq!(std::fs::read(r2.path.join("tmp/new")).unwrap(), b"x");
-    assert!(std::fs::symlink_metadata(r2.path.join("bin/sh")).is_err(), "whiteout of bin/sh not applied");
+    assert!(
+        std::fs::symlink_metadata(r2.path.join("bin/sh")).is_err(),
+        "whiteout of bin/sh not applied"
+    );
     assert!(r2.path.join("bin/busybox").exists());
 
     // Export is a tar of the whole filesystem.
@@ -102,14 +149,23 @@ fn import_busybox_and_chroot_into_overlay_rootfs() {
         }
         names.push(p);
     }
-    assert!(names.contains(&"bin/busybox".to_string()) && names.contains(&"tmp/new".to_string()), "{names:?}");
+    assert!(
+        names.contains(&"bin/busybox".to_string()) && names.contains(&"tmp/new".to_string()),
+        "{names:?}"
+    );
     assert!(!names.iter().any(|n| n == "bin/sh"));
 
     r2.remove().unwrap();
     rootfs.remove().unwrap();
     assert!(ts.store.fsck().unwrap().ok());
     let del = ts.store.remove("busybox", false).unwrap();
-    assert_eq!(del, vec![DeleteItem::Untagged("busybox:latest".into()), DeleteItem::Deleted(id.to_string())]);
+    assert_eq!(
+        del,
+        vec![
+            DeleteItem::Untagged("busybox:latest".into()),
+            DeleteItem::Deleted(id.to_string())
+        ]
+    );
     let f = ts.store.fsck().unwrap();
     assert!(f.ok(), "{:?}", f.problems);
 }
@@ -119,16 +175,29 @@ fn tag_untag_and_delete_like_docker() {
     let ts = TestStore::new();
     let id = import_busybox(&ts, "busybox:1");
     ts.store.tag("busybox:1", "busybox:2").unwrap();
-    ts.store.tag(&id.hex()[..10], "example.com:5000/team/bb:x").unwrap();
-    assert_eq!(ts.store.inspect(&id.to_string()).unwrap().repo_tags.len(), 3);
+    ts.store
+        .tag(&id.hex()[..10], "example.com:5000/team/bb:x")
+        .unwrap();
+    assert_eq!(
+        ts.store.inspect(&id.to_string()).unwrap().repo_tags.len(),
+        3
+    );
     // Removing one of several tags only untags.
-    assert_eq!(ts.store.remove("busybox:2", false).unwrap(), vec![DeleteItem::Untagged("busybox:2".into())]);
+    assert_eq!(
+        ts.store.remove("busybox:2", false).unwrap(),
+        vec![DeleteItem::Untagged("busybox:2".into())]
+    );
     // By ID while two repositories name it: conflict unless forced.
     let e = ts.store.remove(&id.hex()[..12], false).unwrap_err();
     assert_eq!(e.kind(), berth_image::ErrorKind::Conflict, "{e}");
     let out = ts.store.remove(&id.hex()[..12], true).unwrap();
     assert_eq!(out.last(), Some(&DeleteItem::Deleted(id.to_string())));
-    assert_eq!(out.iter().filter(|d| matches!(d, DeleteItem::Untagged(_))).count(), 2);
+    assert_eq!(
+        out.iter()
+            .filter(|d| matches!(d, DeleteItem::Untagged(_)))
+            .count(),
+        2
+    );
     let json = serde_json::to_string(&out).unwrap();
     assert!(json.starts_with(r#"[{"Untagged":"#), "{json}");
     assert!(ts.store.list().unwrap().is_empty());
@@ -143,16 +212,29 @@ fn prune_gc_and_disk_usage() {
     let ts = TestStore::new();
     let id1 = import_busybox(&ts, "a:1");
     // Re-tagging a:1 to another image leaves the first dangling.
-    let other = ts.store.import(Layer::new().file("x", b"1").tar().as_slice(), &ImportOptions::default()).unwrap();
+    let other = ts
+        .store
+        .import(
+            Layer::new().file("x", b"1").tar().as_slice(),
+            &ImportOptions::default(),
+        )
+        .unwrap();
     ts.store.tag(&other.to_string(), "a:1").unwrap();
     let list = ts.store.list().unwrap();
     assert_eq!(list.len(), 2);
     let dangling = list.iter().find(|s| s.id == id1.to_string()).unwrap();
     assert!(dangling.repo_tags.is_empty());
     let df = ts.store.disk_usage().unwrap();
-    assert!(df.layers_size > 1_000_000, "busybox layer counted: {}", df.layers_size);
+    assert!(
+        df.layers_size > 1_000_000,
+        "busybox layer counted: {}",
+        df.layers_size
+    );
     let report = ts.store.prune(false).unwrap();
-    assert_eq!(report.images_deleted, vec![DeleteItem::Deleted(id1.to_string())]);
+    assert_eq!(
+        report.images_deleted,
+        vec![DeleteItem::Deleted(id1.to_string())]
+    );
     assert!(report.space_reclaimed > 1_000_000);
     assert_eq!(ts.store.list().unwrap().len(), 1);
     // Junk in tmp and orphan blobs are collected.
@@ -169,13 +251,29 @@ fn check_whiteouts(ts: &TestStore) {
     write_oci_layout(&dir, &multi_layer_image(), "latest");
     let ids = ts.store.load(tar_dir(&dir).as_slice()).unwrap();
     assert_eq!(ids.len(), 1);
-    assert!(ids[0].tags.is_empty(), "a bare tag name gives no repository");
+    assert!(
+        ids[0].tags.is_empty(),
+        "a bare tag name gives no repository"
+    );
     let r = ts.store.create_rootfs(&ids[0].id.to_string(), "w").unwrap();
-    assert!(!r.path.join("etc/passwd").exists(), "whiteout hides lower file");
-    assert_eq!(std::fs::read(r.path.join("etc/hostname")).unwrap(), b"berth\n");
-    let data: Vec<_> = std::fs::read_dir(r.path.join("data")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(
+        !r.path.join("etc/passwd").exists(),
+        "whiteout hides lower file"
+    );
+    assert_eq!(
+        std::fs::read(r.path.join("etc/hostname")).unwrap(),
+        b"berth\n"
+    );
+    let data: Vec<_> = std::fs::read_dir(r.path.join("data"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(data, vec!["b"], "opaque dir hides lower contents");
-    let st = std::process::Command::new("chroot").arg(&r.path).args(["/bin/busybox", "true"]).status().unwrap();
+    let st = std::process::Command::new("chroot")
+        .arg(&r.path)
+        .args(["/bin/busybox", "true"])
+        .status()
+        .unwrap();
     assert!(st.success());
     // Deleting in the container and committing produces a whiteout the next image honours.
     std::fs::remove_file(r.path.join("etc/hostname")).unwrap();
@@ -183,11 +281,26 @@ fn check_whiteouts(ts: &TestStore) {
     std::fs::create_dir(r.path.join("data")).unwrap();
     std::fs::write(r.path.join("data/c"), b"c").unwrap();
     let diff = ts.store.diff("w").unwrap();
-    assert!(diff.iter().any(|c| c.path == "/etc/hostname" && c.kind == ChangeKind::Deleted), "{diff:?}");
-    ts.store.commit("w", &CommitOptions { reference: Some("wh:1".into()), ..Default::default() }).unwrap();
+    assert!(
+        diff.iter()
+            .any(|c| c.path == "/etc/hostname" && c.kind == ChangeKind::Deleted),
+        "{diff:?}"
+    );
+    ts.store
+        .commit(
+            "w",
+            &CommitOptions {
+                reference: Some("wh:1".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     let r2 = ts.store.create_rootfs("wh:1", "w2").unwrap();
     assert!(!r2.path.join("etc/hostname").exists());
-    let data: Vec<_> = std::fs::read_dir(r2.path.join("data")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let data: Vec<_> = std::fs::read_dir(r2.path.join("data"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(data, vec!["c"]);
     r2.remove().unwrap();
     r.remove().unwrap();
@@ -202,7 +315,9 @@ fn whiteouts_with_overlay() {
 
 #[test]
 fn whiteouts_with_copy_driver() {
-    check_whiteouts(&TestStore::with(StoreOptions { driver: Some(Driver::Copy) }));
+    check_whiteouts(&TestStore::with(StoreOptions {
+        driver: Some(Driver::Copy),
+    }));
 }
 
 #[test]
@@ -229,17 +344,40 @@ fn snapshots_are_overlay_form_and_root_is_private() {
 fn many_layers_exceed_the_classic_option_limit() {
     let ts = TestStore::new();
     // 80 layers: the lowerdir string of absolute snapshot paths would be far over 4096 bytes.
-    let mut id = ts.store.import(busybox_rootfs().as_slice(), &ImportOptions { reference: Some("many:0".into()), ..Default::default() }).unwrap();
+    let mut id = ts
+        .store
+        .import(
+            busybox_rootfs().as_slice(),
+            &ImportOptions {
+                reference: Some("many:0".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     for i in 1..80 {
-        let r = ts.store.create_rootfs(&id.to_string(), &format!("m{i}")).unwrap();
+        let r = ts
+            .store
+            .create_rootfs(&id.to_string(), &format!("m{i}"))
+            .unwrap();
         std::fs::write(r.path.join(format!("f{i}")), i.to_string()).unwrap();
-        id = ts.store.commit(&format!("m{i}"), &CommitOptions::default()).unwrap();
+        id = ts
+            .store
+            .commit(&format!("m{i}"), &CommitOptions::default())
+            .unwrap();
         r.remove().unwrap();
     }
     let r = ts.store.create_rootfs(&id.to_string(), "top").unwrap();
     assert_eq!(std::fs::read_to_string(r.path.join("f1")).unwrap(), "1");
     assert_eq!(std::fs::read_to_string(r.path.join("f79")).unwrap(), "79");
-    assert_eq!(ts.store.inspect(&id.to_string()).unwrap().root_fs.layers.len(), 80);
+    assert_eq!(
+        ts.store
+            .inspect(&id.to_string())
+            .unwrap()
+            .root_fs
+            .layers
+            .len(),
+        80
+    );
     r.remove().unwrap();
 }
 
@@ -255,7 +393,15 @@ fn concurrent_loads_and_imports() {
             let archive = &archive;
             s.spawn(move || {
                 store.load(archive.as_slice()).unwrap();
-                store.import(busybox_rootfs().as_slice(), &ImportOptions { reference: Some(format!("t:{i}")), ..Default::default() }).unwrap();
+                store
+                    .import(
+                        busybox_rootfs().as_slice(),
+                        &ImportOptions {
+                            reference: Some(format!("t:{i}")),
+                            ..Default::default()
+                        },
+                    )
+                    .unwrap();
                 store.gc().unwrap();
             });
         }

@@ -44,13 +44,23 @@ impl Case {
     }
 
     fn assert_outside_untouched(&self) {
-        let names: Vec<_> = std::fs::read_dir(&self.outside).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(&self.outside)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec!["victim"], "something was written outside");
-        assert_eq!(std::fs::read(self.outside.join("victim")).unwrap(), b"original");
+        assert_eq!(
+            std::fs::read(self.outside.join("victim")).unwrap(),
+            b"original"
+        );
     }
 
     fn only_snapshot(&self) -> PathBuf {
-        let e = std::fs::read_dir(self.ts.root().join("snapshots")).unwrap().next().unwrap().unwrap();
+        let e = std::fs::read_dir(self.ts.root().join("snapshots"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
         e.path().join("fs")
     }
 }
@@ -58,16 +68,37 @@ impl Case {
 #[test]
 fn dotdot_paths_are_refused() {
     let c = Case::new();
-    let msg = c.refused(&Layer::new().raw(b"../../outside/victim", tar::EntryType::Regular, b"", b"pwned").tar(), ErrorKind::InvalidInput);
+    let msg = c.refused(
+        &Layer::new()
+            .raw(
+                b"../../outside/victim",
+                tar::EntryType::Regular,
+                b"",
+                b"pwned",
+            )
+            .tar(),
+        ErrorKind::InvalidInput,
+    );
     assert!(msg.contains(".."), "{msg}");
-    c.refused(&Layer::new().dir("a").raw(b"a/../../x", tar::EntryType::Regular, b"", b"x").tar(), ErrorKind::InvalidInput);
+    c.refused(
+        &Layer::new()
+            .dir("a")
+            .raw(b"a/../../x", tar::EntryType::Regular, b"", b"x")
+            .tar(),
+        ErrorKind::InvalidInput,
+    );
 }
 
 #[test]
 fn absolute_paths_are_refused() {
     let c = Case::new();
     let name = format!("{}/victim", c.outside.display());
-    let msg = c.refused(&Layer::new().raw(name.as_bytes(), tar::EntryType::Regular, b"", b"pwned").tar(), ErrorKind::InvalidInput);
+    let msg = c.refused(
+        &Layer::new()
+            .raw(name.as_bytes(), tar::EntryType::Regular, b"", b"pwned")
+            .tar(),
+        ErrorKind::InvalidInput,
+    );
     assert!(msg.contains("absolute"), "{msg}");
 }
 
@@ -76,13 +107,34 @@ fn writes_through_symlinks_pointing_out_are_refused() {
     let c = Case::new();
     let abs = c.outside.display().to_string();
     // Absolute symlink to a host directory, then a file below it.
-    c.refused(&Layer::new().symlink("link", &abs).file("link/victim", b"pwned").tar(), ErrorKind::InvalidInput);
+    c.refused(
+        &Layer::new()
+            .symlink("link", &abs)
+            .file("link/victim", b"pwned")
+            .tar(),
+        ErrorKind::InvalidInput,
+    );
     // Relative symlink climbing out.
     let up = format!("../../../../../../../../..{abs}");
-    c.refused(&Layer::new().symlink("up", &up).file("up/new", b"pwned").tar(), ErrorKind::InvalidInput);
+    c.refused(
+        &Layer::new()
+            .symlink("up", &up)
+            .file("up/new", b"pwned")
+            .tar(),
+        ErrorKind::InvalidInput,
+    );
     // A symlink to "/" is the layer root: the write lands inside the snapshot.
-    c.put(&Layer::new().symlink("root", "/").file("root/inside", b"ok").tar()).unwrap();
-    assert_eq!(std::fs::read(c.only_snapshot().join("inside")).unwrap(), b"ok");
+    c.put(
+        &Layer::new()
+            .symlink("root", "/")
+            .file("root/inside", b"ok")
+            .tar(),
+    )
+    .unwrap();
+    assert_eq!(
+        std::fs::read(c.only_snapshot().join("inside")).unwrap(),
+        b"ok"
+    );
     c.assert_outside_untouched();
 }
 
@@ -90,7 +142,14 @@ fn writes_through_symlinks_pointing_out_are_refused() {
 fn symlink_then_directory_replaces_the_symlink() {
     let c = Case::new();
     let abs = c.outside.display().to_string();
-    c.put(&Layer::new().symlink("d", &abs).dir("d").file("d/victim", b"inside").tar()).unwrap();
+    c.put(
+        &Layer::new()
+            .symlink("d", &abs)
+            .dir("d")
+            .file("d/victim", b"inside")
+            .tar(),
+    )
+    .unwrap();
     let snap = c.only_snapshot();
     assert!(std::fs::symlink_metadata(snap.join("d")).unwrap().is_dir());
     assert_eq!(std::fs::read(snap.join("d/victim")).unwrap(), b"inside");
@@ -101,26 +160,49 @@ fn symlink_then_directory_replaces_the_symlink() {
 fn hardlinks_outside_the_layer_are_refused() {
     let c = Case::new();
     let abs = format!("{}/victim", c.outside.display());
-    c.refused(&Layer::new().hardlink("h", &abs).tar(), ErrorKind::InvalidInput);
-    c.refused(&Layer::new().raw(b"h", tar::EntryType::Link, b"../../outside/victim", b"").tar(), ErrorKind::InvalidInput);
+    c.refused(
+        &Layer::new().hardlink("h", &abs).tar(),
+        ErrorKind::InvalidInput,
+    );
+    c.refused(
+        &Layer::new()
+            .raw(b"h", tar::EntryType::Link, b"../../outside/victim", b"")
+            .tar(),
+        ErrorKind::InvalidInput,
+    );
     // Through a symlink: the link is to the symlink itself, and rewriting it replaces it.
-    c.put(&Layer::new().symlink("s", &abs).hardlink("h", "s").file("h", b"pwned").tar()).unwrap();
+    c.put(
+        &Layer::new()
+            .symlink("s", &abs)
+            .hardlink("h", "s")
+            .file("h", b"pwned")
+            .tar(),
+    )
+    .unwrap();
     c.assert_outside_untouched();
 }
 
 #[test]
 fn hardlinks_inside_the_layer_work() {
     let c = Case::new();
-    c.put(&Layer::new().file("a", b"data").hardlink("b", "a").tar()).unwrap();
+    c.put(&Layer::new().file("a", b"data").hardlink("b", "a").tar())
+        .unwrap();
     let s = c.only_snapshot();
-    assert_eq!(std::fs::metadata(s.join("a")).unwrap().ino(), std::fs::metadata(s.join("b")).unwrap().ino());
+    assert_eq!(
+        std::fs::metadata(s.join("a")).unwrap().ino(),
+        std::fs::metadata(s.join("b")).unwrap().ino()
+    );
 }
 
 #[test]
 fn device_nodes_fifos_and_setuid_are_kept_as_data() {
     let c = Case::new();
     let mut b = tar::Builder::new(Vec::new());
-    for (name, kind, major, minor) in [("dev/null", tar::EntryType::Char, 1, 3), ("dev/loop9", tar::EntryType::Block, 7, 9), ("p", tar::EntryType::Fifo, 0, 0)] {
+    for (name, kind, major, minor) in [
+        ("dev/null", tar::EntryType::Char, 1, 3),
+        ("dev/loop9", tar::EntryType::Block, 7, 9),
+        ("p", tar::EntryType::Fifo, 0, 0),
+    ] {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(kind);
         h.set_mode(0o666);
@@ -145,24 +227,60 @@ fn device_nodes_fifos_and_setuid_are_kept_as_data() {
     let null = std::fs::symlink_metadata(s.join("dev/null")).unwrap();
     assert!(null.file_type().is_char_device());
     assert_eq!((libc::major(null.rdev()), libc::minor(null.rdev())), (1, 3));
-    assert!(std::fs::symlink_metadata(s.join("dev/loop9")).unwrap().file_type().is_block_device());
-    assert!(std::fs::symlink_metadata(s.join("p")).unwrap().file_type().is_fifo());
+    assert!(std::fs::symlink_metadata(s.join("dev/loop9"))
+        .unwrap()
+        .file_type()
+        .is_block_device());
+    assert!(std::fs::symlink_metadata(s.join("p"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
     let suid = std::fs::metadata(s.join("suid")).unwrap();
-    assert_eq!(suid.permissions().mode() & 0o7777, 0o4755, "setuid kept after chown");
+    assert_eq!(
+        suid.permissions().mode() & 0o7777,
+        0o4755,
+        "setuid kept after chown"
+    );
     assert_eq!(suid.uid(), 1000);
     // Only root can reach any of it.
-    assert_eq!(std::fs::metadata(c.ts.root()).unwrap().permissions().mode() & 0o777, 0o700);
+    assert_eq!(
+        std::fs::metadata(c.ts.root()).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
 }
 
 #[test]
 fn enormous_extension_headers_are_bounded() {
     let c = Case::new();
     let huge = vec![b'a'; (berth_image::MAX_SPECIAL_HEADER + 1) as usize];
-    let msg = c.refused(&Layer::new().raw(b"././@LongLink", tar::EntryType::GNULongName, b"", &huge).file("x", b"").tar(), ErrorKind::InvalidInput);
+    let msg = c.refused(
+        &Layer::new()
+            .raw(b"././@LongLink", tar::EntryType::GNULongName, b"", &huge)
+            .file("x", b"")
+            .tar(),
+        ErrorKind::InvalidInput,
+    );
     assert!(msg.contains("limit"), "{msg}");
-    c.refused(&Layer::new().raw(b"PaxHeader", tar::EntryType::XHeader, b"", &huge).file("x", b"").tar(), ErrorKind::InvalidInput);
+    c.refused(
+        &Layer::new()
+            .raw(b"PaxHeader", tar::EntryType::XHeader, b"", &huge)
+            .file("x", b"")
+            .tar(),
+        ErrorKind::InvalidInput,
+    );
     // A malformed PAX record is refused as well.
-    c.refused(&Layer::new().raw(b"PaxHeader", tar::EntryType::XHeader, b"", b"99999 path=x\n").file("x", b"").tar(), ErrorKind::InvalidInput);
+    c.refused(
+        &Layer::new()
+            .raw(
+                b"PaxHeader",
+                tar::EntryType::XHeader,
+                b"",
+                b"99999 path=x\n",
+            )
+            .file("x", b"")
+            .tar(),
+        ErrorKind::InvalidInput,
+    );
     // Within bounds, long names work.
     let long = format!("{}/f", "d".repeat(200));
     c.put(&Layer::new().file(&long, b"ok").tar()).unwrap();
@@ -195,10 +313,16 @@ fn digest_mismatches_are_refused() {
     let c = Case::new();
     let layer = Layer::new().file("a", b"a").gzip();
     let wrong: berth_image::Digest = berth_image::Digest::of(b"something else");
-    let err = c.ts.store.put_layer(layer.as_slice(), Some(&wrong), None).unwrap_err();
+    let err =
+        c.ts.store
+            .put_layer(layer.as_slice(), Some(&wrong), None)
+            .unwrap_err();
     assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
     c.assert_clean();
-    let err = c.ts.store.put_blob(&b"abc"[..], Some(&wrong), None).unwrap_err();
+    let err =
+        c.ts.store
+            .put_blob(&b"abc"[..], Some(&wrong), None)
+            .unwrap_err();
     assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
     c.assert_clean();
     // An archive whose config names other diff IDs than its layers have.
@@ -210,7 +334,12 @@ fn digest_mismatches_are_refused() {
     assert!(matches!(err, Error::DigestMismatch { .. }), "{err}");
     assert!(c.ts.store.list().unwrap().is_empty());
     // A blob whose content does not match its name in an archive.
-    let blob = std::fs::read_dir(dir.join("blobs/sha256")).unwrap().next().unwrap().unwrap().path();
+    let blob = std::fs::read_dir(dir.join("blobs/sha256"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     std::fs::write(&blob, b"tampered").unwrap();
     assert!(c.ts.store.load(tar_dir(&dir).as_slice()).is_err());
 }
@@ -219,7 +348,10 @@ fn digest_mismatches_are_refused() {
 fn overlay_control_xattrs_from_layers_are_dropped() {
     let c = Case::new();
     let mut pax = Vec::new();
-    for (k, v) in [("SCHILY.xattr.trusted.overlay.redirect", "/etc"), ("SCHILY.xattr.user.keep", "yes")] {
+    for (k, v) in [
+        ("SCHILY.xattr.trusted.overlay.redirect", "/etc"),
+        ("SCHILY.xattr.user.keep", "yes"),
+    ] {
         let rec = format!(" {k}={v}\n");
         let mut len = rec.len() + 1;
         while len.to_string().len() + rec.len() != len {
@@ -227,7 +359,13 @@ fn overlay_control_xattrs_from_layers_are_dropped() {
         }
         pax.extend_from_slice(format!("{len}{rec}").as_bytes());
     }
-    c.put(&Layer::new().raw(b"PaxHeader", tar::EntryType::XHeader, b"", &pax).file("f", b"x").tar()).unwrap();
+    c.put(
+        &Layer::new()
+            .raw(b"PaxHeader", tar::EntryType::XHeader, b"", &pax)
+            .file("f", b"x")
+            .tar(),
+    )
+    .unwrap();
     let f = c.only_snapshot().join("f");
     assert_eq!(xattr(&f, "user.keep").as_deref(), Some(&b"yes"[..]));
     assert_eq!(xattr(&f, "trusted.overlay.redirect"), None);
@@ -238,7 +376,14 @@ fn xattr(p: &std::path::Path, name: &str) -> Option<Vec<u8>> {
     let name = std::ffi::CString::new(name).unwrap();
     let mut buf = vec![0u8; 256];
     // SAFETY: valid C strings and a writable buffer of the given length.
-    let n = unsafe { libc::lgetxattr(path.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    let n = unsafe {
+        libc::lgetxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
     if n < 0 {
         return None;
     }

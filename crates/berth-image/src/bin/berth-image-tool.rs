@@ -24,7 +24,10 @@ fn run(args: &[String]) -> Result<(), String> {
     match (cmd, rest) {
         ("load", [file]) => {
             let f = std::fs::File::open(file).map_err(|e| format!("open {file}: {e}"))?;
-            for img in store.load(std::io::BufReader::with_capacity(1 << 20, f)).map_err(|e| e.to_string())? {
+            for img in store
+                .load(std::io::BufReader::with_capacity(1 << 20, f))
+                .map_err(|e| e.to_string())?
+            {
                 if img.tags.is_empty() {
                     println!("Loaded image ID: {}", img.id);
                 }
@@ -41,12 +44,22 @@ fn run(args: &[String]) -> Result<(), String> {
             };
             let f = std::fs::File::create(out).map_err(|e| format!("create {out}: {e}"))?;
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
-            store.save(&names, format, std::io::BufWriter::new(f)).map_err(|e| e.to_string())?;
+            store
+                .save(&names, format, std::io::BufWriter::new(f))
+                .map_err(|e| e.to_string())?;
         }
         ("import", [file, reference]) => {
             let f = std::fs::File::open(file).map_err(|e| format!("open {file}: {e}"))?;
-            let opts = ImportOptions { reference: Some(reference.clone()), ..Default::default() };
-            println!("{}", store.import(std::io::BufReader::new(f), &opts).map_err(|e| e.to_string())?);
+            let opts = ImportOptions {
+                reference: Some(reference.clone()),
+                ..Default::default()
+            };
+            println!(
+                "{}",
+                store
+                    .import(std::io::BufReader::new(f), &opts)
+                    .map_err(|e| e.to_string())?
+            );
         }
         ("fsck", []) => {
             let r = store.fsck().map_err(|e| e.to_string())?;
@@ -56,11 +69,17 @@ fn run(args: &[String]) -> Result<(), String> {
             if !r.ok() {
                 return Err(format!("{} problems", r.problems.len()));
             }
-            println!("ok: {} images, {} blobs, {} snapshots", r.images, r.blobs_checked, r.snapshots);
+            println!(
+                "ok: {} images, {} blobs, {} snapshots",
+                r.images, r.blobs_checked, r.snapshots
+            );
         }
         ("gc", []) => {
             let r = store.gc().map_err(|e| e.to_string())?;
-            println!("removed {} blobs, {} snapshots, {} bytes", r.blobs_removed, r.snapshots_removed, r.bytes_freed);
+            println!(
+                "removed {} blobs, {} snapshots, {} bytes",
+                r.blobs_removed, r.snapshots_removed, r.bytes_freed
+            );
         }
         _ => return Err(usage()),
     }

@@ -18,7 +18,10 @@ impl TestStore {
     }
 
     pub fn with(opts: StoreOptions) -> TestStore {
-        let dir = tempfile::Builder::new().prefix("berth-image-test-").tempdir_in("/var/tmp").expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("berth-image-test-")
+            .tempdir_in("/var/tmp")
+            .expect("temp dir");
         let store = Store::open_with(dir.path().join("image"), opts).expect("open store");
         TestStore { dir, store }
     }
@@ -28,13 +31,17 @@ impl TestStore {
     }
 
     pub fn count(&self, sub: &str) -> usize {
-        std::fs::read_dir(self.root().join(sub)).map(|d| d.count()).unwrap_or(0)
+        std::fs::read_dir(self.root().join(sub))
+            .map(|d| d.count())
+            .unwrap_or(0)
     }
 }
 
 /// Unmount everything mounted below `dir` (deepest first).
 pub fn unmount_below(dir: &Path) {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return };
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
     let prefix = dir.to_string_lossy().to_string();
     let mut points: Vec<String> = info
         .lines()
@@ -61,7 +68,9 @@ pub struct Layer {
 
 impl Layer {
     pub fn new() -> Layer {
-        Layer { b: tar::Builder::new(Vec::new()) }
+        Layer {
+            b: tar::Builder::new(Vec::new()),
+        }
     }
 
     fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
@@ -154,7 +163,11 @@ pub fn sha256_hex(b: &[u8]) -> String {
 
 /// Write an OCI image layout directory holding one image made of `layers` (each given as raw
 /// blob bytes and its uncompressed tar), tagged `tag`. Returns the config digest.
-pub fn write_oci_layout(dir: &Path, layers: &[(Vec<u8>, &'static str, Vec<u8>)], tag: &str) -> String {
+pub fn write_oci_layout(
+    dir: &Path,
+    layers: &[(Vec<u8>, &'static str, Vec<u8>)],
+    tag: &str,
+) -> String {
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).unwrap();
     let put = |b: &[u8]| {
@@ -208,8 +221,18 @@ pub fn multi_layer_image() -> Vec<(Vec<u8>, &'static str, Vec<u8>)> {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(&base).unwrap();
     let l1 = gz.finish().unwrap();
-    let l2 = Layer::new().dir("etc").file("etc/hostname", b"berth\n").file("etc/.wh.passwd", b"").dir("data").file("data/a", b"a").tar();
-    let l3 = Layer::new().dir("data").file("data/.wh..wh..opq", b"").file("data/b", b"b").tar();
+    let l2 = Layer::new()
+        .dir("etc")
+        .file("etc/hostname", b"berth\n")
+        .file("etc/.wh.passwd", b"")
+        .dir("data")
+        .file("data/a", b"a")
+        .tar();
+    let l3 = Layer::new()
+        .dir("data")
+        .file("data/.wh..wh..opq", b"")
+        .file("data/b", b"b")
+        .tar();
     let l3z = zstd::encode_all(l3.as_slice(), 1).unwrap();
     vec![
         (l1, "application/vnd.oci.image.layer.v1.tar+gzip", base),
@@ -222,7 +245,11 @@ pub fn multi_layer_image() -> Vec<(Vec<u8>, &'static str, Vec<u8>)> {
 pub fn multi_layer_image_no_zstd() -> Vec<(Vec<u8>, &'static str, Vec<u8>)> {
     let mut v = multi_layer_image();
     let (_, _, tar) = v.pop().unwrap();
-    v.push((gzip(&tar), "application/vnd.oci.image.layer.v1.tar+gzip", tar));
+    v.push((
+        gzip(&tar),
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+        tar,
+    ));
     v
 }
 
@@ -234,7 +261,14 @@ pub fn tar_dir(dir: &Path) -> Vec<u8> {
 }
 
 pub fn run(cmd: &str, args: &[&str]) -> String {
-    let out = std::process::Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("run {cmd}: {e}"));
-    assert!(out.status.success(), "{cmd} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run {cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
