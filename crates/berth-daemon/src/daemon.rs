@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 
 use bollard_stubs::models::{
     ContainerConfig, ContainerCreateBody, HostConfig, HostConfigLogConfig, RestartPolicyNameEnum,
@@ -19,23 +18,6 @@ use crate::host::HostInfo;
 use crate::store::{ContainerRecord, ContainerStore, State, Status};
 use crate::{names, time};
 
-/// An image as the daemon needs it to create a container.
-#[derive(Debug, Clone)]
-pub struct ResolvedImage {
-    /// Image ID (`sha256:...`).
-    pub id: String,
-    /// The image's default config (Env, Cmd, Entrypoint, WorkingDir, User, Labels, ...).
-    pub config: ContainerConfig,
-}
-
-/// The seam where the image store plugs in.
-pub trait ImageService: Send + Sync {
-    /// Resolves a reference (`busybox`, `busybox:latest`, `sha256:...`, an ID prefix).
-    fn resolve(&self, reference: &str) -> Result<ResolvedImage>;
-    /// Number of images, for `/info`.
-    fn count(&self) -> usize;
-}
-
 /// The daemon's shared state.
 pub struct Daemon {
     /// Effective configuration.
@@ -48,8 +30,8 @@ pub struct Daemon {
     pub host: HostInfo,
     /// Persistent engine ID (`/info`'s `ID`).
     pub engine_id: String,
-    /// The image store, once one is wired in.
-    pub images: Option<Arc<dyn ImageService>>,
+    /// The image store (`<data-root>/image`).
+    pub images: berth_image::Store,
 }
 
 /// Options of `GET /containers/json`.
@@ -80,13 +62,14 @@ const STATUSES: &[&str] = &[
 
 impl Daemon {
     /// Opens the daemon's state under the configured roots.
-    pub fn open(config: Config, images: Option<Arc<dyn ImageService>>) -> Result<Self> {
+    pub fn open(config: Config) -> Result<Self> {
         for dir in [&config.data_root, &config.exec_root] {
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
         }
         let containers = ContainerStore::open(&config.data_root.join("containers"))?;
         let engine_id = engine_id(&config.data_root)?;
+        let images = berth_image::Store::open(config.data_root.join("image"))?;
         let daemon = Daemon {
             config,
             containers,
@@ -138,11 +121,17 @@ impl Daemon {
             .clone()
             .filter(|i| !i.is_empty())
             .ok_or_else(|| Error::InvalidParameter("no image specified".into()))?;
-        let image = match &self.images {
-            Some(images) => images.resolve(&image_ref)?,
-            None => return Err(Error::NoSuchImage(image_ref)),
-        };
-        let config = merge_config(&image.config, &body);
+        let image_id = self.images.image_id(&image_ref)?;
+        let image_config: ContainerConfig = self
+            .images
+            .image_config(image_id.as_str())?
+            .get("config")
+            .cloned()
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|e| Error::json(format!("image config of {image_id}"), e))?
+            .unwrap_or_default();
+        let config = merge_config(&image_config, &body);
         let mut argv: Vec<String> = config.entrypoint.clone().unwrap_or_default();
         argv.extend(config.cmd.clone().unwrap_or_default());
         if argv.is_empty() {
@@ -167,6 +156,12 @@ impl Daemon {
             None => format!("/{}", self.containers.unused_name()),
         };
         let dir = self.containers.dir(&id);
+        // The writable layer exists from creation on, as with Docker: it is what marks the
+        // image as in use. It is mounted again when the container starts.
+        let rootfs = self.images.create_rootfs(image_id.as_str(), &id)?;
+        if let Err(err) = rootfs.unmount() {
+            tracing::warn!(%id, %err, "cannot unmount new container rootfs");
+        }
         let record = ContainerRecord {
             id: id.clone(),
             created: time::now_rfc3339(),
@@ -176,13 +171,16 @@ impl Daemon {
             host_config,
             networking_config: body.networking_config,
             state: State::default(),
-            image: image.id,
+            image: image_id.to_string(),
             name,
             driver: "overlay2".into(),
             log_path: dir.join(format!("{id}-json.log")).display().to_string(),
             restart_count: 0,
         };
-        self.containers.create(record.clone())?;
+        if let Err(err) = self.containers.create(record.clone()) {
+            self.remove_rootfs(&id);
+            return Err(err);
+        }
         self.container_event("create", &record, &[]);
         Ok(id)
     }
@@ -279,7 +277,7 @@ impl Daemon {
                 "Mounts": [],
             });
             if opts.size {
-                summary["SizeRw"] = json!(dir_size(&self.containers.dir(&r.id)));
+                summary["SizeRw"] = json!(self.size_rw(&r.id));
             }
             out.push(summary);
             if opts.limit.is_some_and(|l| l > 0 && out.len() >= l) {
@@ -337,7 +335,7 @@ impl Daemon {
             },
         });
         if size {
-            v["SizeRw"] = json!(dir_size(&self.containers.dir(&r.id)));
+            v["SizeRw"] = json!(self.size_rw(&r.id));
         }
         Ok(v)
     }
@@ -368,8 +366,18 @@ impl Daemon {
             self.kill_and_wait(&record).await?;
         }
         let record = self.containers.remove(&record.id)?;
+        self.remove_rootfs(&record.id);
         self.container_event("destroy", &record, &[]);
         Ok(())
+    }
+
+    /// Deletes a container's writable layer; a container without one (never created through
+    /// the image store) is fine.
+    fn remove_rootfs(&self, id: &str) {
+        match self.images.remove_rootfs(id) {
+            Ok(()) | Err(berth_image::Error::ContainerNotFound(_)) => {}
+            Err(err) => tracing::warn!(%id, %err, "cannot remove container rootfs"),
+        }
     }
 
     /// Sends SIGKILL to the container's recorded init process, waits for it to go, and
@@ -405,6 +413,12 @@ impl Daemon {
         Ok(())
     }
 
+    /// Bytes in a container's writable layer plus its record and logs.
+    pub fn size_rw(&self, id: &str) -> u64 {
+        let layer = self.images.container_size_rw(id).unwrap_or(0);
+        layer + dir_size(&self.containers.dir(id))
+    }
+
     /// `POST /containers/prune`: removes every stopped container passing the `until` and
     /// `label` filters. Returns the removed IDs and the bytes reclaimed.
     pub fn prune_containers(&self, filters: &Filters) -> Result<(Vec<String>, u64)> {
@@ -435,9 +449,10 @@ impl Daemon {
             {
                 continue;
             }
-            let size = dir_size(&self.containers.dir(&r.id));
+            let size = self.size_rw(&r.id);
             match self.containers.remove(&r.id) {
                 Ok(r) => {
+                    self.remove_rootfs(&r.id);
                     self.container_event("destroy", &r, &[]);
                     reclaimed += size;
                     deleted.push(r.id);
@@ -681,24 +696,25 @@ mod tests {
     use super::*;
     use crate::config::Host;
 
-    struct OneImage;
-    impl ImageService for OneImage {
-        fn resolve(&self, reference: &str) -> Result<ResolvedImage> {
-            if reference != "busybox" {
-                return Err(Error::NoSuchImage(reference.into()));
-            }
-            Ok(ResolvedImage {
-                id: "sha256:".to_string() + &"ab".repeat(32),
-                config: ContainerConfig {
-                    env: Some(vec!["PATH=/bin".into(), "A=1".into()]),
-                    cmd: Some(vec!["sh".into()]),
-                    ..Default::default()
-                },
-            })
-        }
-        fn count(&self) -> usize {
-            1
-        }
+    /// A one-file image imported into the daemon's store as `busybox:latest`.
+    fn import_image(d: &Daemon) {
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_size(3);
+        header.set_mode(0o755);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        header.set_cksum();
+        tar.append_data(&mut header, "bin/sh", &b"#!\n"[..])
+            .unwrap();
+        let bytes = tar.into_inner().unwrap();
+        let opts = berth_image::ImportOptions {
+            reference: Some("busybox:latest".into()),
+            changes: vec!["ENV PATH=/bin A=1".into(), "CMD [\"sh\"]".into()],
+            message: None,
+        };
+        d.images.import(&bytes[..], &opts).unwrap();
     }
 
     fn daemon(dir: &Path) -> Daemon {
@@ -713,7 +729,9 @@ mod tests {
             insecure_tcp: false,
             pidfile: dir.join("run/berth.pid"),
         };
-        Daemon::open(config, Some(Arc::new(OneImage))).unwrap()
+        let d = Daemon::open(config).unwrap();
+        import_image(&d);
+        d
     }
 
     fn body(json: &str) -> ContainerCreateBody {

@@ -69,6 +69,9 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// The image store failed.
+    #[error(transparent)]
+    Image(berth_image::Error),
     /// A handler panicked; the panic was contained to its request.
     #[error("internal error: {0}")]
     Internal(String),
@@ -105,9 +108,25 @@ impl Error {
             | Error::VersionTooOld(..) => StatusCode::BAD_REQUEST,
             Error::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            Error::Image(e) => match e.kind() {
+                berth_image::ErrorKind::NotFound => StatusCode::NOT_FOUND,
+                berth_image::ErrorKind::Conflict => StatusCode::CONFLICT,
+                berth_image::ErrorKind::InvalidInput => StatusCode::BAD_REQUEST,
+                berth_image::ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            },
             Error::Config(_) | Error::Io { .. } | Error::Json { .. } | Error::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
+        }
+    }
+}
+
+impl From<berth_image::Error> for Error {
+    fn from(e: berth_image::Error) -> Self {
+        match e {
+            // Docker clients print this one verbatim; keep dockerd's wording.
+            berth_image::Error::ImageNotFound(name) => Error::NoSuchImage(name),
+            other => Error::Image(other),
         }
     }
 }

@@ -110,7 +110,7 @@ fn bad_input_gets_dockers_status_codes() {
     assert_eq!(r.status, 400);
     assert!(r.message().starts_with("Invalid container name"));
 
-    // No image store is wired in yet, so every image is unknown.
+    // The fresh daemon has no images.
     let r = create(br#"{"Image":"busybox"}"#);
     assert_eq!(r.status, 404);
     assert_eq!(r.message(), "No such image: busybox");

@@ -4,6 +4,7 @@
 //! Handlers are thin: they decode, call [`Daemon`], and encode.
 
 mod containers;
+mod images;
 mod system;
 
 use std::convert::Infallible;
@@ -102,7 +103,7 @@ async fn route(daemon: Arc<Daemon>, req: Request<Incoming>) -> Result<Response<B
         (&Method::GET, ["version"]) => system::version(&ctx),
         (&Method::GET, ["info"]) => system::info(&ctx),
         (&Method::GET, ["events"]) => system::events(&ctx),
-        (&Method::GET, ["system", "df"]) => system::df(&ctx),
+        (&Method::GET, ["system", "df"]) => system::df(&ctx).await,
         (&Method::GET, ["containers", "json"]) => containers::list(&ctx),
         (&Method::POST, ["containers", "create"]) => containers::create(&ctx, req).await,
         (&Method::POST, ["containers", "prune"]) => containers::prune(&ctx),
@@ -115,8 +116,33 @@ async fn route(daemon: Arc<Daemon>, req: Request<Incoming>) -> Result<Response<B
             ["containers", _, "start" | "stop" | "kill" | "restart" | "wait" | "pause" | "unpause" | "attach"
             | "exec" | "resize" | "update"],
         ) => Err(Error::NotImplemented("starting and signalling containers")),
-        (&Method::GET | &Method::POST | &Method::DELETE, ["images", ..]) => {
-            Err(Error::NotImplemented("the image API"))
+        (&Method::GET, ["images", "json"]) => images::list(&ctx).await,
+        (&Method::POST, ["images", "load"]) => images::load(&ctx, req).await,
+        (&Method::POST, ["images", "prune"]) => images::prune(&ctx).await,
+        (&Method::GET, ["images", "get"]) => {
+            let names = ctx.query.get_all("names");
+            images::save(&ctx, names).await
+        }
+        (&Method::GET, ["images", name @ .., "json"]) if !name.is_empty() => {
+            images::inspect(&ctx, name.join("/")).await
+        }
+        (&Method::GET, ["images", name @ .., "history"]) if !name.is_empty() => {
+            images::history(&ctx, name.join("/")).await
+        }
+        (&Method::GET, ["images", name @ .., "get"]) if !name.is_empty() => {
+            images::save(&ctx, vec![name.join("/")]).await
+        }
+        (&Method::POST, ["images", name @ .., "tag"]) if !name.is_empty() => {
+            images::tag(&ctx, name.join("/")).await
+        }
+        (&Method::DELETE, ["images", name @ ..]) if !name.is_empty() => {
+            images::remove(&ctx, name.join("/")).await
+        }
+        (&Method::POST, ["images", "create"]) if ctx.query.get("fromSrc") == Some("-") => {
+            images::import(&ctx, req).await
+        }
+        (&Method::POST, ["images", "create"] | ["images", .., "push"]) => {
+            Err(Error::NotImplemented("pulling and pushing images"))
         }
         _ => Err(Error::RouteNotFound),
     }
@@ -244,6 +270,15 @@ impl Query {
             .iter()
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of `key`, in order.
+    pub fn get_all(&self, key: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .collect()
     }
 
     /// Docker's boolean query values: absent, empty, `0`, `no`, `false`, `none` are false.

@@ -87,6 +87,7 @@ pub fn info(ctx: &Ctx) -> Result<Response<Body>> {
     let running = count(Status::Running);
     let paused = count(Status::Paused) + records.iter().filter(|r| r.state.paused).count();
     let host = &d.host;
+    let image_count = d.images.list().map_or(0, |l| l.len());
     let cgroup_driver = "cgroupfs";
     let mirrors = &d.config.registry_mirrors;
     let mut index_configs = serde_json::Map::new();
@@ -129,7 +130,7 @@ pub fn info(ctx: &Ctx) -> Result<Response<Body>> {
             "ContainersRunning": running.saturating_sub(paused),
             "ContainersPaused": paused,
             "ContainersStopped": records.len() - running - count(Status::Paused),
-            "Images": d.images.as_ref().map_or(0, |i| i.count()),
+            "Images": image_count,
             "Driver": "overlay2",
             "DriverStatus": [["Backing Filesystem", "extfs"], ["Supports d_type", "true"]],
             "Plugins": {
@@ -205,19 +206,25 @@ fn open_fds() -> usize {
 }
 
 /// `GET /system/df`.
-pub fn df(ctx: &Ctx) -> Result<Response<Body>> {
-    let d = &ctx.daemon;
-    let list = d.list_containers(&crate::daemon::ListOptions {
-        all: true,
-        size: true,
-        ..Default::default()
-    })?;
+pub async fn df(ctx: &Ctx) -> Result<Response<Body>> {
+    let d = ctx.daemon.clone();
+    let (usage, containers) = tokio::task::spawn_blocking(move || {
+        let usage = d.images.disk_usage()?;
+        let containers = d.list_containers(&crate::daemon::ListOptions {
+            all: true,
+            size: true,
+            ..Default::default()
+        })?;
+        Ok::<_, Error>((usage, containers))
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("disk usage: {e}")))??;
     Ok(json_response(
         StatusCode::OK,
         &json!({
-            "LayersSize": 0,
-            "Images": [],
-            "Containers": list,
+            "LayersSize": usage.layers_size,
+            "Images": usage.images,
+            "Containers": containers,
             "Volumes": [],
             "BuildCache": [],
         }),

@@ -1,0 +1,346 @@
+//! Image routes over the image store: list, inspect, history, tag, remove, prune, load, save.
+//!
+//! The store is synchronous, so every call runs on the blocking pool; load spools the upload
+//! to a file first and save streams the archive through a channel, so neither holds an image
+//! in memory.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Request, Response, StatusCode};
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+use super::{channel_body, json_response, Body, Ctx};
+use crate::daemon::Daemon;
+use crate::error::{Error, Result};
+use crate::events::Event;
+
+/// Runs a store call on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    daemon: &Arc<Daemon>,
+    f: impl FnOnce(&Daemon) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let d = daemon.clone();
+    tokio::task::spawn_blocking(move || f(&d))
+        .await
+        .map_err(|e| Error::Internal(format!("image store task: {e}")))?
+}
+
+fn image_event(d: &Daemon, action: &str, id: &str, name: &str) {
+    d.events.publish(Event::new(
+        "image",
+        action,
+        id,
+        [("name".to_string(), name.to_string())].into(),
+    ));
+}
+
+/// `GET /images/json?all=&filters=`: filters `reference`, `dangling`, `label`.
+pub async fn list(ctx: &Ctx) -> Result<Response<Body>> {
+    let filters = ctx.query.filters()?;
+    filters.validate(&["reference", "dangling", "label", "before", "since"])?;
+    let mut images = blocking(&ctx.daemon, |d| Ok(d.images.list()?)).await?;
+    let references = filters.get("reference");
+    if !references.is_empty() {
+        // As dockerd does, an image lists only the tags the filter matched.
+        for img in &mut images {
+            img.repo_tags
+                .retain(|t| references.iter().any(|r| reference_matches(r, t)));
+        }
+        images.retain(|img| !img.repo_tags.is_empty());
+    }
+    images.retain(|img| {
+        filters.matches_any("dangling", |v| {
+            (v == "true" || v == "1") == img.repo_tags.is_empty()
+        }) && filters.matches_all("label", |l| match l.split_once('=') {
+            Some((k, v)) => img.labels.get(k).is_some_and(|x| x == v),
+            None => img.labels.contains_key(l),
+        })
+    });
+    Ok(json_response(StatusCode::OK, &images))
+}
+
+/// Docker's `reference` filter: the pattern matches the whole tag, or the repository when the
+/// pattern has no tag; `*` matches within one path component.
+fn reference_matches(pattern: &str, tag: &str) -> bool {
+    let (repo, _) = tag.rsplit_once(':').unwrap_or((tag, ""));
+    glob(pattern, tag) || glob(pattern, repo)
+}
+
+fn glob(pattern: &str, s: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == s,
+        Some((head, tail)) => {
+            let Some(rest) = s.strip_prefix(head) else {
+                return false;
+            };
+            (0..=rest.len())
+                .filter(|&i| rest.is_char_boundary(i) && !rest[..i].contains('/'))
+                .any(|i| glob(tail, &rest[i..]))
+        }
+    }
+}
+
+/// `GET /images/{name}/json`.
+pub async fn inspect(ctx: &Ctx, name: String) -> Result<Response<Body>> {
+    let v = blocking(&ctx.daemon, move |d| Ok(d.images.inspect(&name)?)).await?;
+    Ok(json_response(StatusCode::OK, &v))
+}
+
+/// `GET /images/{name}/history`.
+pub async fn history(ctx: &Ctx, name: String) -> Result<Response<Body>> {
+    let v = blocking(&ctx.daemon, move |d| Ok(d.images.history(&name)?)).await?;
+    Ok(json_response(StatusCode::OK, &v))
+}
+
+/// `POST /images/{name}/tag?repo=&tag=`.
+pub async fn tag(ctx: &Ctx, name: String) -> Result<Response<Body>> {
+    let repo = ctx
+        .query
+        .get("repo")
+        .filter(|r| !r.is_empty())
+        .ok_or_else(|| {
+            Error::InvalidParameter("repository name must have at least one component".into())
+        })?;
+    let target = match ctx.query.get("tag").filter(|t| !t.is_empty()) {
+        Some(t) => format!("{repo}:{t}"),
+        None => repo.to_string(),
+    };
+    blocking(&ctx.daemon, move |d| {
+        d.images.tag(&name, &target)?;
+        let id = d.images.image_id(&target)?;
+        image_event(d, "tag", id.as_str(), &target);
+        Ok(())
+    })
+    .await?;
+    Ok(super::empty(StatusCode::CREATED))
+}
+
+/// `DELETE /images/{name}?force=`.
+pub async fn remove(ctx: &Ctx, name: String) -> Result<Response<Body>> {
+    let force = ctx.query.bool("force");
+    let items = blocking(&ctx.daemon, move |d| {
+        let items = d.images.remove(&name, force)?;
+        for item in &items {
+            match item {
+                berth_image::DeleteItem::Untagged(r) => image_event(d, "untag", r, &name),
+                berth_image::DeleteItem::Deleted(id) => image_event(d, "delete", id, &name),
+            }
+        }
+        Ok(items)
+    })
+    .await?;
+    Ok(json_response(StatusCode::OK, &items))
+}
+
+/// `POST /images/prune?filters={"dangling":["false"]}`.
+pub async fn prune(ctx: &Ctx) -> Result<Response<Body>> {
+    let filters = ctx.query.filters()?;
+    filters.validate(&["dangling", "until", "label"])?;
+    if !filters.get("until").is_empty() || !filters.get("label").is_empty() {
+        return Err(Error::InvalidParameter(
+            "image prune filters 'until' and 'label' are not supported yet".into(),
+        ));
+    }
+    let all = filters
+        .get("dangling")
+        .iter()
+        .any(|v| v == "false" || v == "0");
+    let report = blocking(&ctx.daemon, move |d| {
+        let report = d.images.prune(all)?;
+        image_event(d, "prune", "", &report.space_reclaimed.to_string());
+        Ok(report)
+    })
+    .await?;
+    let deleted = (!report.images_deleted.is_empty()).then_some(&report.images_deleted);
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"ImagesDeleted": deleted, "SpaceReclaimed": report.space_reclaimed}),
+    ))
+}
+
+/// `POST /images/load`: the body is a docker-archive or OCI-archive tar.
+pub async fn load(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>> {
+    let (spool, guard) = spool_body(ctx, req).await?;
+    let loaded = blocking(&ctx.daemon, move |d| {
+        let _guard = guard;
+        let f = std::fs::File::open(&spool)
+            .map_err(|e| Error::io(format!("open {}", spool.display()), e))?;
+        let loaded = d.images.load(std::io::BufReader::new(f))?;
+        for img in &loaded {
+            let name = img.tags.first().cloned().unwrap_or_default();
+            image_event(d, "load", img.id.as_str(), &name);
+        }
+        Ok(loaded)
+    })
+    .await?;
+    // `quiet` only suppresses progress, which this daemon does not report; the "Loaded
+    // image" lines are the result and are always sent, as by dockerd.
+    let mut out = Vec::new();
+    for img in &loaded {
+        if img.tags.is_empty() {
+            out.push(json!({"stream": format!("Loaded image ID: {}\n", img.id)}));
+        }
+        for t in &img.tags {
+            out.push(json!({"stream": format!("Loaded image: {t}\n")}));
+        }
+    }
+    let mut bytes = Vec::new();
+    for line in out {
+        bytes.extend_from_slice(line.to_string().as_bytes());
+        bytes.push(b'\n');
+    }
+    let mut resp = Response::new(super::full(bytes));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(resp)
+}
+
+/// Writes a request body to a file under `<data-root>/tmp`, removed when the guard drops.
+async fn spool_body(
+    ctx: &Ctx,
+    req: Request<Incoming>,
+) -> Result<(std::path::PathBuf, RemoveOnDrop)> {
+    let tmp_dir = ctx.daemon.config.data_root.join("tmp");
+    tokio::fs::create_dir_all(&tmp_dir)
+        .await
+        .map_err(|e| Error::io(format!("create {}", tmp_dir.display()), e))?;
+    let spool = tmp_dir.join(format!("upload-{}", crate::names::random_id()));
+    let guard = RemoveOnDrop(spool.clone());
+    let mut file = tokio::fs::File::create(&spool)
+        .await
+        .map_err(|e| Error::io(format!("create {}", spool.display()), e))?;
+    let mut body = req.into_body();
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| Error::InvalidParameter(format!("read request body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            file.write_all(&data)
+                .await
+                .map_err(|e| Error::io(format!("write {}", spool.display()), e))?;
+        }
+    }
+    file.flush()
+        .await
+        .map_err(|e| Error::io(format!("write {}", spool.display()), e))?;
+    Ok((spool, guard))
+}
+
+/// `POST /images/create?fromSrc=-&repo=&tag=&changes=&message=` (`docker import`): the
+/// body is a root filesystem tarball.
+pub async fn import(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>> {
+    let q = &ctx.query;
+    let reference = match (q.get("repo").filter(|r| !r.is_empty()), q.get("tag")) {
+        (Some(r), Some(t)) if !t.is_empty() => Some(format!("{r}:{t}")),
+        (Some(r), _) => Some(r.to_string()),
+        (None, _) => None,
+    };
+    let opts = berth_image::ImportOptions {
+        reference,
+        changes: q.get_all("changes"),
+        message: q
+            .get("message")
+            .filter(|m| !m.is_empty())
+            .map(str::to_string),
+    };
+    let (spool, guard) = spool_body(ctx, req).await?;
+    let id = blocking(&ctx.daemon, move |d| {
+        let _guard = guard;
+        let f = std::fs::File::open(&spool)
+            .map_err(|e| Error::io(format!("open {}", spool.display()), e))?;
+        let id = d.images.import(std::io::BufReader::new(f), &opts)?;
+        image_event(
+            d,
+            "import",
+            id.as_str(),
+            opts.reference.as_deref().unwrap_or(""),
+        );
+        Ok(id)
+    })
+    .await?;
+    let line = json!({"status": id.to_string()}).to_string() + "\n";
+    let mut resp = Response::new(super::full(line));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(resp)
+}
+
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// `GET /images/get?names=a&names=b` and `GET /images/{name}/get`: a docker-archive tar.
+pub async fn save(ctx: &Ctx, names: Vec<String>) -> Result<Response<Body>> {
+    if names.is_empty() {
+        return Err(Error::InvalidParameter("no image names given".into()));
+    }
+    // Resolve first so that an unknown name is a 404 rather than a truncated archive.
+    let check = names.clone();
+    blocking(&ctx.daemon, move |d| {
+        for n in &check {
+            d.images.image_id(n)?;
+        }
+        Ok(())
+    })
+    .await?;
+    let (tx, body) = channel_body();
+    let d = ctx.daemon.clone();
+    tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let writer = std::io::BufWriter::with_capacity(64 << 10, ChannelWriter(tx));
+        if let Err(err) = d
+            .images
+            .save(&refs, berth_image::ArchiveFormat::Docker, writer)
+        {
+            tracing::warn!(%err, "image save failed after the response started");
+        }
+        for n in &names {
+            image_event(&d, "save", n, n);
+        }
+    });
+    let mut resp = Response::new(body);
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/x-tar"));
+    Ok(resp)
+}
+
+/// A blocking `Write` into a response body channel.
+struct ChannelWriter(mpsc::Sender<Bytes>);
+
+impl Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .blocking_send(Bytes::copy_from_slice(buf))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reference_filter() {
+        assert!(reference_matches("busybox", "busybox:latest"));
+        assert!(reference_matches("busybox:latest", "busybox:latest"));
+        assert!(reference_matches("busy*", "busybox:1"));
+        assert!(!reference_matches("busy*", "library/busybox:1"));
+        assert!(reference_matches("*/app:*", "me/app:1"));
+        assert!(!reference_matches("redis", "busybox:latest"));
+    }
+}

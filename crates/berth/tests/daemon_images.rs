@@ -1,0 +1,125 @@
+//! Images through the daemon with the real docker CLI: import, list, inspect, tag, save, rmi,
+//! load, history, prune, and container create from an image (which holds the image in use).
+
+mod daemon_common;
+
+use daemon_common::{ok, Daemon, DOCKER};
+
+/// A root filesystem tarball with a static busybox as `/bin/sh`.
+fn busybox_tar(dir: &std::path::Path) -> std::path::PathBuf {
+    let rootfs = dir.join("rootfs");
+    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", rootfs.join("bin/sh")).unwrap();
+    let tar = dir.join("rootfs.tar");
+    let status = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(&rootfs)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    tar
+}
+
+#[test]
+fn docker_image_lifecycle_and_create() {
+    if !std::path::Path::new(DOCKER).exists() || !std::path::Path::new("/bin/busybox").exists() {
+        eprintln!("skipping: docker CLI or busybox-static missing");
+        return;
+    }
+    let d = Daemon::start();
+    let tar = busybox_tar(d.dir.path());
+    let tar = tar.to_str().unwrap();
+    let id = ok(d.docker(&[
+        "import",
+        "-c",
+        r#"CMD ["sh"]"#,
+        "-c",
+        "ENV PATH=/bin",
+        tar,
+        "busybox:latest",
+    ]));
+    let id = id.trim().to_string();
+    assert!(id.starts_with("sha256:"), "{id}");
+
+    let out = ok(d.docker(&["images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"]));
+    assert_eq!(out, format!("busybox:latest {}\n", &id[7..19]));
+    let out = ok(d.docker(&[
+        "image",
+        "inspect",
+        "-f",
+        "{{.Id}} {{json .Config.Cmd}}",
+        "busybox",
+    ]));
+    assert_eq!(out, format!("{id} [\"sh\"]\n"));
+
+    ok(d.docker(&["tag", "busybox", "me/bb:1"]));
+    let out = ok(d.docker(&[
+        "images",
+        "--filter",
+        "reference=me/*",
+        "--format",
+        "{{.Repository}}:{{.Tag}}",
+    ]));
+    assert_eq!(out, "me/bb:1\n");
+    let saved = d.dir.path().join("saved.tar");
+    ok(d.docker(&["save", "-o", saved.to_str().unwrap(), "busybox", "me/bb:1"]));
+    assert!(std::fs::metadata(&saved).unwrap().len() > 1000);
+
+    // Create containers from it; the image is then in use.
+    let cid = ok(d.docker(&[
+        "create", "--name", "c1", "-e", "A=1", "busybox", "echo", "hi",
+    ]));
+    let cid = cid.trim();
+    assert_eq!(cid.len(), 64);
+    let out = ok(d.docker(&[
+        "inspect",
+        "-f",
+        "{{.Path}} {{.Args}} {{json .Config.Env}} {{.Image}}",
+        "c1",
+    ]));
+    assert_eq!(out, format!("echo [hi] [\"PATH=/bin\",\"A=1\"] {id}\n"));
+    let out = ok(d.docker(&[
+        "ps",
+        "-a",
+        "--format",
+        "{{.Names}} {{.Image}} {{.Command}} {{.Status}}",
+    ]));
+    assert_eq!(out, "c1 busybox \"echo hi\" Created\n");
+    let out = d.docker(&["create", "--name", "c1", "busybox"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is already in use by container"));
+    let out = d.docker(&["create", "nosuchimage"]);
+    assert!(!out.status.success());
+    ok(d.docker(&["rmi", "me/bb:1"]));
+    let out = d.docker(&["rmi", "busybox"]);
+    assert!(
+        !out.status.success(),
+        "the last tag of an image in use stays"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("conflict"),
+        "{out:?}"
+    );
+    assert_eq!(ok(d.docker(&["rm", "c1"])), "c1\n");
+
+    let out = ok(d.docker(&["rmi", "busybox"]));
+    assert!(out.contains("Untagged: busybox:latest"), "{out}");
+    assert!(out.contains(&format!("Deleted: {id}")), "{out}");
+    assert_eq!(ok(d.docker(&["images", "-q"])), "");
+    let out = d.docker(&["image", "inspect", "busybox"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("No such image: busybox"));
+
+    let out = ok(d.docker(&["load", "-i", saved.to_str().unwrap()]));
+    assert!(out.contains("Loaded image: busybox:latest"), "{out}");
+    assert!(out.contains("Loaded image: me/bb:1"), "{out}");
+    let out = ok(d.docker(&["history", "--format", "{{.Comment}}", "busybox"]));
+    assert_eq!(out, "Imported from -\n");
+    let out = ok(d.docker(&["info", "--format", "{{.Images}}"]));
+    assert_eq!(out, "1\n");
+    let out = ok(d.docker(&["image", "prune", "-af"]));
+    assert!(out.contains(&format!("deleted: {id}")), "{out}");
+    assert_eq!(ok(d.docker(&["images", "-q"])), "");
+}
