@@ -228,6 +228,29 @@ pub(crate) struct Extractor {
     dir_times: Vec<(Option<PathBuf>, i64)>,
     /// Sum of regular file sizes (Docker's layer "Size").
     pub(crate) content_size: u64,
+    /// Copy buffer: large writes cut the syscall count for big files by two orders of magnitude.
+    buf: Vec<u8>,
+}
+
+fn copy_buffered(r: &mut impl Read, w: &mut impl Write, buf: &mut [u8]) -> io::Result<u64> {
+    let mut total = 0;
+    loop {
+        // Fill as much of the buffer as the stream gives before writing.
+        let mut filled = 0;
+        while filled < buf.len() {
+            match r.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if filled == 0 {
+            return Ok(total);
+        }
+        w.write_all(&buf[..filled])?;
+        total += filled as u64;
+    }
 }
 
 impl Extractor {
@@ -238,6 +261,7 @@ impl Extractor {
             root_path: root_path.to_path_buf(),
             dir_times: Vec::new(),
             content_size: 0,
+            buf: vec![0; 1 << 20],
         })
     }
 
@@ -389,7 +413,7 @@ impl Extractor {
                 )
                 .map_err(self.io_err("create file", &rel))?;
                 let mut file = std::fs::File::from(fd);
-                let n = io::copy(&mut data.take(meta.size), &mut file).map_err(|e| {
+                let n = copy_buffered(&mut data.take(meta.size), &mut file, &mut self.buf).map_err(|e| {
                     if e.kind() == io::ErrorKind::UnexpectedEof
                         || e.kind() == io::ErrorKind::InvalidData
                         || e.kind() == io::ErrorKind::InvalidInput
