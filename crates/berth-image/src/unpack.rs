@@ -413,16 +413,17 @@ impl Extractor {
                 )
                 .map_err(self.io_err("create file", &rel))?;
                 let mut file = std::fs::File::from(fd);
-                let n = copy_buffered(&mut data.take(meta.size), &mut file, &mut self.buf).map_err(|e| {
-                    if e.kind() == io::ErrorKind::UnexpectedEof
-                        || e.kind() == io::ErrorKind::InvalidData
-                        || e.kind() == io::ErrorKind::InvalidInput
-                    {
-                        layer_read_err(e)
-                    } else {
-                        self.io_err("write file", &rel)(e)
-                    }
-                })?;
+                let n = copy_buffered(&mut data.take(meta.size), &mut file, &mut self.buf)
+                    .map_err(|e| {
+                        if e.kind() == io::ErrorKind::UnexpectedEof
+                            || e.kind() == io::ErrorKind::InvalidData
+                            || e.kind() == io::ErrorKind::InvalidInput
+                        {
+                            layer_read_err(e)
+                        } else {
+                            self.io_err("write file", &rel)(e)
+                        }
+                    })?;
                 if n != meta.size {
                     return Err(Error::InvalidLayer(format!(
                         "entry {} truncated: {n} of {} bytes",

@@ -16,7 +16,10 @@ fn pull_like_flow_with_manifest_list() {
     let mut diff_ids = Vec::new();
     for (blob, mt, tar) in &layers {
         let expected = Digest::of(blob);
-        let (d, chain) = ts.store.put_layer(blob.as_slice(), Some(&expected), parent.as_ref()).unwrap();
+        let (d, chain) = ts
+            .store
+            .put_layer(blob.as_slice(), Some(&expected), parent.as_ref())
+            .unwrap();
         assert_eq!(d.digest, expected);
         assert_eq!(d.diff_id, Digest::of(tar));
         parent = Some(chain);
@@ -28,7 +31,9 @@ fn pull_like_flow_with_manifest_list() {
     }))
     .unwrap();
     let cd = Digest::of(&config);
-    ts.store.put_blob(config.as_slice(), Some(&cd), Some(config.len() as u64)).unwrap();
+    ts.store
+        .put_blob(config.as_slice(), Some(&cd), Some(config.len() as u64))
+        .unwrap();
     let manifest = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": config.len()},
@@ -36,7 +41,9 @@ fn pull_like_flow_with_manifest_list() {
     }))
     .unwrap();
     let md = Digest::of(&manifest);
-    ts.store.put_blob(manifest.as_slice(), Some(&md), None).unwrap();
+    ts.store
+        .put_blob(manifest.as_slice(), Some(&md), None)
+        .unwrap();
     // A manifest list with an arm64 decoy first.
     let list = serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.list.v2+json",
@@ -51,10 +58,21 @@ fn pull_like_flow_with_manifest_list() {
     let r = Reference::parse("registry.example:5000/team/app:1.0").unwrap();
     let id = ts.store.put_manifest(&list, Some(&r)).unwrap();
     assert_eq!(id, cd);
-    let inspect = ts.store.inspect("registry.example:5000/team/app:1.0").unwrap();
+    let inspect = ts
+        .store
+        .inspect("registry.example:5000/team/app:1.0")
+        .unwrap();
     let ld = Digest::of(&list);
-    assert_eq!(inspect.repo_digests, vec![format!("registry.example:5000/team/app@{ld}")]);
-    assert_eq!(ts.store.image_id(&format!("registry.example:5000/team/app@{ld}")).unwrap(), id);
+    assert_eq!(
+        inspect.repo_digests,
+        vec![format!("registry.example:5000/team/app@{ld}")]
+    );
+    assert_eq!(
+        ts.store
+            .image_id(&format!("registry.example:5000/team/app@{ld}"))
+            .unwrap(),
+        id
+    );
     let f = ts.store.fsck().unwrap();
     assert!(f.ok(), "{:?}", f.problems);
     // gc keeps the list the repo digest names.
@@ -65,7 +83,10 @@ fn pull_like_flow_with_manifest_list() {
         {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": manifest.len(),
          "platform": {"architecture": "arm64", "os": "linux"}}]}))
     .unwrap();
-    assert!(matches!(ts.store.put_manifest(&arm_only, None), Err(berth_image::Error::NoMatchingPlatform(_))));
+    assert!(matches!(
+        ts.store.put_manifest(&arm_only, None),
+        Err(berth_image::Error::NoMatchingPlatform(_))
+    ));
 }
 
 #[test]
@@ -75,7 +96,10 @@ fn docker25_combined_and_compressed_archives_load() {
     let layers = multi_layer_image();
     let config = write_oci_layout(&dir, &layers, "latest");
     // Add docker's manifest.json next to the OCI index, as docker 25+ `docker save` does.
-    let layer_paths: Vec<String> = layers.iter().map(|(b, _, _)| format!("blobs/sha256/{}", sha256_hex(b))).collect();
+    let layer_paths: Vec<String> = layers
+        .iter()
+        .map(|(b, _, _)| format!("blobs/sha256/{}", sha256_hex(b)))
+        .collect();
     let mj = serde_json::json!([{"Config": format!("blobs/sha256/{}", config.trim_start_matches("sha256:")),
         "RepoTags": ["combined:1"], "Layers": layer_paths}]);
     std::fs::write(dir.join("manifest.json"), serde_json::to_vec(&mj).unwrap()).unwrap();
