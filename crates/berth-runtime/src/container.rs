@@ -270,6 +270,15 @@ impl Runtime {
         })
     }
 
+    /// The container's cgroup path (relative to each hierarchy's mount point).
+    pub fn cgroup_path(&self, id: &str) -> Result<PathBuf> {
+        let container = self.load(id)?;
+        container
+            .spec()
+            .map(|c| c.cgroup_path)
+            .map_err(|e| Error::libcontainer(format!("load config of {id}"), &e))
+    }
+
     /// PIDs (host namespace) of every process in the container's cgroup.
     pub fn processes(&self, id: &str) -> Result<Vec<i32>> {
         let container = self.load(id)?;

@@ -604,8 +604,12 @@ pub fn build_spec(
                 .map_err(|e| bad("user", e))?,
         )
         .capabilities(capabilities)
-        .rlimits(rlimits(opts)?)
-        .no_new_privileges(opts.no_new_privileges);
+        .rlimits(rlimits(opts)?);
+    // Only ever Some(true): libcontainer loads seccomp before dropping capabilities only when
+    // the field is absent, so Some(false) would make the filter fail to load (EACCES).
+    if opts.no_new_privileges {
+        process = process.no_new_privileges(true);
+    }
     if let Some(adj) = opts.oom_score_adj {
         process = process.oom_score_adj(adj);
     }

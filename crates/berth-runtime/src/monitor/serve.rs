@@ -1,0 +1,666 @@
+//! The monitor process itself: detach, create the container with its stdio, then the
+//! `poll(2)` loop that moves bytes and reaps the container.
+//!
+//! Single-threaded and small by design: one fixed read buffer, a few fds, no async runtime.
+
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{ForkResult, Pid};
+
+use super::attach::{self, Decoder};
+use super::logfile::JsonLog;
+use super::{
+    report, write_atomic, ExitStatus, MonitorConfig, MonitorMode, MonitorStarted, StatusReport,
+};
+use crate::container::{self, CreateOptions, ExecOptions, Runtime};
+use crate::error::{Error, Result};
+
+/// Size of the one read buffer.
+const BUF_SIZE: usize = 32 * 1024;
+
+/// How long output is still drained after the process exited, while pipes stay open
+/// (a daemonised grandchild may hold them forever).
+const DRAIN_MS: u16 = 500;
+
+/// The container-side stdio handed to libcontainer and our ends of it.
+struct Stdio {
+    /// Output sources: (fd, stream id).
+    outputs: Vec<(OwnedFd, u8)>,
+    /// Where client stdin goes (pipe write end or pty master).
+    stdin: Option<OwnedFd>,
+    /// For libcontainer: the container's ends.
+    child: [Option<OwnedFd>; 3],
+    /// The console socket (tty mode) and its path.
+    console: Option<(UnixListener, PathBuf)>,
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::sys("create pipe", e))
+}
+
+fn setup_stdio(config: &MonitorConfig) -> Result<Stdio> {
+    if config.tty {
+        let dir = config
+            .monitor_pid_file
+            .parent()
+            .unwrap_or(Path::new("/tmp"))
+            .to_owned();
+        let path = dir.join(format!(".console-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path)
+            .map_err(|e| Error::io(format!("bind console socket {}", path.display()), e))?;
+        return Ok(Stdio {
+            outputs: Vec::new(),
+            stdin: None,
+            child: [None, None, None],
+            console: Some((listener, path)),
+        });
+    }
+    let (stdin_child, stdin) = if config.open_stdin {
+        let (r, w) = pipe()?;
+        (r, Some(w))
+    } else {
+        let null = std::fs::File::open("/dev/null").map_err(|e| Error::io("open /dev/null", e))?;
+        (OwnedFd::from(null), None)
+    };
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    Ok(Stdio {
+        outputs: vec![(out_r, attach::STDOUT), (err_r, attach::STDERR)],
+        stdin,
+        child: [Some(stdin_child), Some(out_w), Some(err_w)],
+        console: None,
+    })
+}
+
+/// Receives the pty master that the container's init sent over the console socket.
+fn receive_pty(listener: &UnixListener) -> Result<OwnedFd> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
+    let (stream, _) = listener
+        .accept()
+        .map_err(|e| Error::io("accept console socket", e))?;
+    let mut name = [0u8; 256];
+    let mut iov = [std::io::IoSliceMut::new(&mut name)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<UnixAddr>(
+        stream.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::empty(),
+    )
+    .map_err(|e| Error::sys("receive pty master", e))?;
+    for cmsg in msg.cmsgs().map_err(|e| Error::sys("read pty message", e))? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            if let Some(fd) = fds.first() {
+                // SAFETY: SCM_RIGHTS just installed this descriptor in our table; we own it.
+                return Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(*fd) });
+            }
+        }
+    }
+    Err(Error::Monitor(
+        "console socket message carried no pty".into(),
+    ))
+}
+
+fn detach() -> Result<bool> {
+    // SAFETY: the monitor is single-threaded (nothing has spawned a thread), so fork is sound.
+    match unsafe { nix::unistd::fork() }.map_err(|e| Error::sys("fork", e))? {
+        ForkResult::Parent { .. } => return Ok(false),
+        ForkResult::Child => {}
+    }
+    nix::unistd::setsid().map_err(|e| Error::sys("setsid", e))?;
+    // SAFETY: as above; the session leader exits at once so the monitor can never
+    // reacquire a controlling terminal.
+    match unsafe { nix::unistd::fork() }.map_err(|e| Error::sys("fork", e))? {
+        // SAFETY: _exit skips destructors of state shared with the child, on purpose.
+        ForkResult::Parent { .. } => unsafe { libc::_exit(0) },
+        ForkResult::Child => Ok(true),
+    }
+}
+
+fn redirect_to_null() {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        for fd in 0..3 {
+            // SAFETY: dup2 onto the standard descriptors, which we own.
+            unsafe {
+                libc::dup2(null.as_raw_fd(), fd);
+            }
+        }
+    }
+}
+
+/// Runs the monitor. With `detach`, returns 0 at once in the original process.
+pub(super) fn run(config: MonitorConfig, status: Option<OwnedFd>, detach_self: bool) -> i32 {
+    if detach_self {
+        match detach() {
+            Ok(true) => {}
+            Ok(false) => return 0,
+            Err(e) => {
+                report(
+                    status,
+                    &StatusReport::Failed {
+                        error: crate::error::one_line(&e),
+                    },
+                );
+                return 1;
+            }
+        }
+    }
+    let mut monitor = match Monitor::start(&config) {
+        Ok(m) => m,
+        Err(e) => {
+            report(
+                status,
+                &StatusReport::Failed {
+                    error: crate::error::one_line(&e),
+                },
+            );
+            return 1;
+        }
+    };
+    report(
+        status,
+        &StatusReport::Started(MonitorStarted {
+            monitor_pid: std::process::id() as i32,
+            container_pid: monitor.pid.as_raw(),
+        }),
+    );
+    if detach_self {
+        redirect_to_null();
+    }
+    let code = monitor.serve(&config);
+    if let Some(path) = &config.attach_socket {
+        let _ = std::fs::remove_file(path);
+    }
+    code
+}
+
+struct Client {
+    stream: UnixStream,
+    decoder: Decoder,
+}
+
+struct Monitor {
+    pid: Pid,
+    sigfd: SignalFd,
+    outputs: Vec<(OwnedFd, u8)>,
+    stdin: Option<OwnedFd>,
+    stdin_pending: Vec<u8>,
+    pty: Option<OwnedFd>,
+    listener: Option<UnixListener>,
+    clients: Vec<Client>,
+    log: Option<JsonLog>,
+}
+
+impl Monitor {
+    fn start(config: &MonitorConfig) -> Result<Self> {
+        let _ = std::env::set_current_dir("/");
+        // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) only changes this process's attributes.
+        unsafe {
+            libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+        }
+        // SAFETY: ignoring SIGPIPE installs no handler; writes then fail with EPIPE instead.
+        unsafe { nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigIgn) }
+            .map_err(|e| Error::sys("ignore SIGPIPE", e))?;
+        let mut mask = SigSet::empty();
+        mask.add(Signal::SIGCHLD);
+        mask.thread_block()
+            .map_err(|e| Error::sys("block SIGCHLD", e))?;
+        let sigfd = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+            .map_err(|e| Error::sys("signalfd", e))?;
+
+        let listener = match &config.attach_socket {
+            Some(path) => {
+                let _ = std::fs::remove_file(path);
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+                }
+                let l = UnixListener::bind(path)
+                    .map_err(|e| Error::io(format!("bind {}", path.display()), e))?;
+                l.set_nonblocking(true)
+                    .map_err(|e| Error::io("attach socket", e))?;
+                Some(l)
+            }
+            None => None,
+        };
+        let log = match &config.log {
+            Some(c) => Some(
+                JsonLog::open(c.clone())
+                    .map_err(|e| Error::io(format!("open log {}", c.path.display()), e))?,
+            ),
+            None => None,
+        };
+
+        let mut stdio = setup_stdio(config)?;
+        let runtime = Runtime::new(&config.runtime_root);
+        let console = stdio.console.as_ref().map(|(_, p)| p.clone());
+        let [cin, cout, cerr] = std::mem::take(&mut stdio.child);
+        let created = match &config.mode {
+            MonitorMode::Container { bundle } => container::create(
+                &runtime,
+                &config.id,
+                bundle,
+                CreateOptions {
+                    console_socket: console.clone(),
+                    stdin: cin,
+                    stdout: cout,
+                    stderr: cerr,
+                    detach: true,
+                    ..Default::default()
+                },
+            ),
+            MonitorMode::Exec {
+                args,
+                env,
+                cwd,
+                uid,
+                gid,
+                additional_gids,
+                caps,
+                no_new_privileges,
+            } => container::exec(
+                &runtime,
+                &config.id,
+                ExecOptions {
+                    args: args.clone(),
+                    env: env
+                        .iter()
+                        .filter_map(|kv| kv.split_once('='))
+                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                        .collect(),
+                    cwd: cwd.clone(),
+                    user: *uid,
+                    group: *gid,
+                    additional_gids: additional_gids.clone(),
+                    caps: caps.clone(),
+                    no_new_privs: *no_new_privileges,
+                    console_socket: console.clone(),
+                    detach: config.tty,
+                    stdin: cin,
+                    stdout: cout,
+                    stderr: cerr,
+                    ..Default::default()
+                },
+            ),
+        };
+        let cleanup_console = |stdio: &Stdio| {
+            if let Some((_, p)) = &stdio.console {
+                let _ = std::fs::remove_file(p);
+            }
+        };
+        let pid = match created {
+            Ok(pid) => pid,
+            Err(e) => {
+                cleanup_console(&stdio);
+                if let Some(p) = &config.attach_socket {
+                    let _ = std::fs::remove_file(p);
+                }
+                return Err(e);
+            }
+        };
+        let is_container = matches!(config.mode, MonitorMode::Container { .. });
+        let fail = |e: Error| {
+            if is_container {
+                let _ = runtime.delete(&config.id, true);
+            } else {
+                let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+            }
+            let _ = waitpid(pid, None);
+            if let Some(p) = &config.attach_socket {
+                let _ = std::fs::remove_file(p);
+            }
+            e
+        };
+        let mut pty = None;
+        if let Some((listener, _)) = &stdio.console {
+            let master = receive_pty(listener);
+            cleanup_console(&stdio);
+            let master = master.map_err(fail)?;
+            let dup = master
+                .try_clone()
+                .map_err(|e| fail(Error::io("dup pty", e)))?;
+            stdio.outputs.push((dup, attach::STDOUT));
+            let input = master
+                .try_clone()
+                .map_err(|e| fail(Error::io("dup pty", e)))?;
+            set_nonblocking(input.as_fd());
+            stdio.stdin = Some(input);
+            pty = Some(master);
+        }
+        if let Some(fd) = &stdio.stdin {
+            set_nonblocking(fd.as_fd());
+        }
+        if is_container {
+            runtime.start(&config.id).map_err(fail)?;
+        }
+        std::fs::write(&config.monitor_pid_file, std::process::id().to_string()).map_err(|e| {
+            fail(Error::io(
+                format!("write {}", config.monitor_pid_file.display()),
+                e,
+            ))
+        })?;
+        std::fs::write(&config.container_pid_file, pid.as_raw().to_string()).map_err(|e| {
+            fail(Error::io(
+                format!("write {}", config.container_pid_file.display()),
+                e,
+            ))
+        })?;
+        Ok(Monitor {
+            pid,
+            sigfd,
+            outputs: stdio.outputs,
+            stdin: stdio.stdin,
+            stdin_pending: Vec::new(),
+            pty,
+            listener,
+            clients: Vec::new(),
+            log,
+        })
+    }
+
+    /// The event loop; returns the monitor's exit code.
+    fn serve(&mut self, config: &MonitorConfig) -> i32 {
+        let mut buf = vec![0u8; BUF_SIZE];
+        let mut exited: Option<WaitStatus> = None;
+        loop {
+            if exited.is_some() && self.outputs.is_empty() {
+                break;
+            }
+            let mut fds: Vec<PollFd> = Vec::with_capacity(4 + self.clients.len());
+            fds.push(PollFd::new(self.sigfd.as_fd(), PollFlags::POLLIN));
+            for (fd, _) in &self.outputs {
+                fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLIN));
+            }
+            let stdin_idx = fds.len();
+            let want_stdin = !self.stdin_pending.is_empty();
+            if let (Some(fd), true) = (&self.stdin, want_stdin) {
+                fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLOUT));
+            }
+            let listener_idx = fds.len();
+            if let Some(l) = &self.listener {
+                fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
+            }
+            let clients_idx = fds.len();
+            for c in &self.clients {
+                fds.push(PollFd::new(c.stream.as_fd(), PollFlags::POLLIN));
+            }
+            let timeout = if exited.is_some() {
+                PollTimeout::from(DRAIN_MS)
+            } else {
+                PollTimeout::NONE
+            };
+            let n = match poll(&mut fds, timeout) {
+                Ok(n) => n,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => break,
+            };
+            if n == 0 {
+                // Drain timeout after exit: a leftover process still holds the output open.
+                break;
+            }
+            let ready = |i: usize| {
+                fds.get(i)
+                    .and_then(|f| f.revents())
+                    .is_some_and(|r| !r.is_empty())
+            };
+            let sig_ready = ready(0);
+            let out_ready: Vec<bool> = (0..self.outputs.len()).map(|i| ready(1 + i)).collect();
+            let stdin_ready = self.stdin.is_some() && want_stdin && ready(stdin_idx);
+            let listener_ready = self.listener.is_some() && ready(listener_idx);
+            let clients_ready: Vec<bool> = (0..self.clients.len())
+                .map(|i| ready(clients_idx + i))
+                .collect();
+            drop(fds);
+
+            if sig_ready {
+                while let Ok(Some(_)) = self.sigfd.read_signal() {}
+                if let Some(status) = self.reap() {
+                    exited = Some(status);
+                }
+            }
+            for i in (0..out_ready.len()).rev() {
+                if out_ready[i] {
+                    self.read_output(i, &mut buf);
+                }
+            }
+            if stdin_ready {
+                self.flush_stdin();
+            }
+            if listener_ready {
+                self.accept();
+            }
+            for i in (0..clients_ready.len()).rev() {
+                if clients_ready[i] {
+                    self.read_client(i, &mut buf);
+                }
+            }
+        }
+        if let Some(log) = &mut self.log {
+            let _ = log.flush();
+        }
+        let status = match exited {
+            Some(s) => s,
+            // The loop ended before the exit was seen (poll failure): wait for it now.
+            None => loop {
+                match waitpid(self.pid, None) {
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Ok(s) => break s,
+                    Err(_) => break WaitStatus::Exited(self.pid, 255),
+                }
+            },
+        };
+        let (exit_code, signal) = container::exit_code(status).unwrap_or((255, None));
+        let oom_killed = matches!(config.mode, MonitorMode::Container { .. })
+            && oom_killed(&config.runtime_root, &config.id);
+        let record = ExitStatus {
+            exit_code,
+            signal,
+            finished_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+            oom_killed,
+        };
+        match serde_json::to_vec(&record) {
+            Ok(text) => {
+                if write_atomic(&config.exit_file, &text).is_err() {
+                    return 1;
+                }
+            }
+            Err(_) => return 1,
+        }
+        0
+    }
+
+    /// Reaps every exited child; returns the container process's status once it exited.
+    fn reap(&mut self) -> Option<WaitStatus> {
+        let mut found = None;
+        loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(status) => {
+                    if status.pid() == Some(self.pid) && container::exit_code(status).is_some() {
+                        found = Some(status);
+                    }
+                }
+            }
+        }
+        if found.is_some() {
+            // Nobody will write to the container's stdin any more.
+            self.stdin = None;
+        }
+        found
+    }
+
+    fn read_output(&mut self, idx: usize, buf: &mut [u8]) {
+        let (fd, stream) = &self.outputs[idx];
+        let stream = *stream;
+        match nix::unistd::read(fd.as_raw_fd(), buf) {
+            Ok(0) | Err(nix::errno::Errno::EIO) => {
+                self.outputs.remove(idx);
+            }
+            Ok(n) => {
+                let data = &buf[..n];
+                if let Some(log) = &mut self.log {
+                    let _ = log.write(stream, data);
+                }
+                let frame = if self.pty.is_some() {
+                    data.to_vec()
+                } else {
+                    attach::encode(stream, data)
+                };
+                self.clients
+                    .retain_mut(|c| c.stream.write_all(&frame).is_ok());
+            }
+            Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => {}
+            Err(_) => {
+                self.outputs.remove(idx);
+            }
+        }
+    }
+
+    fn accept(&mut self) {
+        let Some(listener) = &self.listener else {
+            return;
+        };
+        while let Ok((stream, _)) = listener.accept() {
+            // Output writes block at most briefly; a client that stops reading is dropped.
+            let _ = stream.set_write_timeout(Some(std::time::Duration::from_secs(1)));
+            let _ = stream.set_nonblocking(false);
+            self.clients.push(Client {
+                stream,
+                decoder: Decoder::default(),
+            });
+        }
+    }
+
+    fn read_client(&mut self, idx: usize, buf: &mut [u8]) {
+        let n = match self.clients[idx].stream.read(buf) {
+            Ok(0) => {
+                self.clients.remove(idx);
+                return;
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted || e.kind() == ErrorKind::WouldBlock => {
+                return
+            }
+            Err(_) => {
+                self.clients.remove(idx);
+                return;
+            }
+        };
+        self.clients[idx].decoder.push(&buf[..n]);
+        loop {
+            match self.clients[idx].decoder.next_frame() {
+                Ok(Some((stream, payload))) => self.handle_frame(stream, payload),
+                Ok(None) => break,
+                Err(_) => {
+                    self.clients.remove(idx);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn handle_frame(&mut self, stream: u8, payload: Vec<u8>) {
+        match stream {
+            attach::STDIN if self.stdin.is_some() => {
+                self.stdin_pending.extend_from_slice(&payload);
+                self.flush_stdin();
+            }
+            attach::RESIZE if payload.len() == 4 => {
+                if let Some(pty) = &self.pty {
+                    let ws = libc::winsize {
+                        ws_row: u16::from_be_bytes([payload[0], payload[1]]),
+                        ws_col: u16::from_be_bytes([payload[2], payload[3]]),
+                        ws_xpixel: 0,
+                        ws_ypixel: 0,
+                    };
+                    // SAFETY: TIOCSWINSZ reads a winsize struct that lives across the call.
+                    unsafe {
+                        libc::ioctl(pty.as_raw_fd(), libc::TIOCSWINSZ, &ws);
+                    }
+                }
+            }
+            attach::CLOSE_STDIN => {
+                if self.pty.is_some() {
+                    // A terminal has no half-close: send EOF (^D) as a terminal would.
+                    self.stdin_pending.push(0x04);
+                    self.flush_stdin();
+                } else {
+                    self.flush_stdin();
+                    self.stdin = None;
+                    self.stdin_pending.clear();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn flush_stdin(&mut self) {
+        let Some(fd) = &self.stdin else {
+            self.stdin_pending.clear();
+            return;
+        };
+        while !self.stdin_pending.is_empty() {
+            match nix::unistd::write(fd, &self.stdin_pending) {
+                Ok(n) => {
+                    self.stdin_pending.drain(..n);
+                }
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(nix::errno::Errno::EAGAIN) => return,
+                Err(_) => {
+                    self.stdin = None;
+                    self.stdin_pending.clear();
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn set_nonblocking(fd: BorrowedFd<'_>) {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    if let Ok(flags) = fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL) {
+        let flags = OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK;
+        let _ = fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(flags));
+    }
+}
+
+/// Whether the OOM killer fired in the container's memory cgroup.
+fn oom_killed(root: &Path, id: &str) -> bool {
+    let Ok(cgroup) = Runtime::new(root).cgroup_path(id) else {
+        return false;
+    };
+    let rel = cgroup.strip_prefix("/").unwrap_or(&cgroup);
+    let (file, key) = match crate::resources::cgroup_layout() {
+        Ok(crate::resources::CgroupLayout::Unified) => (
+            Path::new("/sys/fs/cgroup").join(rel).join("memory.events"),
+            "oom_kill",
+        ),
+        _ => (
+            Path::new("/sys/fs/cgroup/memory")
+                .join(rel)
+                .join("memory.oom_control"),
+            "oom_kill",
+        ),
+    };
+    std::fs::read_to_string(file)
+        .ok()
+        .and_then(|text| {
+            text.lines().find_map(|l| {
+                let (k, v) = l.split_once(' ')?;
+                (k == key).then(|| v.trim().parse::<u64>().ok()).flatten()
+            })
+        })
+        .is_some_and(|n| n > 0)
+}
