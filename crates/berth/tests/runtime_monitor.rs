@@ -152,7 +152,7 @@ fn attach_socket_carries_stdio() {
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(&attach::encode(attach::STDIN, b"ping\n"))
         .unwrap();
-    let mut frames = vec![read_frame(&mut s), read_frame(&mut s)];
+    let mut frames = [read_frame(&mut s), read_frame(&mut s)];
     frames.sort();
     assert_eq!(frames[0], (attach::STDOUT, b"got:ping\n".to_vec()));
     assert_eq!(frames[1], (attach::STDERR, b"e:ping\n".to_vec()));
