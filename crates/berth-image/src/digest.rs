@@ -140,7 +140,7 @@ impl<R: Read> Read for HashingReader<R> {
 pub struct TeeHashReader<R, W> {
     inner: R,
     sink: W,
-    hasher: Sha256,
+    hasher: Option<Sha256>,
     count: u64,
 }
 
@@ -149,15 +149,32 @@ impl<R: Read, W: Write> TeeHashReader<R, W> {
         TeeHashReader {
             inner,
             sink,
-            hasher: Sha256::new(),
+            hasher: Some(Sha256::new()),
             count: 0,
         }
     }
 
-    /// Drain the source and return digest, size and the sink.
-    pub fn finish(mut self) -> io::Result<(Digest, u64, W)> {
+    /// Copy and count without hashing (when another hash already covers the same bytes).
+    pub fn without_hash(inner: R, sink: W) -> Self {
+        TeeHashReader {
+            inner,
+            sink,
+            hasher: None,
+            count: 0,
+        }
+    }
+
+    /// Drain the source and return digest (if hashing), size and the sink.
+    pub fn finish_opt(mut self) -> io::Result<(Option<Digest>, u64, W)> {
         io::copy(&mut self, &mut io::sink())?;
-        Ok((Digest::from_hasher(self.hasher), self.count, self.sink))
+        Ok((self.hasher.map(Digest::from_hasher), self.count, self.sink))
+    }
+
+    /// Drain the source and return digest, size and the sink.
+    pub fn finish(self) -> io::Result<(Digest, u64, W)> {
+        let (d, n, w) = self.finish_opt()?;
+        let d = d.ok_or_else(|| io::Error::other("tee reader was created without a hash"))?;
+        Ok((d, n, w))
     }
 }
 
@@ -165,7 +182,9 @@ impl<R: Read, W: Write> Read for TeeHashReader<R, W> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.sink.write_all(&buf[..n])?;
-        self.hasher.update(&buf[..n]);
+        if let Some(h) = &mut self.hasher {
+            h.update(&buf[..n]);
+        }
         self.count += n as u64;
         Ok(n)
     }

@@ -101,15 +101,7 @@ impl Store {
         let img = self.get(image)?;
         let dir = self.container_dir(container_id)?;
         let chains = img.chain_ids();
-        for (i, l) in img.manifest.layers.iter().enumerate() {
-            let parent = if i == 0 { None } else { Some(&chains[i - 1]) };
-            self.ensure_snapshot(
-                &chains[i],
-                parent,
-                &l.digest,
-                &img.config.rootfs.diff_ids[i],
-            )?;
-        }
+        self.ensure_snapshots(&img.manifest, &img.config.rootfs.diff_ids, &chains)?;
         match fs::create_dir(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {

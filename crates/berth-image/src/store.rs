@@ -29,7 +29,7 @@ use crate::digest::{chain_ids, Digest};
 use crate::error::{json_err, Error, IoContext, Result};
 use crate::reference::Reference;
 use crate::spec::{host_platform, ImageConfig, Index, Manifest, ManifestOrIndex};
-use crate::unpack::{unpack_layer, LayerDigests};
+use crate::unpack::{unpack_layer, unpack_layer_with, LayerDigests};
 
 /// How container root filesystems are materialised.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -276,18 +276,8 @@ impl Store {
             )));
         }
         let id = manifest.config.digest.clone();
-        let mut sizes = Vec::new();
         let chains = chain_ids(&config.rootfs.diff_ids);
-        for (i, layer) in manifest.layers.iter().enumerate() {
-            let parent = if i == 0 { None } else { Some(&chains[i - 1]) };
-            let meta = self.ensure_snapshot(
-                &chains[i],
-                parent,
-                &layer.digest,
-                &config.rootfs.diff_ids[i],
-            )?;
-            sizes.push(meta.size);
-        }
+        let sizes = self.ensure_snapshots(&manifest, &config.rootfs.diff_ids, &chains)?;
         let now = now_rfc3339();
         self.inner.db.update(|db| {
             let rec = db.images.entry(id.clone()).or_insert_with(|| ImageRecord {
@@ -380,6 +370,63 @@ impl Store {
         Ok(meta)
     }
 
+    /// Make sure every layer of an image has its snapshot; layers are independent directories,
+    /// so missing ones are unpacked in parallel. Returns each layer's size, bottom first.
+    pub(crate) fn ensure_snapshots(
+        &self,
+        manifest: &Manifest,
+        diff_ids: &[Digest],
+        chains: &[Digest],
+    ) -> Result<Vec<u64>> {
+        let n = manifest.layers.len();
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |p| p.get())
+            .min(n)
+            .max(1);
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let results: std::sync::Mutex<Vec<Option<Result<SnapshotMeta>>>> =
+            std::sync::Mutex::new((0..n).map(|_| None).collect());
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                s.spawn(|| loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= n {
+                        break;
+                    }
+                    let parent = if i == 0 { None } else { Some(&chains[i - 1]) };
+                    let r = self.ensure_snapshot(
+                        &chains[i],
+                        parent,
+                        &manifest.layers[i].digest,
+                        &diff_ids[i],
+                    );
+                    let failed = r.is_err();
+                    if let Ok(mut v) = results.lock() {
+                        v[i] = Some(r);
+                    }
+                    if failed {
+                        // Stop handing out work; the first error is reported.
+                        next.store(n, std::sync::atomic::Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+        let results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+        let mut sizes = Vec::with_capacity(n);
+        for (i, r) in results.into_iter().enumerate() {
+            match r {
+                Some(r) => sizes.push(r?.size),
+                None => {
+                    return Err(Error::InvalidLayer(format!(
+                        "layer {} was not unpacked because an earlier one failed",
+                        manifest.layers[i].digest
+                    )))
+                }
+            }
+        }
+        Ok(sizes)
+    }
+
     /// Return the snapshot for `chain`, unpacking `blob` if it does not exist yet.
     pub(crate) fn ensure_snapshot(
         &self,
@@ -393,10 +440,12 @@ impl Store {
         }
         let file = self.content().open(blob)?;
         let tmp = self.snapshot_temp()?;
-        let (digests, _) = unpack_layer(
+        // For an uncompressed blob the diff ID check below covers the blob digest too.
+        let (digests, _) = unpack_layer_with(
             io::BufReader::with_capacity(1 << 20, file),
             io::sink(),
             &tmp.path().join("fs"),
+            blob != diff_id,
         )?;
         if &digests.digest != blob {
             return Err(Error::DigestMismatch {

@@ -629,8 +629,29 @@ pub(crate) fn unpack_layer<R: Read, W: Write>(
     sink: W,
     dest: &Path,
 ) -> Result<(LayerDigests, W)> {
-    let tee = TeeHashReader::new(source, sink);
+    unpack_layer_with(source, sink, dest, true)
+}
+
+/// As [`unpack_layer`]; with `hash_raw` false the raw bytes are not hashed separately, which
+/// is only valid for an uncompressed layer (its digest is its diff ID): a compressed one is
+/// refused.
+pub(crate) fn unpack_layer_with<R: Read, W: Write>(
+    source: R,
+    sink: W,
+    dest: &Path,
+    hash_raw: bool,
+) -> Result<(LayerDigests, W)> {
+    let tee = if hash_raw {
+        TeeHashReader::new(source, sink)
+    } else {
+        TeeHashReader::without_hash(source, sink)
+    };
     let (dec, compression) = Decoder::new(BufReader::with_capacity(1 << 18, tee))?;
+    if !hash_raw && compression != Compression::None {
+        return Err(Error::InvalidLayer(
+            "a layer named by its diff id must not be compressed".into(),
+        ));
+    }
     let hashing = HashingReader::new(dec);
     let mut ex = Extractor::new(dest)?;
     let hashing = for_each_entry(hashing, |kind, meta, data| ex.entry(kind, meta, data))?;
@@ -638,10 +659,10 @@ pub(crate) fn unpack_layer<R: Read, W: Write>(
     ex.finish()?;
     let (diff_id, _, dec) = hashing.finish().map_err(layer_read_err)?;
     let tee = dec.into_inner().into_inner();
-    let (digest, size, sink) = tee.finish().map_err(layer_read_err)?;
+    let (digest, size, sink) = tee.finish_opt().map_err(layer_read_err)?;
     Ok((
         LayerDigests {
-            digest,
+            digest: digest.unwrap_or_else(|| diff_id.clone()),
             size,
             diff_id,
             compression,
