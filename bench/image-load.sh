@@ -65,6 +65,9 @@ else
 fi
 hyperfine --runs "$RUNS" --warmup 1 --export-json "$WORK/results.json" "${cmds[@]}"
 
+echo "== container rootfs from the loaded image (overlay mount of 4 snapshots)"
+"$TOOL" rootfs-cycle "$WORK/berth" bench/image:latest 50
+
 echo "== ratios (mean time / berth-load mean time; >1 means Berth is faster)"
 jq -r '.results as $r | ($r[] | select(.command=="berth-load") | .mean) as $b
        | $r[] | "\(.command): \(.mean*1000|floor) ms  ratio \((.mean/$b*100|floor)/100)"' "$WORK/results.json"

@@ -7,6 +7,7 @@
 //! berth-image-tool import <store-root> <rootfs.tar> <reference>
 //! berth-image-tool fsck   <store-root>
 //! berth-image-tool gc     <store-root>
+//! berth-image-tool rootfs-cycle <store-root> <image> <n>   (create+remove n rootfs, timed)
 //! ```
 
 use std::process::ExitCode;
@@ -79,6 +80,25 @@ fn run(args: &[String]) -> Result<(), String> {
             println!(
                 "removed {} blobs, {} snapshots, {} bytes",
                 r.blobs_removed, r.snapshots_removed, r.bytes_freed
+            );
+        }
+        ("rootfs-cycle", [image, n]) => {
+            let n: usize = n.parse().map_err(|e| format!("count {n}: {e}"))?;
+            let mut times = Vec::with_capacity(n);
+            for i in 0..n {
+                let id = format!("cycle-{}-{i}", std::process::id());
+                let start = std::time::Instant::now();
+                let r = store.create_rootfs(image, &id).map_err(|e| e.to_string())?;
+                times.push(start.elapsed());
+                r.remove().map_err(|e| e.to_string())?;
+            }
+            times.sort();
+            let mean = times.iter().sum::<std::time::Duration>() / n.max(1) as u32;
+            println!(
+                "create_rootfs: mean {:.2} ms, median {:.2} ms, min {:.2} ms over {n}",
+                mean.as_secs_f64() * 1e3,
+                times.get(n / 2).map_or(0.0, |d| d.as_secs_f64() * 1e3),
+                times.first().map_or(0.0, |d| d.as_secs_f64() * 1e3)
             );
         }
         _ => return Err(usage()),
