@@ -23,8 +23,10 @@ use crate::spec::{self, ArchiveManifestEntry, Compression, Descriptor, Index, Ma
 use crate::store::{Image, Store};
 use crate::unpack::{clean_path, decompressed, for_each_entry};
 
-/// Files up to this size are held in memory while reading an archive.
+/// Files up to this size are held in memory while reading an archive...
 const IN_MEMORY_MAX: u64 = 1 << 20;
+/// ...up to this total; the rest goes to the content store (and gc if unused).
+const IN_MEMORY_TOTAL_MAX: u64 = 64 << 20;
 
 /// Archive format for [`Store::save`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,6 +129,7 @@ impl Store {
     /// Load a docker-archive or OCI archive (optionally gzip/zstd compressed) from a stream.
     pub fn load(&self, reader: impl Read) -> Result<Vec<LoadedImage>> {
         let _l = self.lock_shared()?;
+        let mut in_memory = 0u64;
         let mut files = ArchiveFiles {
             files: HashMap::new(),
             links: HashMap::new(),
@@ -141,7 +144,10 @@ impl Store {
             };
             match kind {
                 EntryType::Regular | EntryType::Continuous => {
-                    let m = if meta.size <= IN_MEMORY_MAX {
+                    let m = if meta.size <= IN_MEMORY_MAX
+                        && in_memory + meta.size <= IN_MEMORY_TOTAL_MAX
+                    {
+                        in_memory += meta.size;
                         let mut b = Vec::with_capacity(meta.size as usize);
                         data.read_to_end(&mut b).map_err(|e| {
                             Error::InvalidArchive(format!("read {}: {e}", path.display()))

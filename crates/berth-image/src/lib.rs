@@ -64,3 +64,14 @@ pub use reference::Reference;
 pub use rootfs::{ContainerMeta, Rootfs};
 pub use store::{Driver, Store, StoreOptions};
 pub use unpack::{LayerDigests, MAX_SPECIAL_HEADER};
+
+#[cfg(test)]
+mod tests {
+    /// The daemon shares one `Store` across tokio's blocking threads.
+    #[test]
+    fn store_is_send_and_sync() {
+        fn check<T: Send + Sync + Clone>() {}
+        check::<crate::Store>();
+        check::<crate::Rootfs>();
+    }
+}
