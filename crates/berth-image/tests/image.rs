@@ -410,3 +410,55 @@ fn concurrent_loads_and_imports() {
     let f = ts.store.fsck().unwrap();
     assert!(f.ok(), "{:?}", f.problems);
 }
+
+#[test]
+fn fsck_reports_corruption() {
+    let ts = TestStore::new();
+    let id = import_busybox(&ts, "bb");
+    assert!(ts.store.fsck().unwrap().ok());
+    let inspect = ts.store.inspect("bb").unwrap();
+    // A flipped byte in the layer blob.
+    let blobs = ts.root().join("blobs/sha256");
+    let layer = std::fs::read_dir(&blobs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(&layer).unwrap();
+    bytes[600] ^= 1;
+    std::fs::write(&layer, &bytes).unwrap();
+    let f = ts.store.fsck().unwrap();
+    assert!(
+        f.problems.iter().any(|p| p.contains("digest mismatch")),
+        "{:?}",
+        f.problems
+    );
+    // A missing snapshot.
+    let chain = inspect.root_fs.layers[0]
+        .trim_start_matches("sha256:")
+        .to_string();
+    std::fs::remove_dir_all(ts.root().join("snapshots").join(chain)).unwrap();
+    let f = ts.store.fsck().unwrap();
+    assert!(
+        f.problems
+            .iter()
+            .any(|p| p.contains("snapshot") && p.contains("missing")),
+        "{:?}",
+        f.problems
+    );
+    // A tag pointing nowhere.
+    let db = ts.root().join("images.json");
+    let mut json: serde_json::Value = serde_json::from_slice(&std::fs::read(&db).unwrap()).unwrap();
+    json["tags"]["docker.io/library/ghost:latest"] =
+        serde_json::json!(format!("sha256:{}", "0".repeat(64)));
+    std::fs::write(&db, serde_json::to_vec(&json).unwrap()).unwrap();
+    assert!(ts.store.image_id(&id.to_string()).is_ok());
+    let f = ts.store.fsck().unwrap();
+    assert!(
+        f.problems
+            .iter()
+            .any(|p| p.contains("points to missing image")),
+        "{:?}",
+        f.problems
+    );
+}
