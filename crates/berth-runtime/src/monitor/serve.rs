@@ -179,6 +179,7 @@ pub(super) fn run(config: MonitorConfig, status: Option<OwnedFd>, detach_self: b
     if detach_self {
         redirect_to_null();
     }
+    release_startup_memory();
     let code = monitor.serve(&config);
     if let Some(path) = &config.attach_socket {
         let _ = std::fs::remove_file(path);
@@ -626,6 +627,53 @@ impl Monitor {
             }
         }
     }
+}
+
+/// Gives back the memory that creating the container touched, so a long-lived monitor stays
+/// small: free heap pages go back to the kernel, and the page-table entries of read-only file
+/// mappings (libcontainer's code and data, clap, ...) are dropped. Such pages are clean copies
+/// of the file, so dropping them is harmless: the few the poll loop uses fault back in from the
+/// page cache. Mappings holding anonymous (copy-on-write) pages, such as RELRO segments with
+/// applied relocations, and writable mappings are left alone.
+fn release_startup_memory() {
+    // SAFETY: malloc_trim only returns free memory to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
+        return;
+    };
+    let mut candidate: Option<(usize, usize)> = None;
+    let flush = |candidate: &mut Option<(usize, usize)>| {
+        if let Some((start, end)) = candidate.take() {
+            // SAFETY: a private, read-only file mapping of this process without anonymous
+            // pages: MADV_DONTNEED only unmaps pages that fault back unchanged from the file.
+            unsafe {
+                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
+            }
+        }
+    };
+    for line in smaps.lines() {
+        let mut fields = line.split_whitespace();
+        let Some(first) = fields.next() else { continue };
+        if let Some((start, end)) = first.split_once('-') {
+            // A mapping header: `start-end perms offset dev inode path`.
+            flush(&mut candidate);
+            let perms = fields.next().unwrap_or("");
+            let path = fields.nth(3).unwrap_or("");
+            if (perms == "r-xp" || perms == "r--p") && path.starts_with('/') {
+                if let (Ok(start), Ok(end)) = (
+                    usize::from_str_radix(start, 16),
+                    usize::from_str_radix(end, 16),
+                ) {
+                    candidate = Some((start, end));
+                }
+            }
+        } else if first == "Anonymous:" && fields.next() != Some("0") {
+            candidate = None;
+        }
+    }
+    flush(&mut candidate);
 }
 
 fn set_nonblocking(fd: BorrowedFd<'_>) {
