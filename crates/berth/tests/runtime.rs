@@ -377,3 +377,48 @@ fn bad_input_fails_cleanly() {
     assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
     assert_eq!(c.status(), "running", "the first container is untouched");
 }
+
+#[test]
+fn live_update_of_limits() {
+    use berth_runtime::{Limits, Runtime};
+    let c = TestContainer::new("update", &["sleep", "60"], |o| {
+        o.limits.memory = Some(64 << 20);
+        o.limits.pids_limit = Some(50);
+    });
+    c.start_detached();
+    let mem = c
+        .cgroup_dirs()
+        .into_iter()
+        .find(|d| d.starts_with("/sys/fs/cgroup/memory"))
+        .unwrap();
+    let pids = c
+        .cgroup_dirs()
+        .into_iter()
+        .find(|d| d.starts_with("/sys/fs/cgroup/pids"))
+        .unwrap();
+    let read = |p: std::path::PathBuf| std::fs::read_to_string(p).unwrap().trim().to_owned();
+    assert_eq!(
+        read(mem.join("memory.limit_in_bytes")),
+        (64u64 << 20).to_string()
+    );
+    // The daemon's `docker update` path: in-process, from this multi-threaded harness.
+    let limits = Limits {
+        memory: Some(128 << 20),
+        memory_swap: Some(256 << 20),
+        pids_limit: Some(20),
+        cpu_shares: Some(512),
+        ..Default::default()
+    };
+    Runtime::new(&c.root)
+        .update_resources(&c.id, &limits.to_oci().unwrap())
+        .unwrap();
+    assert_eq!(
+        read(mem.join("memory.limit_in_bytes")),
+        (128u64 << 20).to_string()
+    );
+    assert_eq!(read(pids.join("pids.max")), "20");
+    // The same through the CLI.
+    let out = c.runtime(&["update", "--pids-limit", "30", &c.id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(read(pids.join("pids.max")), "30");
+}
