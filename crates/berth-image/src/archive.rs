@@ -20,8 +20,8 @@ use crate::digest::Digest;
 use crate::error::{json_err, Error, IoContext, Result};
 use crate::reference::Reference;
 use crate::spec::{self, ArchiveManifestEntry, Compression, Descriptor, Index, Manifest};
-use crate::store::{Image, Store};
-use crate::unpack::{clean_path, decompressed, for_each_entry};
+use crate::store::{Image, PreparedLayers, Store};
+use crate::unpack::{clean_path, decompressed, for_each_entry, unpack_layer_with};
 
 /// Files up to this size are held in memory while reading an archive...
 const IN_MEMORY_MAX: u64 = 1 << 20;
@@ -54,6 +54,7 @@ enum Member {
 struct ArchiveFiles {
     files: HashMap<PathBuf, Member>,
     links: HashMap<PathBuf, PathBuf>,
+    prepared: PreparedLayers,
 }
 
 fn digest_from_blob_path(p: &Path) -> Option<Digest> {
@@ -114,7 +115,7 @@ fn blob_compression(store: &Store, d: &Digest) -> Result<Compression> {
     Ok(Compression::detect(&head[..n]))
 }
 
-fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+fn read_up_to(r: &mut (impl Read + ?Sized), buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match r.read(&mut buf[n..])? {
@@ -133,6 +134,7 @@ impl Store {
         let mut files = ArchiveFiles {
             files: HashMap::new(),
             links: HashMap::new(),
+            prepared: PreparedLayers::default(),
         };
         let arch_err = |e: Error| match e {
             Error::InvalidLayer(m) => Error::InvalidArchive(m),
@@ -155,10 +157,12 @@ impl Store {
                         Member::Bytes(b)
                     } else {
                         let expected = digest_from_blob_path(&path);
-                        let (d, _) =
-                            self.content()
-                                .put_reader(data, expected.as_ref(), Some(meta.size))?;
-                        Member::Blob(d)
+                        Member::Blob(self.store_member(
+                            data,
+                            expected.as_ref(),
+                            meta.size,
+                            &files.prepared,
+                        )?)
                     };
                     files.files.insert(path, m);
                 }
@@ -191,6 +195,50 @@ impl Store {
                 "neither manifest.json nor index.json found".into(),
             ))
         }
+    }
+
+    /// Store a large archive member. One that looks like a layer (tar, gzip or zstd) is
+    /// unpacked in the same pass — hashed raw and uncompressed on the fly — into a temp
+    /// snapshot that registration later renames into place.
+    fn store_member(
+        &self,
+        data: &mut dyn Read,
+        expected: Option<&Digest>,
+        size: u64,
+        prepared: &PreparedLayers,
+    ) -> Result<Digest> {
+        let mut head = vec![0u8; 512];
+        let n = read_up_to(data, &mut head)
+            .map_err(|e| Error::InvalidArchive(format!("read archive: {e}")))?;
+        head.truncate(n);
+        let compression = Compression::detect(&head);
+        let is_tar = head.len() >= 262 && &head[257..262] == b"ustar";
+        let reader = io::Cursor::new(head).chain(data);
+        if compression == Compression::None && !is_tar {
+            return Ok(self.content().put_reader(reader, expected, Some(size))?.0);
+        }
+        let blob_tmp = self.content().temp_file("blob-")?;
+        let snap_tmp = self.snapshot_temp()?;
+        let writer = io::BufWriter::with_capacity(1 << 20, blob_tmp);
+        // An uncompressed layer's digest is its diff ID: hash it once.
+        let (digests, writer) = unpack_layer_with(
+            reader,
+            writer,
+            &snap_tmp.path().join("fs"),
+            compression != Compression::None,
+        )?;
+        let blob_tmp = writer
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .ctx("flush blob in", self.tmp())?;
+        self.content()
+            .check(&digests.digest, digests.size, expected, Some(size))?;
+        self.content().persist(blob_tmp, &digests.digest)?;
+        let digest = digests.digest.clone();
+        if let Ok(mut p) = prepared.lock() {
+            p.insert(digests.diff_id.clone(), (snap_tmp, digests));
+        }
+        Ok(digest)
     }
 
     fn load_docker(&self, files: &ArchiveFiles) -> Result<Vec<LoadedImage>> {
@@ -239,7 +287,13 @@ impl Store {
                 .iter()
                 .map(|t| Reference::parse_tagged(t))
                 .collect::<Result<Vec<_>>>()?;
-            let id = self.register(&mdigest, spec::MT_DOCKER_MANIFEST, &tags, None)?;
+            let id = self.register(
+                &mdigest,
+                spec::MT_DOCKER_MANIFEST,
+                &tags,
+                None,
+                Some(&files.prepared),
+            )?;
             out.push(LoadedImage {
                 id,
                 tags: tags.iter().map(Reference::familiar).collect(),
@@ -271,7 +325,7 @@ impl Store {
                 Some(Err(e)) => return Err(e),
                 _ => Vec::new(),
             };
-            let id = self.register(&mdigest, &media_type, &tags, None)?;
+            let id = self.register(&mdigest, &media_type, &tags, None, Some(&files.prepared))?;
             out.push(LoadedImage {
                 id,
                 tags: tags.iter().map(Reference::familiar).collect(),

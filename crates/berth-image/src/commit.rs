@@ -355,7 +355,7 @@ impl Store {
         };
         let mbytes = serde_json::to_vec(&manifest).map_err(json_err("manifest"))?;
         let mdigest = self.content().put_bytes(&mbytes, None)?;
-        self.register(&mdigest, spec::MT_OCI_MANIFEST, &tags, None)
+        self.register(&mdigest, spec::MT_OCI_MANIFEST, &tags, None, None)
     }
 
     /// `docker import`: make a one-layer image from a rootfs tarball (plain, gzip or zstd).

@@ -101,7 +101,7 @@ impl Store {
         let img = self.get(image)?;
         let dir = self.container_dir(container_id)?;
         let chains = img.chain_ids();
-        self.ensure_snapshots(&img.manifest, &img.config.rootfs.diff_ids, &chains)?;
+        self.ensure_snapshots(&img.manifest, &img.config.rootfs.diff_ids, &chains, None)?;
         match fs::create_dir(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {

@@ -82,6 +82,11 @@ impl Image {
     }
 }
 
+/// Layers unpacked (into temp dirs) while an archive was read, by diff ID, waiting for the
+/// manifest to say where in a chain they go.
+pub(crate) type PreparedLayers =
+    std::sync::Mutex<std::collections::HashMap<Digest, (tempfile::TempDir, LayerDigests)>>;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct SnapshotMeta {
     pub chain_id: Digest,
@@ -230,7 +235,7 @@ impl Store {
             }
             repo_digest = Some(r.with_digest(digest.clone()));
         }
-        self.register(&mdigest, &media_type, &tags, repo_digest.as_ref())
+        self.register(&mdigest, &media_type, &tags, repo_digest.as_ref(), None)
     }
 
     /// Given a manifest-or-index blob, return the manifest for the host platform.
@@ -262,6 +267,7 @@ impl Store {
         media_type: &str,
         tags: &[Reference],
         repo_digest: Option<&Reference>,
+        prepared: Option<&PreparedLayers>,
     ) -> Result<Digest> {
         let manifest: Manifest = serde_json::from_slice(&self.content().read(manifest_digest)?)
             .map_err(json_err(format!("manifest {manifest_digest}")))?;
@@ -277,7 +283,7 @@ impl Store {
         }
         let id = manifest.config.digest.clone();
         let chains = chain_ids(&config.rootfs.diff_ids);
-        let sizes = self.ensure_snapshots(&manifest, &config.rootfs.diff_ids, &chains)?;
+        let sizes = self.ensure_snapshots(&manifest, &config.rootfs.diff_ids, &chains, prepared)?;
         let now = now_rfc3339();
         self.inner.db.update(|db| {
             let rec = db.images.entry(id.clone()).or_insert_with(|| ImageRecord {
@@ -377,6 +383,7 @@ impl Store {
         manifest: &Manifest,
         diff_ids: &[Digest],
         chains: &[Digest],
+        prepared: Option<&PreparedLayers>,
     ) -> Result<Vec<u64>> {
         let n = manifest.layers.len();
         let workers = std::thread::available_parallelism()
@@ -399,6 +406,7 @@ impl Store {
                         parent,
                         &manifest.layers[i].digest,
                         &diff_ids[i],
+                        prepared,
                     );
                     let failed = r.is_err();
                     if let Ok(mut v) = results.lock() {
@@ -434,9 +442,17 @@ impl Store {
         parent: Option<&Digest>,
         blob: &Digest,
         diff_id: &Digest,
+        prepared: Option<&PreparedLayers>,
     ) -> Result<SnapshotMeta> {
         if let Some(m) = self.snapshot_meta(chain)? {
             return Ok(m);
+        }
+        // Unpacked already while the archive streamed in: just give it its chain ID.
+        let ready = prepared.and_then(|p| p.lock().ok()?.remove(diff_id));
+        if let Some((tmp, digests)) = ready {
+            if &digests.digest == blob {
+                return self.commit_snapshot(tmp, chain, parent, &digests);
+            }
         }
         let file = self.content().open(blob)?;
         let tmp = self.snapshot_temp()?;
