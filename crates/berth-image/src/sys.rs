@@ -174,6 +174,22 @@ pub(crate) fn unlinkat(dir: &OwnedFd, name: &OsStr, remove_dir: bool) -> io::Res
     check(unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), flags) })
 }
 
+/// Remove `dir/name` and, if it is a directory, everything below it, without following any
+/// symlink (each level is opened with `O_NOFOLLOW` relative to its parent).
+pub(crate) fn remove_tree_at(dir: &OwnedFd, name: &OsStr) -> io::Result<()> {
+    let st = lstatat(dir, name)?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+        return unlinkat(dir, name, false);
+    }
+    let sub = openat(dir, name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+    // Listing through the fd's /proc link reads exactly the directory we opened.
+    let listing = format!("/proc/self/fd/{}", sub.as_raw_fd());
+    for entry in std::fs::read_dir(listing)? {
+        remove_tree_at(&sub, &entry?.file_name())?;
+    }
+    unlinkat(dir, name, true)
+}
+
 pub(crate) fn lchownat(dir: &OwnedFd, name: &OsStr, uid: u32, gid: u32) -> io::Result<()> {
     let c = cstr(name)?;
     // SAFETY: valid dirfd and C string; AT_SYMLINK_NOFOLLOW changes the link itself.

@@ -340,11 +340,7 @@ impl Extractor {
             if keep_dir {
                 return Ok(true);
             }
-            let fd = self.dir(rel, libc::O_PATH)?;
-            let proc = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
-            // std's remove_dir_all never follows symlinks below the (already resolved) top.
-            std::fs::remove_dir_all(&proc).map_err(self.io_err("remove directory", rel))?;
-            drop(fd);
+            sys::remove_tree_at(parent, name).map_err(self.io_err("remove directory", rel))?;
         } else {
             sys::unlinkat(parent, name, false).map_err(self.io_err("remove", rel))?;
         }
@@ -554,10 +550,21 @@ impl Extractor {
 
     /// Apply directory times last (writing entries changes them).
     pub(crate) fn finish(self) -> Result<()> {
+        let mut done = std::collections::HashSet::new();
         for (rel, mtime) in self.dir_times.iter().rev() {
             let rel = rel.as_deref().unwrap_or(Path::new(""));
-            let fd = sys::open_in_root(&self.root, rel, libc::O_RDONLY | libc::O_DIRECTORY)
-                .map_err(self.io_err("open directory", rel))?;
+            // The last entry for a path wins.
+            if !done.insert(rel) {
+                continue;
+            }
+            let fd = match sys::open_in_root(&self.root, rel, libc::O_RDONLY | libc::O_DIRECTORY) {
+                Ok(fd) => fd,
+                // A later entry replaced the directory.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => {
+                    continue
+                }
+                Err(e) => return Err(self.io_err("open directory", rel)(e)),
+            };
             sys::futimes(&fd, *mtime).map_err(self.io_err("set times", rel))?;
         }
         Ok(())

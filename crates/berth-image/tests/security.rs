@@ -390,3 +390,24 @@ fn xattr(p: &std::path::Path, name: &str) -> Option<Vec<u8>> {
     buf.truncate(n as usize);
     Some(buf)
 }
+
+#[test]
+fn later_entries_replace_earlier_ones_of_another_type() {
+    let c = Case::new();
+    let layer = Layer::new()
+        .dir("a")
+        .dir("a/sub")
+        .file("a/sub/f", b"1")
+        .symlink("a/sub/l", "/etc")
+        .file("a", b"now a file")
+        .file("b", b"file")
+        .dir("b")
+        .file("b/x", b"x")
+        .tar();
+    c.put(&layer).unwrap();
+    let s = c.only_snapshot();
+    assert_eq!(std::fs::read(s.join("a")).unwrap(), b"now a file");
+    assert!(std::fs::metadata(s.join("b")).unwrap().is_dir());
+    assert_eq!(std::fs::read(s.join("b/x")).unwrap(), b"x");
+    c.assert_outside_untouched();
+}
