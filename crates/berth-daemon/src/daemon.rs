@@ -32,6 +32,8 @@ pub struct Daemon {
     pub engine_id: String,
     /// The image store (`<data-root>/image`).
     pub images: berth_image::Store,
+    /// The OCI runtime (`<exec-root>/runtime`).
+    pub runtime: berth_runtime::Runtime,
 }
 
 /// Options of `GET /containers/json`.
@@ -70,7 +72,9 @@ impl Daemon {
         let containers = ContainerStore::open(&config.data_root.join("containers"))?;
         let engine_id = engine_id(&config.data_root)?;
         let images = berth_image::Store::open(config.data_root.join("image"))?;
+        let runtime = berth_runtime::Runtime::new(config.exec_root.join("runtime"));
         let daemon = Daemon {
+            runtime,
             config,
             containers,
             events: Events::new(),
@@ -78,26 +82,7 @@ impl Daemon {
             engine_id,
             images,
         };
-        daemon.reconcile();
         Ok(daemon)
-    }
-
-    /// Marks containers whose recorded process is gone as exited (the daemon was down when
-    /// they stopped).
-    fn reconcile(&self) {
-        for record in self.containers.list() {
-            if !record.state.running || pid_alive(record.state.pid) {
-                continue;
-            }
-            let res = self.containers.update(&record.id, |r| {
-                r.state
-                    .set_exited(255, "container process ended while the daemon was down");
-                Ok(())
-            });
-            if let Err(err) = res {
-                tracing::warn!(id = %record.id, %err, "cannot record container exit");
-            }
-        }
     }
 
     /// `POST /containers/create`: validates the request, resolves the image, merges the image
@@ -363,10 +348,35 @@ impl Daemon {
                     record.name
                 )));
             }
-            self.kill_and_wait(&record).await?;
+            if self.runtime.exists(&record.id) {
+                let (_, mut rx) = self.events.subscribe();
+                self.signal(&record, nix::sys::signal::Signal::SIGKILL, true)
+                    .await?;
+                self.container_event("kill", &record, &[("signal", "9".into())]);
+                let timeout = Some(std::time::Duration::from_secs(30));
+                if !self.wait_exit(&record.id, &mut rx, timeout).await {
+                    return Err(Error::Conflict(format!(
+                        "could not kill running container {}, cannot remove",
+                        record.id
+                    )));
+                }
+            } else {
+                self.kill_and_wait(&record).await?;
+            }
         }
         let record = self.containers.remove(&record.id)?;
         self.remove_rootfs(&record.id);
+        let paths = self.run_paths(&record.id);
+        if self.runtime.exists(&record.id) {
+            if let Err(err) = self.runtime.delete(&record.id, true) {
+                tracing::warn!(id = %record.id, %err, "cannot delete runtime state");
+            }
+        }
+        if let Err(err) = std::fs::remove_dir_all(&paths.dir) {
+            if err.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(id = %record.id, %err, "cannot remove runtime directory");
+            }
+        }
         self.container_event("destroy", &record, &[]);
         Ok(())
     }

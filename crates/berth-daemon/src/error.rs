@@ -69,6 +69,9 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// The runtime (or a container's monitor) failed; the message is the runtime's.
+    #[error("{0}")]
+    Runtime(String),
     /// The image store failed.
     #[error(transparent)]
     Image(berth_image::Error),
@@ -114,9 +117,11 @@ impl Error {
                 berth_image::ErrorKind::InvalidInput => StatusCode::BAD_REQUEST,
                 berth_image::ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             },
-            Error::Config(_) | Error::Io { .. } | Error::Json { .. } | Error::Internal(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            Error::Runtime(_)
+            | Error::Config(_)
+            | Error::Io { .. }
+            | Error::Json { .. }
+            | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod error;
 pub mod events;
 pub mod filters;
 pub mod host;
+pub mod lifecycle;
 pub mod logs;
 pub mod names;
 pub mod server;

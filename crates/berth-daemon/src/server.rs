@@ -101,6 +101,7 @@ where
 /// Runs the daemon until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> Result<()> {
     let daemon = Arc::new(Daemon::open(config.clone())?);
+    daemon.restore().await;
     let listeners = bind_all(&config).await?;
     write_pidfile(&config.pidfile)?;
     let mut sockets = Vec::new();

@@ -175,3 +175,100 @@ fn time_param(v: Option<&str>, key: &str) -> Result<Option<i64>> {
             .ok_or_else(|| Error::InvalidParameter(format!("invalid value for {key}: {v:?}"))),
     }
 }
+
+/// `POST /containers/{id}/start`: 204, or 304 when already running.
+pub async fn start(ctx: &Ctx, id: &str) -> Result<Response<Body>> {
+    let started = ctx.daemon.start_container(id).await?;
+    Ok(empty(if started {
+        StatusCode::NO_CONTENT
+    } else {
+        StatusCode::NOT_MODIFIED
+    }))
+}
+
+fn stop_params(ctx: &Ctx) -> Result<(Option<i64>, Option<nix::sys::signal::Signal>)> {
+    let timeout = match ctx.query.get("t").filter(|t| !t.is_empty()) {
+        None => None,
+        Some(t) => Some(
+            t.parse::<i64>()
+                .map_err(|_| Error::InvalidParameter(format!("invalid value for t: {t:?}")))?,
+        ),
+    };
+    let signal = ctx
+        .query
+        .get("signal")
+        .filter(|s| !s.is_empty())
+        .map(crate::lifecycle::parse_signal)
+        .transpose()?;
+    Ok((timeout, signal))
+}
+
+/// `POST /containers/{id}/stop?t=&signal=`: 204, or 304 when not running.
+pub async fn stop(ctx: &Ctx, id: &str) -> Result<Response<Body>> {
+    let (timeout, signal) = stop_params(ctx)?;
+    let stopped = ctx.daemon.stop_container(id, timeout, signal).await?;
+    Ok(empty(if stopped {
+        StatusCode::NO_CONTENT
+    } else {
+        StatusCode::NOT_MODIFIED
+    }))
+}
+
+/// `POST /containers/{id}/restart?t=&signal=`.
+pub async fn restart(ctx: &Ctx, id: &str) -> Result<Response<Body>> {
+    let (timeout, signal) = stop_params(ctx)?;
+    ctx.daemon.stop_container(id, timeout, signal).await?;
+    ctx.daemon.start_container(id).await?;
+    let record = ctx.daemon.containers.get(id)?;
+    ctx.daemon.container_event("restart", &record, &[]);
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
+/// `POST /containers/{id}/kill?signal=` (default SIGKILL).
+pub async fn kill(ctx: &Ctx, id: &str) -> Result<Response<Body>> {
+    let signal = crate::lifecycle::parse_signal(
+        ctx.query
+            .get("signal")
+            .filter(|s| !s.is_empty())
+            .unwrap_or("KILL"),
+    )?;
+    ctx.daemon.kill_container(id, signal).await?;
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
+/// `POST /containers/{id}/wait?condition=not-running|next-exit|removed`.
+///
+/// As dockerd does, the status line and headers are sent at once and the body when the
+/// condition is met: clients send this before `start` and rely on it being registered.
+pub async fn wait(ctx: &Ctx, key: &str) -> Result<Response<Body>> {
+    let condition = ctx
+        .query
+        .get("condition")
+        .filter(|c| !c.is_empty())
+        .unwrap_or("not-running")
+        .to_string();
+    if !["not-running", "next-exit", "removed"].contains(&condition.as_str()) {
+        return Err(Error::InvalidParameter(format!(
+            "invalid condition: \"{condition}\""
+        )));
+    }
+    let (_, rx) = ctx.daemon.events.subscribe();
+    let id = ctx.daemon.containers.resolve(key)?;
+    let (tx, body) = channel_body();
+    let daemon = ctx.daemon.clone();
+    tokio::spawn(async move {
+        let result = tokio::select! {
+            r = daemon.wait_container(&id, &condition, rx) => r,
+            () = tx.closed() => return,
+        };
+        let body = match result {
+            Ok(code) => json!({"StatusCode": code}),
+            Err(err) => json!({"StatusCode": -1, "Error": {"Message": err.to_string()}}),
+        };
+        let _ = tx.send(bytes::Bytes::from(body.to_string() + "\n")).await;
+    });
+    let mut resp = Response::new(body);
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(resp)
+}

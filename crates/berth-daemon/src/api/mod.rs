@@ -3,6 +3,7 @@
 //!
 //! Handlers are thin: they decode, call [`Daemon`], and encode.
 
+mod attach;
 mod containers;
 mod images;
 mod system;
@@ -111,11 +112,16 @@ async fn route(daemon: Arc<Daemon>, req: Request<Incoming>) -> Result<Response<B
         (&Method::POST, ["containers", id, "rename"]) => containers::rename(&ctx, id),
         (&Method::DELETE, ["containers", id]) => containers::remove(&ctx, id).await,
         (&Method::GET, ["containers", id, "logs"]) => containers::logs(&ctx, id).await,
-        (
-            &Method::POST,
-            ["containers", _, "start" | "stop" | "kill" | "restart" | "wait" | "pause" | "unpause" | "attach"
-            | "exec" | "resize" | "update"],
-        ) => Err(Error::NotImplemented("starting and signalling containers")),
+        (&Method::POST, ["containers", id, "start"]) => containers::start(&ctx, id).await,
+        (&Method::POST, ["containers", id, "stop"]) => containers::stop(&ctx, id).await,
+        (&Method::POST, ["containers", id, "restart"]) => containers::restart(&ctx, id).await,
+        (&Method::POST, ["containers", id, "kill"]) => containers::kill(&ctx, id).await,
+        (&Method::POST, ["containers", id, "wait"]) => containers::wait(&ctx, id).await,
+        (&Method::POST, ["containers", id, "attach"]) => attach::attach(&ctx, id, req).await,
+        (&Method::POST, ["containers", id, "resize"]) => attach::resize(&ctx, id).await,
+        (&Method::POST, ["containers", _, "pause" | "unpause" | "exec" | "update"]) => {
+            Err(Error::NotImplemented("this container operation"))
+        }
         (&Method::GET, ["images", "json"]) => images::list(&ctx).await,
         (&Method::POST, ["images", "load"]) => images::load(&ctx, req).await,
         (&Method::POST, ["images", "prune"]) => images::prune(&ctx).await,

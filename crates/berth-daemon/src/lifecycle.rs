@@ -1,0 +1,641 @@
+//! Running containers through `berth-runtime`: start (spec, bundle, monitor), the exit
+//! watcher, stop, kill, wait, and re-adopting running containers after a daemon restart.
+//!
+//! The monitor, not the daemon, is the container's parent: it holds the stdio, writes the
+//! json-file log and, when the container exits, the exit file. The daemon watches each
+//! monitor through a pidfd, and records the exit when the monitor goes away.
+
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_runtime::monitor::{self, ExitStatus, LogConfig, MonitorConfig, MonitorMode};
+use berth_runtime::spec::{self, ImageDefaults, MountKind, MountSpec, NetworkMode, RunOptions};
+use nix::sys::signal::Signal;
+use tokio::io::unix::AsyncFd;
+
+use crate::daemon::{pid_alive, Daemon};
+use crate::error::{Error, Result};
+use crate::store::{ContainerRecord, Status};
+
+/// Where a container's runtime files live: `<exec-root>/containers/<id>/`.
+pub struct RunPaths {
+    /// The directory itself.
+    pub dir: PathBuf,
+    /// OCI bundle (`config.json`; the rootfs is the image store's mount).
+    pub bundle: PathBuf,
+    /// Written by the monitor when the container exits.
+    pub exit_file: PathBuf,
+    /// The monitor's attach socket.
+    pub attach_socket: PathBuf,
+    /// The monitor's pid.
+    pub monitor_pid: PathBuf,
+    /// The container init's pid.
+    pub container_pid: PathBuf,
+}
+
+/// Parses `SIGTERM`, `TERM`, `term` or `15`.
+pub fn parse_signal(s: &str) -> Result<Signal> {
+    let bad = || Error::InvalidParameter(format!("Invalid signal: {s}"));
+    if let Ok(n) = s.parse::<i32>() {
+        return Signal::try_from(n).map_err(|_| bad());
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    name.parse::<Signal>().map_err(|_| bad())
+}
+
+impl From<berth_runtime::Error> for Error {
+    fn from(e: berth_runtime::Error) -> Self {
+        match e {
+            berth_runtime::Error::WrongState { .. } => Error::Conflict(e.to_string()),
+            berth_runtime::Error::InvalidOption(_)
+            | berth_runtime::Error::UnknownSignal(_)
+            | berth_runtime::Error::InvalidId { .. } => Error::InvalidParameter(e.to_string()),
+            other => Error::Runtime(other.to_string()),
+        }
+    }
+}
+
+impl Daemon {
+    /// The runtime files of container `id`.
+    pub fn run_paths(&self, id: &str) -> RunPaths {
+        let dir = self.config.exec_root.join("containers").join(id);
+        RunPaths {
+            bundle: dir.join("bundle"),
+            exit_file: dir.join("exit.json"),
+            attach_socket: dir.join("attach.sock"),
+            monitor_pid: dir.join("monitor.pid"),
+            container_pid: dir.join("container.pid"),
+            dir,
+        }
+    }
+
+    /// `POST /containers/{id}/start`. Returns `false` when it was already running (304).
+    pub async fn start_container(self: &Arc<Self>, key: &str) -> Result<bool> {
+        let record = self.containers.get(key)?;
+        if record.state.running {
+            return Ok(false);
+        }
+        let d = Arc::clone(self);
+        let id = record.id.clone();
+        let started = tokio::task::spawn_blocking(move || d.launch(&record))
+            .await
+            .map_err(|e| Error::Internal(format!("start task: {e}")))?;
+        let started = match started {
+            Ok(s) => s,
+            Err(err) => {
+                let message = err.to_string();
+                // Docker's codes for a command that cannot be found or run.
+                let code = if message.contains("not found") {
+                    127
+                } else {
+                    126
+                };
+                let _ = self.containers.update(&id, |r| {
+                    r.state.error = message.clone();
+                    r.state.exit_code = code;
+                    Ok(())
+                });
+                // As dockerd does, a container created with --rm does not outlive a failed
+                // start; its removal also ends `wait?condition=removed`.
+                if let Ok(r) = self.containers.get(&id) {
+                    if r.host_config.auto_remove == Some(true) {
+                        let _ = self.remove_container(&id, true).await;
+                    }
+                }
+                return Err(err);
+            }
+        };
+        let (record, ()) = self.containers.update(&id, |r| {
+            r.state.status = Status::Running;
+            r.state.running = true;
+            r.state.paused = false;
+            r.state.pid = i64::from(started.container_pid);
+            r.state.exit_code = 0;
+            r.state.error.clear();
+            r.state.oom_killed = false;
+            r.state.started_at = crate::time::now_rfc3339();
+            r.state.finished_at = crate::time::ZERO.into();
+            Ok(())
+        })?;
+        self.container_event("start", &record, &[]);
+        self.watch(
+            record.id.clone(),
+            started.monitor_pid,
+            started.container_pid,
+        );
+        Ok(true)
+    }
+
+    /// Mounts the rootfs, writes the bundle and spawns the monitor (blocking).
+    fn launch(&self, r: &ContainerRecord) -> Result<monitor::MonitorStarted> {
+        let paths = self.run_paths(&r.id);
+        // A previous run's leftovers: its exit file and runtime state.
+        let _ = std::fs::remove_file(&paths.exit_file);
+        if self.runtime.exists(&r.id) {
+            let _ = self.runtime.delete(&r.id, true);
+        }
+        std::fs::create_dir_all(&paths.dir)
+            .map_err(|e| Error::io(format!("create {}", paths.dir.display()), e))?;
+        let rootfs = self.images.mount_rootfs(&r.id)?;
+        let c = &r.config;
+        let defaults = ImageDefaults {
+            user: c.user.clone().filter(|u| !u.is_empty()),
+            env: c.env.clone().unwrap_or_default(),
+            entrypoint: c.entrypoint.clone(),
+            cmd: c.cmd.clone(),
+            working_dir: c.working_dir.clone().filter(|w| !w.is_empty()),
+        };
+        let opts = run_options(r)?;
+        let spec = spec::build_spec(&r.id, &rootfs.path, &defaults, &opts)?;
+        spec::write_bundle(&paths.bundle, &spec)?;
+        let log_opts = r
+            .host_config
+            .log_config
+            .as_ref()
+            .and_then(|l| l.config.clone())
+            .unwrap_or_default();
+        let log = LogConfig {
+            path: PathBuf::from(&r.log_path),
+            max_size: log_opts
+                .get("max-size")
+                .and_then(|s| parse_size(s))
+                .unwrap_or(10 << 20),
+            max_files: log_opts
+                .get("max-file")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(3),
+        };
+        let config = MonitorConfig {
+            id: r.id.clone(),
+            runtime_root: self.runtime.root().to_path_buf(),
+            mode: MonitorMode::Container {
+                bundle: paths.bundle.clone(),
+            },
+            tty: c.tty.unwrap_or(false),
+            open_stdin: c.open_stdin.unwrap_or(false),
+            log: Some(log),
+            exit_file: paths.exit_file.clone(),
+            attach_socket: Some(paths.attach_socket.clone()),
+            monitor_pid_file: paths.monitor_pid.clone(),
+            container_pid_file: paths.container_pid.clone(),
+        };
+        let exe = std::env::current_exe().map_err(|e| Error::io("find the berth executable", e))?;
+        match monitor::spawn_monitor(&exe, &config) {
+            Ok(started) => Ok(started),
+            Err(err) => {
+                let _ = self.runtime.delete(&r.id, true);
+                let _ = self.images.unmount_rootfs(&r.id);
+                Err(err.into())
+            }
+        }
+    }
+
+    /// Watches a container's monitor and records the exit when it goes away.
+    fn watch(self: &Arc<Self>, id: String, monitor_pid: i32, container_pid: i32) {
+        let d = Arc::clone(self);
+        tokio::spawn(async move {
+            wait_for_pid(monitor_pid).await;
+            let exit_file = d.run_paths(&id).exit_file;
+            let status = monitor::read_exit(&exit_file).unwrap_or_else(|err| {
+                tracing::warn!(%id, %err, "cannot read exit file");
+                None
+            });
+            if let Err(err) = d.record_exit(&id, i64::from(container_pid), status).await {
+                tracing::warn!(%id, %err, "cannot record container exit");
+            }
+        });
+    }
+
+    /// Records that the run whose init had `pid` ended: state, runtime cleanup, `die` event,
+    /// and auto-removal. A run that was already recorded (or replaced) is left alone.
+    pub async fn record_exit(
+        self: &Arc<Self>,
+        id: &str,
+        pid: i64,
+        status: Option<ExitStatus>,
+    ) -> Result<()> {
+        let (code, oom, finished, error) = match &status {
+            Some(s) => (
+                i64::from(s.exit_code),
+                s.oom_killed,
+                s.finished_at.clone(),
+                "",
+            ),
+            None => (
+                255,
+                false,
+                crate::time::now_rfc3339(),
+                "the container's monitor exited without an exit status",
+            ),
+        };
+        let (record, changed) = self.containers.update(id, |r| {
+            if !r.state.running || r.state.pid != pid {
+                return Ok(false);
+            }
+            r.state.set_exited(code, error);
+            r.state.oom_killed = oom;
+            r.state.finished_at = finished.clone();
+            Ok(true)
+        })?;
+        if !changed {
+            return Ok(());
+        }
+        let d = Arc::clone(self);
+        let rid = record.id.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if d.runtime.exists(&rid) {
+                if let Err(err) = d.runtime.delete(&rid, true) {
+                    tracing::warn!(id = %rid, %err, "cannot delete runtime state");
+                }
+            }
+            if let Err(err) = d.images.unmount_rootfs(&rid) {
+                tracing::warn!(id = %rid, %err, "cannot unmount rootfs");
+            }
+        })
+        .await;
+        if oom {
+            self.container_event("oom", &record, &[]);
+        }
+        self.container_event("die", &record, &[("exitCode", code.to_string())]);
+        if record.host_config.auto_remove == Some(true) {
+            self.remove_container(&record.id, true).await?;
+        }
+        Ok(())
+    }
+
+    /// Re-adopts containers that were running when the daemon stopped: a finished run is
+    /// recorded from its exit file, a live monitor is watched again, anything else is marked
+    /// exited.
+    pub async fn restore(self: &Arc<Self>) {
+        for record in self.containers.list() {
+            if !record.state.running {
+                continue;
+            }
+            let paths = self.run_paths(&record.id);
+            let monitor_pid = std::fs::read_to_string(&paths.monitor_pid)
+                .ok()
+                .and_then(|p| p.trim().parse::<i32>().ok());
+            let exit = monitor::read_exit(&paths.exit_file).ok().flatten();
+            let pid = record.state.pid;
+            match (exit, monitor_pid) {
+                (Some(status), _) => {
+                    let _ = self.record_exit(&record.id, pid, Some(status)).await;
+                }
+                (None, Some(m)) if pid_alive(i64::from(m)) => {
+                    let container_pid = i32::try_from(pid).unwrap_or(0);
+                    self.watch(record.id.clone(), m, container_pid);
+                }
+                // Not started by a monitor (or its files are gone): trust the init's pid.
+                (None, None) if pid_alive(pid) => {}
+                (None, _) => {
+                    let _ = self.record_exit(&record.id, pid, None).await;
+                }
+            }
+        }
+    }
+
+    /// `POST /containers/{id}/kill?signal=`.
+    pub async fn kill_container(self: &Arc<Self>, key: &str, signal: Signal) -> Result<()> {
+        let record = self.containers.get(key)?;
+        if !record.state.running {
+            return Err(Error::Conflict(format!(
+                "Cannot kill container: {key}: Container {} is not running",
+                record.id
+            )));
+        }
+        self.signal(&record, signal, false).await?;
+        self.container_event("kill", &record, &[("signal", (signal as i32).to_string())]);
+        Ok(())
+    }
+
+    /// Signals a container's init (or all its processes), through the runtime when the
+    /// container was started by one, else through its recorded pid.
+    pub(crate) async fn signal(
+        &self,
+        record: &ContainerRecord,
+        signal: Signal,
+        all: bool,
+    ) -> Result<()> {
+        if self.runtime.exists(&record.id) {
+            let rt = self.runtime.clone();
+            let id = record.id.clone();
+            return tokio::task::spawn_blocking(move || rt.kill(&id, signal, all))
+                .await
+                .map_err(|e| Error::Internal(format!("kill task: {e}")))?
+                .map_err(Error::from);
+        }
+        let pid = i32::try_from(record.state.pid).unwrap_or(0);
+        if pid <= 0 {
+            return Err(Error::Conflict(format!(
+                "container {} has no process to signal",
+                record.id
+            )));
+        }
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)
+            .map_err(|e| Error::io(format!("signal pid {pid}"), e.into()))
+    }
+
+    /// `POST /containers/{id}/stop?t=&signal=`: the stop signal, then SIGKILL after the
+    /// timeout. Returns `false` when it was not running (304).
+    pub async fn stop_container(
+        self: &Arc<Self>,
+        key: &str,
+        timeout: Option<i64>,
+        signal: Option<Signal>,
+    ) -> Result<bool> {
+        let record = self.containers.get(key)?;
+        if !record.state.running {
+            return Ok(false);
+        }
+        let signal = match signal {
+            Some(s) => s,
+            None => match record.config.stop_signal.as_deref() {
+                Some(s) if !s.is_empty() => parse_signal(s)?,
+                _ => Signal::SIGTERM,
+            },
+        };
+        let timeout = timeout.or(record.config.stop_timeout).unwrap_or(10);
+        let (_, mut rx) = self.events.subscribe();
+        if let Err(err) = self.signal(&record, signal, false).await {
+            tracing::debug!(id = %record.id, %err, "stop signal failed; killing");
+        } else {
+            self.container_event("kill", &record, &[("signal", (signal as i32).to_string())]);
+        }
+        let grace = Duration::from_secs(u64::try_from(timeout.max(0)).unwrap_or(0));
+        if timeout < 0 || !self.wait_exit(&record.id, &mut rx, Some(grace)).await {
+            // Negative timeouts mean "wait forever" in Docker's API.
+            if timeout < 0 {
+                self.wait_exit(&record.id, &mut rx, None).await;
+                return Ok(true);
+            }
+            self.signal(&record, Signal::SIGKILL, true).await?;
+            self.container_event("kill", &record, &[("signal", "9".into())]);
+            if !self
+                .wait_exit(&record.id, &mut rx, Some(Duration::from_secs(30)))
+                .await
+            {
+                return Err(Error::Internal(format!(
+                    "container {} did not exit after SIGKILL",
+                    record.id
+                )));
+            }
+        }
+        self.container_event("stop", &record, &[]);
+        Ok(true)
+    }
+
+    /// Waits until container `id` is no longer running; `false` on timeout.
+    pub(crate) async fn wait_exit(
+        &self,
+        id: &str,
+        rx: &mut tokio::sync::broadcast::Receiver<Arc<crate::events::Event>>,
+        timeout: Option<Duration>,
+    ) -> bool {
+        let done = async {
+            loop {
+                if self.containers.get(id).map_or(true, |r| !r.state.running) {
+                    return;
+                }
+                match rx.recv().await {
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        };
+        match timeout {
+            Some(t) => tokio::time::timeout(t, done).await.is_ok(),
+            None => {
+                done.await;
+                true
+            }
+        }
+    }
+
+    /// `POST /containers/{id}/wait?condition=`: resolves to the exit code. The receiver must
+    /// be subscribed before the caller answers the client, so that no exit is missed.
+    pub async fn wait_container(
+        &self,
+        id: &str,
+        condition: &str,
+        mut rx: tokio::sync::broadcast::Receiver<Arc<crate::events::Event>>,
+    ) -> Result<i64> {
+        if condition == "not-running" {
+            if let Ok(r) = self.containers.get(id) {
+                if !r.state.running {
+                    return Ok(r.state.exit_code);
+                }
+            }
+        }
+        let mut last_code = None;
+        loop {
+            match rx.recv().await {
+                Ok(e) if e.kind == "container" && e.actor.id == id => {
+                    if e.action == "die" {
+                        let code = e
+                            .actor
+                            .attributes
+                            .get("exitCode")
+                            .and_then(|c| c.parse().ok())
+                            .unwrap_or(0);
+                        if condition != "removed" {
+                            return Ok(code);
+                        }
+                        last_code = Some(code);
+                    }
+                    if e.action == "destroy" {
+                        return Ok(last_code.unwrap_or(0));
+                    }
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    return Err(Error::Internal("event stream closed".into()))
+                }
+            }
+        }
+    }
+}
+
+/// Docker's HostConfig and Config as the runtime's plain options.
+fn run_options(r: &ContainerRecord) -> Result<RunOptions> {
+    let hc = &r.host_config;
+    let mut mounts = Vec::new();
+    for bind in hc.binds.iter().flatten() {
+        let parts: Vec<&str> = bind.split(':').collect();
+        let (source, target, mode) = match parts.as_slice() {
+            [s, t] => (*s, *t, ""),
+            [s, t, m] => (*s, *t, *m),
+            _ => {
+                return Err(Error::InvalidParameter(format!(
+                    "invalid volume specification: '{bind}'"
+                )))
+            }
+        };
+        if !source.starts_with('/') {
+            return Err(Error::NotImplemented("named volumes"));
+        }
+        mounts.push(MountSpec {
+            kind: MountKind::Bind,
+            source: source.into(),
+            target: target.into(),
+            read_only: mode.split(',').any(|m| m == "ro"),
+            options: Vec::new(),
+        });
+    }
+    for (target, options) in hc.tmpfs.iter().flatten() {
+        mounts.push(MountSpec {
+            kind: MountKind::Tmpfs,
+            source: PathBuf::new(),
+            target: target.into(),
+            read_only: false,
+            options: options
+                .split(',')
+                .filter(|o| !o.is_empty())
+                .map(str::to_string)
+                .collect(),
+        });
+    }
+    let network = match hc.network_mode.as_deref() {
+        Some("host") => NetworkMode::Host,
+        Some(m) if m.starts_with("container:") => {
+            return Err(Error::NotImplemented("container network mode"))
+        }
+        _ => NetworkMode::None,
+    };
+    let security = hc.security_opt.clone().unwrap_or_default();
+    let limits = berth_runtime::Limits {
+        memory: hc.memory.filter(|&m| m > 0),
+        memory_swap: hc.memory_swap.filter(|&m| m != 0),
+        memory_reservation: hc.memory_reservation.filter(|&m| m > 0),
+        oom_kill_disable: hc.oom_kill_disable,
+        cpu_shares: hc
+            .cpu_shares
+            .and_then(|s| u64::try_from(s).ok())
+            .filter(|&s| s > 0),
+        cpu_quota: hc.cpu_quota.filter(|&q| q > 0).or_else(|| {
+            hc.nano_cpus
+                .filter(|&n| n > 0)
+                .map(|n| n * 100_000 / 1_000_000_000)
+        }),
+        cpu_period: hc
+            .cpu_period
+            .and_then(|p| u64::try_from(p).ok())
+            .filter(|&p| p > 0)
+            .or_else(|| hc.nano_cpus.filter(|&n| n > 0).map(|_| 100_000)),
+        cpuset_cpus: hc.cpuset_cpus.clone().filter(|s| !s.is_empty()),
+        cpuset_mems: hc.cpuset_mems.clone().filter(|s| !s.is_empty()),
+        pids_limit: hc.pids_limit.filter(|&p| p > 0),
+        blkio_weight: hc.blkio_weight.filter(|&w| w > 0),
+    };
+    Ok(RunOptions {
+        hostname: r.config.hostname.clone().filter(|h| !h.is_empty()),
+        group_add: hc.group_add.clone().unwrap_or_default(),
+        tty: r.config.tty.unwrap_or(false),
+        mounts,
+        limits,
+        cap_add: hc.cap_add.clone().unwrap_or_default(),
+        cap_drop: hc.cap_drop.clone().unwrap_or_default(),
+        privileged: hc.privileged.unwrap_or(false),
+        read_only_rootfs: hc.readonly_rootfs.unwrap_or(false),
+        sysctls: hc.sysctls.clone().unwrap_or_default().into_iter().collect(),
+        ulimits: hc
+            .ulimits
+            .iter()
+            .flatten()
+            .filter_map(|u| {
+                Some(spec::Ulimit {
+                    name: u.name.clone()?,
+                    soft: u64::try_from(u.soft?).ok()?,
+                    hard: u64::try_from(u.hard?).ok()?,
+                })
+            })
+            .collect(),
+        seccomp: if security
+            .iter()
+            .any(|s| s == "seccomp=unconfined" || s == "seccomp:unconfined")
+        {
+            spec::SeccompMode::Unconfined
+        } else {
+            spec::SeccompMode::Default
+        },
+        no_new_privileges: security.iter().any(|s| {
+            s == "no-new-privileges"
+                || s == "no-new-privileges:true"
+                || s == "no-new-privileges=true"
+        }),
+        network,
+        shm_size: hc
+            .shm_size
+            .and_then(|s| u64::try_from(s).ok())
+            .filter(|&s| s > 0),
+        oom_score_adj: hc.oom_score_adj.and_then(|s| i32::try_from(s).ok()),
+        ..Default::default()
+    })
+}
+
+/// `10m`, `512k`, `1g`, or plain bytes.
+fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim().to_ascii_lowercase();
+    let (num, mult) = match s.chars().last()? {
+        'k' => (&s[..s.len() - 1], 1u64 << 10),
+        'm' => (&s[..s.len() - 1], 1 << 20),
+        'g' => (&s[..s.len() - 1], 1 << 30),
+        _ => (&s[..], 1),
+    };
+    num.parse::<u64>().ok()?.checked_mul(mult)
+}
+
+/// Resolves when process `pid` (not our child) has exited.
+async fn wait_for_pid(pid: i32) {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1; no memory
+    // is passed.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        // ESRCH: already gone. Other errors (old kernels): poll for the pid instead.
+        while pid_alive(i64::from(pid)) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        return;
+    }
+    let Ok(raw) = i32::try_from(fd) else {
+        return;
+    };
+    // SAFETY: the descriptor was just returned by pidfd_open and nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: `fd` is an open pidfd owned by the OwnedFd moved into the AsyncFd, which keeps
+    // it open and unchanged until the AsyncFd is dropped.
+    let registered = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) };
+    match registered {
+        // A pidfd becomes readable when the process exits.
+        Ok(afd) => {
+            let _ = afd.readable().await;
+        }
+        Err(_) => {
+            while pid_alive(i64::from(pid)) {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_and_sizes() {
+        assert_eq!(parse_signal("TERM").unwrap(), Signal::SIGTERM);
+        assert_eq!(parse_signal("sigkill").unwrap(), Signal::SIGKILL);
+        assert_eq!(parse_signal("9").unwrap(), Signal::SIGKILL);
+        assert!(parse_signal("NOPE").is_err());
+        assert_eq!(parse_size("10m"), Some(10 << 20));
+        assert_eq!(parse_size("512"), Some(512));
+        assert_eq!(parse_size("x"), None);
+    }
+}
