@@ -336,6 +336,8 @@ impl Store {
 
     /// Write the named images (references, IDs or prefixes) as one archive.
     pub fn save(&self, names: &[&str], format: ArchiveFormat, writer: impl Write) -> Result<()> {
+        // Keep gc from collecting blobs while they are being written out.
+        let _l = self.lock_shared()?;
         let db = self.read_db()?;
         let mut images: Vec<(Image, Vec<Reference>)> = Vec::new();
         for n in names {

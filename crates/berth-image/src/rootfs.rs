@@ -241,6 +241,7 @@ impl Store {
 
     /// Unmount and delete a container's rootfs; the image is no longer in use by it.
     pub fn remove_rootfs(&self, container_id: &str) -> Result<()> {
+        let _l = self.lock_shared()?;
         let dir = self.container_dir(container_id)?;
         if !dir.exists() {
             return Err(Error::ContainerNotFound(container_id.to_string()));
