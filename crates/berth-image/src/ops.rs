@@ -494,6 +494,17 @@ impl Store {
             };
             r.ctx("remove", p)?;
         }
+        // Temp files of an interrupted index rewrite (atomic_write) sit next to the index;
+        // the index lock keeps a rewrite in progress from losing its file.
+        let _db = crate::db::lock(&self.inner.root.join("images.lock"), true)?;
+        for e in fs::read_dir(&self.inner.root)
+            .ctx("list", &self.inner.root)?
+            .flatten()
+        {
+            if e.file_name().to_string_lossy().starts_with(".tmp-") {
+                fs::remove_file(e.path()).ctx("remove", e.path())?;
+            }
+        }
         Ok(report)
     }
 

@@ -239,10 +239,12 @@ fn prune_gc_and_disk_usage() {
     assert_eq!(ts.store.list().unwrap().len(), 1);
     // Junk in tmp and orphan blobs are collected.
     std::fs::write(ts.root().join("tmp/junk"), b"x").unwrap();
+    std::fs::write(ts.root().join(".tmp-crashed"), b"{").unwrap();
     ts.store.put_blob(&b"orphan"[..], None, None).unwrap();
     let gc = ts.store.gc().unwrap();
     assert_eq!(gc.blobs_removed, 1);
     assert_eq!(ts.count("tmp"), 0);
+    assert!(!ts.root().join(".tmp-crashed").exists());
     assert!(ts.store.fsck().unwrap().ok());
 }
 
