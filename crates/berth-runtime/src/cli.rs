@@ -257,7 +257,11 @@ fn run(runtime: &Runtime, a: liboci_cli::Run) -> Result<i32> {
     }
     let code = wait_forwarding(pid);
     if !a.keep {
-        runtime.delete(&id, true)?;
+        // A concurrent `pause`/`resume` may be rewriting state.json: retry once.
+        if runtime.delete(&id, true).is_err() {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            runtime.delete(&id, true)?;
+        }
     }
     code
 }

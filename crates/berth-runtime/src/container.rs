@@ -16,7 +16,7 @@ use std::fs;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
-use libcgroups::common::{CgroupConfig, CgroupManager, ControllerOpt};
+use libcgroups::common::{CgroupConfig, CgroupManager, ControllerOpt, FreezerState};
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::container::{Container, ContainerStatus};
 use libcontainer::syscall::syscall::SyscallType;
@@ -185,25 +185,55 @@ impl Runtime {
     }
 
     /// Sends `signal` to the container's init (or to every process in its cgroup when `all`).
+    ///
+    /// Signals directly rather than through libcontainer's `kill`, which rewrites state.json
+    /// (non-atomically) on every call: a concurrent `delete` or `state` could read it torn.
     pub fn kill(&self, id: &str, signal: Signal, all: bool) -> Result<()> {
-        let mut container = self.load(id)?;
-        let before = container.status();
-        if !(container.can_kill() || all && before == ContainerStatus::Stopped) {
+        let container = self.load(id)?;
+        let status = container.status();
+        if !(container.can_kill() || all && status == ContainerStatus::Stopped) {
             return Err(Error::WrongState {
                 id: id.to_owned(),
-                status: status_name(before).to_owned(),
+                status: status_name(status).to_owned(),
                 op: "kill",
             });
         }
-        container
-            .kill(signal, all)
-            .map_err(|e| Error::libcontainer(format!("kill container {id}"), &e))?;
-        // libcontainer records "stopped" as soon as a signal is sent, whatever the signal; the
-        // status is derived from the init's liveness on every load, so keep the real one.
-        container.set_status(before);
-        container
-            .save()
-            .map_err(|e| Error::libcontainer(format!("save state of {id}"), &e))
+        let send = |pid: Pid| match nix::sys::signal::kill(pid, signal) {
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+            Err(e) => Err(Error::sys(
+                format!("signal {signal} to pid {pid} of {id}"),
+                e,
+            )),
+        };
+        let paused = status == ContainerStatus::Paused;
+        if all {
+            let manager = self.cgroup_manager(id, &container)?;
+            // Freeze so that no process forks away from the signal; a paused container stays
+            // frozen unless it is being killed.
+            if !paused {
+                let _ = manager.freeze(FreezerState::Frozen);
+            }
+            let pids = manager.get_all_pids().map_err(|e| Error::Cgroup {
+                path: self.container_dir(id),
+                message: crate::error::one_line(&e),
+            });
+            let result = pids.and_then(|pids| pids.into_iter().try_for_each(send));
+            if !paused || signal == Signal::SIGKILL {
+                let _ = manager.freeze(FreezerState::Thawed);
+            }
+            result
+        } else {
+            let pid = container
+                .pid()
+                .ok_or_else(|| Error::NotFound(format!("{id} (no init pid)")))?;
+            send(pid)?;
+            if paused && signal == Signal::SIGKILL {
+                // A frozen process cannot act on SIGKILL until thawed (cgroup v1).
+                let manager = self.cgroup_manager(id, &container)?;
+                let _ = manager.freeze(FreezerState::Thawed);
+            }
+            Ok(())
+        }
     }
 
     /// Freezes every process of the container.

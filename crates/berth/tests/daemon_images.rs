@@ -3,26 +3,7 @@
 
 mod daemon_common;
 
-use daemon_common::{ok, Daemon, DOCKER};
-
-/// A root filesystem tarball with a static busybox as `/bin/sh`.
-fn busybox_tar(dir: &std::path::Path) -> std::path::PathBuf {
-    let rootfs = dir.join("rootfs");
-    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
-    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-    std::os::unix::fs::symlink("busybox", rootfs.join("bin/sh")).unwrap();
-    let tar = dir.join("rootfs.tar");
-    let status = std::process::Command::new("tar")
-        .arg("-C")
-        .arg(&rootfs)
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(status.success());
-    tar
-}
+use daemon_common::{import_busybox, ok, Daemon, DOCKER};
 
 #[test]
 fn docker_image_lifecycle_and_create() {
@@ -31,18 +12,7 @@ fn docker_image_lifecycle_and_create() {
         return;
     }
     let d = Daemon::start();
-    let tar = busybox_tar(d.dir.path());
-    let tar = tar.to_str().unwrap();
-    let id = ok(d.docker(&[
-        "import",
-        "-c",
-        r#"CMD ["sh"]"#,
-        "-c",
-        "ENV PATH=/bin",
-        tar,
-        "busybox:latest",
-    ]));
-    let id = id.trim().to_string();
+    let id = import_busybox(&d);
     assert!(id.starts_with("sha256:"), "{id}");
 
     let out = ok(d.docker(&["images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"]));

@@ -162,7 +162,6 @@ fn default_capabilities_are_dropped() {
 #[test]
 fn seccomp_denies_unshare() {
     // unshare(CLONE_NEWUSER) needs no capability: only the seccomp profile can refuse it.
-    // (busybox has no keyctl applet; keyctl's denial is covered by the profile's unit tests.)
     let script = "grep Seccomp: /proc/self/status; unshare -U true && echo unshare-ok || echo unshare-denied";
     let c = TestContainer::new("seccomp", &["sh", "-c", script], |_| {});
     let text = stdout(&c.run(b""));
@@ -421,4 +420,50 @@ fn live_update_of_limits() {
     let out = c.runtime(&["update", "--pids-limit", "30", &c.id]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(read(pids.join("pids.max")), "30");
+}
+
+/// keyctl(2) is denied by the default profile. busybox has no keyctl applet, so the host's
+/// python3 (bind-mounted read-only with /usr) makes the raw system call.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn seccomp_denies_keyctl() {
+    use berth_runtime::spec::{MountKind, MountSpec};
+    if !std::path::Path::new("/usr/bin/python3").exists() {
+        eprintln!("skipped: no /usr/bin/python3 on the host to issue keyctl(2)");
+        return;
+    }
+    // keyctl(KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING, 0) is syscall 250 on x86_64.
+    let script = "import ctypes; libc = ctypes.CDLL(None, use_errno=True); \
+                  r = libc.syscall(250, 0, -3, 0); print('keyctl', r, ctypes.get_errno())";
+    let with_usr = |o: &mut berth_runtime::spec::RunOptions| {
+        o.mounts.push(MountSpec {
+            kind: MountKind::Bind,
+            source: "/usr".into(),
+            target: "/usr".into(),
+            read_only: true,
+            options: vec![],
+        });
+    };
+    let prepare = |c: &TestContainer| {
+        let rootfs = c.bundle.join("rootfs");
+        std::os::unix::fs::symlink("usr/lib", rootfs.join("lib")).unwrap();
+        std::os::unix::fs::symlink("usr/lib64", rootfs.join("lib64")).unwrap();
+    };
+    let c = TestContainer::new("keyctl", &["/usr/bin/python3", "-c", script], with_usr);
+    prepare(&c);
+    let out = c.run(b"");
+    assert_eq!(stdout(&out).trim(), "keyctl -1 1", "{}", stderr(&out));
+
+    let c = TestContainer::new("keyctl-ok", &["/usr/bin/python3", "-c", script], |o| {
+        with_usr(o);
+        o.seccomp = SeccompMode::Unconfined;
+    });
+    prepare(&c);
+    let out = c.run(b"");
+    assert!(
+        !stdout(&out).contains("keyctl -1 1"),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
 }

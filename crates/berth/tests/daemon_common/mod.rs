@@ -26,7 +26,8 @@ impl Daemon {
     /// Starts a daemon on `<tmp>/s.sock` with `<tmp>/data` and `<tmp>/run`.
     pub fn start() -> Self {
         let dir = tempfile::Builder::new()
-            .prefix("berth-daemon-test")
+            // Short: unix socket paths under it must stay below 108 bytes.
+            .prefix("bd")
             .tempdir()
             .expect("create temp dir");
         std::fs::create_dir_all(dir.path().join("data")).unwrap();
@@ -135,11 +136,92 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        // Containers outlive the daemon (their monitors are detached), so remove them through
+        // the API first, then kill whatever is left and unmount what the image store mounted.
+        if self.child.is_some() {
+            if let Ok(list) =
+                std::panic::catch_unwind(|| self.http("GET", "/containers/json?all=1", None).json())
+            {
+                for c in list.as_array().into_iter().flatten() {
+                    if let Some(id) = c["Id"].as_str() {
+                        let _ = std::panic::catch_unwind(|| {
+                            self.http("DELETE", &format!("/containers/{id}?force=1"), None)
+                        });
+                    }
+                }
+            }
+        }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+        let run = self.dir.path().join("run").join("containers");
+        for entry in std::fs::read_dir(&run).into_iter().flatten().flatten() {
+            for file in ["container.pid", "monitor.pid"] {
+                let pid = std::fs::read_to_string(entry.path().join(file))
+                    .ok()
+                    .and_then(|p| p.trim().parse::<i32>().ok());
+                if let Some(pid) = pid.filter(|&p| p > 1) {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        }
+        let root = self.dir.path().display().to_string();
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut targets: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| m.starts_with(&root))
+            .collect();
+        targets.reverse();
+        for t in targets {
+            let _ = nix::mount::umount2(t, nix::mount::MntFlags::MNT_DETACH);
+        }
     }
+}
+
+/// A root filesystem tarball with a static busybox and a symlink per applet.
+pub fn busybox_tar(dir: &Path) -> PathBuf {
+    let rootfs = dir.join("rootfs");
+    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+    let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        let link = rootfs.join("bin").join(applet);
+        if !link.exists() {
+            std::os::unix::fs::symlink("busybox", link).unwrap();
+        }
+    }
+    let tar = dir.join("rootfs.tar");
+    let status = Command::new("tar")
+        .arg("-C")
+        .arg(&rootfs)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::remove_dir_all(&rootfs).unwrap();
+    tar
+}
+
+/// Imports the busybox rootfs as `busybox:latest` through the docker CLI.
+pub fn import_busybox(d: &Daemon) -> String {
+    let tar = busybox_tar(d.dir.path());
+    let out = d.docker(&[
+        "import",
+        "-c",
+        r#"CMD ["sh"]"#,
+        "-c",
+        "ENV PATH=/bin",
+        tar.to_str().unwrap(),
+        "busybox:latest",
+    ]);
+    ok(out).trim().to_string()
 }
 
 /// A parsed HTTP response.

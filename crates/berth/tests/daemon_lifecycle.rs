@@ -1,0 +1,229 @@
+//! Real containers through the daemon with the real docker CLI: run (attached, detached,
+//! with stdin), exit codes, logs, stop escalation, kill, wait, restart, forced removal, events,
+//! and containers surviving a daemon restart.
+
+mod daemon_common;
+
+use std::process::{Command, Stdio};
+
+use daemon_common::{import_busybox, ok, Daemon, DOCKER};
+
+fn have_tools() -> bool {
+    let ok = std::path::Path::new(DOCKER).exists() && std::path::Path::new("/bin/busybox").exists();
+    if !ok {
+        eprintln!("skipping: docker CLI or busybox-static missing");
+    }
+    ok
+}
+
+fn text(out: &[u8]) -> String {
+    String::from_utf8_lossy(out).into_owned()
+}
+
+#[test]
+fn docker_run_attached_and_detached() {
+    if !have_tools() {
+        return;
+    }
+    let d = Daemon::start();
+    import_busybox(&d);
+
+    let out = d.docker(&["run", "--rm", "busybox", "echo", "hello"]);
+    assert_eq!(text(&out.stdout), "hello\n", "{out:?}");
+    assert_eq!(out.status.code(), Some(0));
+
+    let out = d.docker(&[
+        "run",
+        "--name",
+        "three",
+        "busybox",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert_eq!(text(&out.stdout), "out\n");
+    assert_eq!(text(&out.stderr), "err\n");
+    let out = ok(d.docker(&[
+        "inspect",
+        "-f",
+        "{{.State.Status}} {{.State.ExitCode}} {{.State.Running}}",
+        "three",
+    ]));
+    assert_eq!(out, "exited 3 false\n");
+    let out = d.docker(&["logs", "three"]);
+    assert_eq!(text(&out.stdout), "out\n");
+    assert_eq!(text(&out.stderr), "err\n");
+
+    let mut child = Command::new(DOCKER)
+        .args(["run", "-i", "--rm", "busybox", "tr", "a-z", "A-Z"])
+        .env("DOCKER_HOST", d.host())
+        .env("DOCKER_CONFIG", d.dir.path().join("docker-config"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"piped input\n").unwrap();
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(text(&out.stdout), "PIPED INPUT\n");
+    assert!(out.status.success());
+
+    // --rm containers are gone once they exit.
+    let out = ok(d.docker(&["ps", "-a", "--format", "{{.Names}}"]));
+    assert_eq!(out, "three\n");
+
+    let out = d.docker(&["run", "--rm", "busybox", "no-such-command"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("not found"), "{out:?}");
+    assert_eq!(ok(d.docker(&["ps", "-aq", "--filter", "name=no-such"])), "");
+
+    let id = ok(d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "bg",
+        "busybox",
+        "sh",
+        "-c",
+        "echo started; sleep 1; exit 5",
+    ]));
+    assert_eq!(id.trim().len(), 64);
+    assert_eq!(ok(d.docker(&["wait", "bg"])), "5\n");
+    assert_eq!(text(&d.docker(&["logs", "bg"]).stdout), "started\n");
+}
+
+#[test]
+fn stop_kill_restart_rm_and_events() {
+    if !have_tools() {
+        return;
+    }
+    let d = Daemon::start();
+    import_busybox(&d);
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 1;
+
+    ok(d.docker(&["run", "-d", "--name", "sleeper", "busybox", "sleep", "1000"]));
+    let out = ok(d.docker(&["ps", "--format", "{{.Names}} {{.State}}"]));
+    assert_eq!(out, "sleeper running\n");
+    let pid = ok(d.docker(&["inspect", "-f", "{{.State.Pid}}", "sleeper"]));
+    let pid: i32 = pid.trim().parse().unwrap();
+    assert!(pid > 1);
+    let out = d.docker(&["rm", "sleeper"]);
+    assert!(
+        text(&out.stderr).contains("container is running"),
+        "{out:?}"
+    );
+
+    // PID 1 ignores SIGTERM, so stop escalates to SIGKILL after the timeout.
+    assert_eq!(ok(d.docker(&["stop", "-t", "1", "sleeper"])), "sleeper\n");
+    let out = ok(d.docker(&[
+        "inspect",
+        "-f",
+        "{{.State.Status}} {{.State.ExitCode}} {{.State.Pid}}",
+        "sleeper",
+    ]));
+    assert_eq!(out, "exited 137 0\n");
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+    // Stopping a stopped container is a no-op (304), which the CLI reports as success.
+    ok(d.docker(&["stop", "sleeper"]));
+
+    assert_eq!(ok(d.docker(&["start", "sleeper"])), "sleeper\n");
+    assert_eq!(
+        ok(d.docker(&["inspect", "-f", "{{.State.Running}}", "sleeper"])),
+        "true\n"
+    );
+    ok(d.docker(&["kill", "sleeper"]));
+    assert_eq!(ok(d.docker(&["wait", "sleeper"])), "137\n");
+    let out = d.docker(&["kill", "sleeper"]);
+    assert!(text(&out.stderr).contains("is not running"), "{out:?}");
+
+    ok(d.docker(&["restart", "-t", "0", "sleeper"]));
+    assert_eq!(
+        ok(d.docker(&["inspect", "-f", "{{.State.Running}}", "sleeper"])),
+        "true\n"
+    );
+    assert_eq!(ok(d.docker(&["rm", "-f", "sleeper"])), "sleeper\n");
+    assert_eq!(ok(d.docker(&["ps", "-aq"])), "");
+
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let out = ok(d.docker(&[
+        "events",
+        "--since",
+        &since.to_string(),
+        "--until",
+        &until.to_string(),
+        "--filter",
+        "container=sleeper",
+        "--filter",
+        "event=create",
+        "--filter",
+        "event=start",
+        "--filter",
+        "event=die",
+        "--filter",
+        "event=destroy",
+        "--format",
+        "{{.Action}}",
+    ]));
+    assert_eq!(
+        out, "create\nstart\ndie\nstart\ndie\nstart\ndie\nstart\ndie\ndestroy\n",
+        "run, stop, start+kill, restart (stop and start), rm -f"
+    );
+}
+
+#[test]
+fn containers_survive_a_daemon_restart() {
+    if !have_tools() {
+        return;
+    }
+    let mut d = Daemon::start();
+    import_busybox(&d);
+    ok(d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "long",
+        "busybox",
+        "sh",
+        "-c",
+        "echo one; sleep 1000",
+    ]));
+    ok(d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "short",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 1; exit 7",
+    ]));
+    let pid = ok(d.docker(&["inspect", "-f", "{{.State.Pid}}", "long"]));
+
+    d.stop();
+    // `short` exits while no daemon is running.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    d.spawn();
+
+    let out = ok(d.docker(&[
+        "inspect",
+        "-f",
+        "{{.State.Status}} {{.State.ExitCode}}",
+        "short",
+    ]));
+    assert_eq!(out, "exited 7\n");
+    let out = ok(d.docker(&["inspect", "-f", "{{.State.Pid}}", "long"]));
+    assert_eq!(out, pid, "still the same process");
+    assert_eq!(text(&d.docker(&["logs", "long"]).stdout), "one\n");
+    // The restored watcher notices the exit.
+    ok(d.docker(&["kill", "long"]));
+    assert_eq!(ok(d.docker(&["wait", "long"])), "137\n");
+}
