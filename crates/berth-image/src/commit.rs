@@ -433,18 +433,31 @@ impl Store {
                 });
                 continue;
             }
-            let in_lower = lowers
+            let lower = lowers
                 .iter()
                 .find_map(|l| fs::symlink_metadata(l.join(&r)).ok())
-                .is_some_and(|lm| !is_whiteout(&lm));
-            out.push(Change {
-                path,
-                kind: if in_lower {
-                    ChangeKind::Modified
-                } else {
-                    ChangeKind::Added
-                },
-            });
+                .filter(|lm| !is_whiteout(lm));
+            let kind = match &lower {
+                // An opaque directory hides the lower one: Docker reports it deleted (its
+                // entries in the upper dir follow as additions or modifications).
+                Some(_) if m.is_dir() && is_opaque(&abs)? => Some(ChangeKind::Deleted),
+                None => Some(ChangeKind::Added),
+                // A directory only copied up (same mode, size and mtime) is not a change.
+                Some(lm)
+                    if lm.is_dir()
+                        && m.is_dir()
+                        && lm.mode() == m.mode()
+                        && lm.len() == m.len()
+                        && lm.mtime() == m.mtime()
+                        && lm.mtime_nsec() == m.mtime_nsec() =>
+                {
+                    None
+                }
+                Some(_) => Some(ChangeKind::Modified),
+            };
+            if let Some(kind) = kind {
+                out.push(Change { path, kind });
+            }
             if m.is_dir() {
                 self.overlay_changes(upper, &r, lowers, out)?;
             }

@@ -288,6 +288,14 @@ fn check_whiteouts(ts: &TestStore) {
             .any(|c| c.path == "/etc/hostname" && c.kind == ChangeKind::Deleted),
         "{diff:?}"
     );
+    let has = |p: &str, k: ChangeKind| diff.iter().any(|c| c.path == p && c.kind == k);
+    assert!(has("/data/c", ChangeKind::Added), "{diff:?}");
+    if r.driver == Driver::Overlay {
+        // The recreated directory is opaque in the upper dir: Docker reports it deleted.
+        assert!(has("/data", ChangeKind::Deleted), "{diff:?}");
+    } else {
+        assert!(has("/data/b", ChangeKind::Deleted), "{diff:?}");
+    }
     ts.store
         .commit(
             "w",
