@@ -27,7 +27,7 @@ pub struct RunPaths {
     pub bundle: PathBuf,
     /// Written by the monitor when the container exits.
     pub exit_file: PathBuf,
-    /// The monitor's attach socket.
+    /// The monitor's attach socket (`<exec-root>/s/<short id>.sock`).
     pub attach_socket: PathBuf,
     /// The monitor's pid.
     pub monitor_pid: PathBuf,
@@ -66,10 +66,17 @@ impl Daemon {
     /// The runtime files of container `id`.
     pub fn run_paths(&self, id: &str) -> RunPaths {
         let dir = self.config.exec_root.join("containers").join(id);
+        // Unix socket paths are limited to 107 bytes, so the socket does not live in the
+        // container's directory; 24 hex digits of a random ID are unique in practice.
+        let short = &id[..id.len().min(24)];
         RunPaths {
             bundle: dir.join("bundle"),
             exit_file: dir.join("exit.json"),
-            attach_socket: dir.join("attach.sock"),
+            attach_socket: self
+                .config
+                .exec_root
+                .join("s")
+                .join(format!("{short}.sock")),
             monitor_pid: dir.join("monitor.pid"),
             container_pid: dir.join("container.pid"),
             dir,
@@ -141,8 +148,13 @@ impl Daemon {
         if self.runtime.exists(&r.id) {
             let _ = self.runtime.delete(&r.id, true);
         }
-        std::fs::create_dir_all(&paths.dir)
-            .map_err(|e| Error::io(format!("create {}", paths.dir.display()), e))?;
+        for dir in [Some(paths.dir.as_path()), paths.attach_socket.parent()]
+            .into_iter()
+            .flatten()
+        {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+        }
         let rootfs = self.images.mount_rootfs(&r.id)?;
         let c = &r.config;
         let defaults = ImageDefaults {

@@ -174,8 +174,8 @@ fn stop_kill_restart_rm_and_events() {
         "{{.Action}}",
     ]));
     assert_eq!(
-        out, "create\nstart\ndie\nstart\ndie\nstart\ndie\nstart\ndie\ndestroy\n",
-        "run, stop, start+kill, restart (stop and start), rm -f"
+        out, "create\nstart\ndie\nstart\ndie\nstart\ndie\ndestroy\n",
+        "run, stop, start, kill, restart of the stopped container, rm -f"
     );
 }
 
