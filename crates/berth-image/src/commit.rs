@@ -37,9 +37,13 @@ pub struct ImportOptions {
 /// Options for [`Store::commit`].
 #[derive(Debug, Clone, Default)]
 pub struct CommitOptions {
+    /// Tag the new image (`repo[:tag]`).
     pub reference: Option<String>,
+    /// `--author`.
     pub author: Option<String>,
+    /// `--message`: the config's comment and the new history entry's.
     pub message: Option<String>,
+    /// Dockerfile instructions applied to the config (`--change`).
     pub changes: Vec<String>,
     /// The container's config (Docker's ContainerConfig shape) to record instead of the
     /// image's; `changes` are applied on top.
@@ -50,8 +54,11 @@ pub struct CommitOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(into = "u8", try_from = "u8")]
 pub enum ChangeKind {
+    /// Changed (content or metadata).
     Modified = 0,
+    /// Created.
     Added = 1,
+    /// Removed.
     Deleted = 2,
 }
 
@@ -77,7 +84,9 @@ impl TryFrom<u8> for ChangeKind {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct Change {
+    /// Absolute path inside the container.
     pub path: String,
+    /// What happened to it.
     pub kind: ChangeKind,
 }
 

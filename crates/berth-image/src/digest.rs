@@ -108,6 +108,7 @@ pub struct HashingReader<R> {
 }
 
 impl<R: Read> HashingReader<R> {
+    /// Wrap `inner`.
     pub fn new(inner: R) -> Self {
         HashingReader {
             inner,
@@ -122,6 +123,7 @@ impl<R: Read> HashingReader<R> {
         Ok((Digest::from_hasher(self.hasher), self.count, self.inner))
     }
 
+    /// The wrapped reader.
     pub fn get_mut(&mut self) -> &mut R {
         &mut self.inner
     }
@@ -145,6 +147,7 @@ pub struct TeeHashReader<R, W> {
 }
 
 impl<R: Read, W: Write> TeeHashReader<R, W> {
+    /// Copy everything read from `inner` into `sink`, hashing it.
     pub fn new(inner: R, sink: W) -> Self {
         TeeHashReader {
             inner,

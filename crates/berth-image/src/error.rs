@@ -25,6 +25,7 @@ pub enum ErrorKind {
 /// Errors returned by the image store.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A filesystem operation failed.
     #[error("{context} {}: {source}", path.display())]
     Io {
         context: &'static str,
@@ -32,57 +33,76 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// A name that is not a valid Docker reference.
     #[error("invalid reference format: {reference:?}: {reason}")]
     InvalidReference { reference: String, reason: String },
+    /// A string that is not a `sha256:<64 hex>` digest.
     #[error("invalid digest {digest:?}: {reason}")]
     InvalidDigest {
         digest: String,
         reason: &'static str,
     },
+    /// Content did not hash to the digest it was expected to have.
     #[error("digest mismatch for {what}: expected {expected}, got {actual}")]
     DigestMismatch {
         what: String,
         expected: String,
         actual: String,
     },
+    /// Content did not have the size it was expected to have.
     #[error("size mismatch for {what}: expected {expected} bytes, got {actual}")]
     SizeMismatch {
         what: String,
         expected: u64,
         actual: u64,
     },
+    /// No image by that reference, ID or ID prefix.
     #[error("no such image: {0}")]
     ImageNotFound(String),
+    /// No container rootfs with that ID.
     #[error("no such container rootfs: {0}")]
     ContainerNotFound(String),
+    /// A container rootfs with that ID already exists.
     #[error("container rootfs already exists: {0}")]
     ContainerExists(String),
+    /// A blob the operation needs is not in the content store.
     #[error("blob not found: {0}")]
     BlobNotFound(String),
+    /// An ID prefix matching several images.
     #[error("image reference {0:?} is ambiguous")]
     Ambiguous(String),
+    /// The image is used by a container and the removal was not forced.
     #[error("conflict: unable to delete {image} (must be forced) - image is being used by container {container}")]
     ImageInUse { image: String, container: String },
+    /// Removal by ID of an image tagged in several repositories, not forced.
     #[error("conflict: unable to delete {image} (must be forced) - image is referenced in multiple repositories")]
     MultipleRepositories { image: String },
+    /// A layer entry that would write outside its snapshot.
     #[error("unsafe layer entry {path:?}: {reason}")]
     UnsafeEntry { path: String, reason: String },
+    /// A layer stream that is not a valid (compressed) tar.
     #[error("invalid layer: {0}")]
     InvalidLayer(String),
+    /// An image archive that is neither docker-archive nor OCI layout.
     #[error("invalid archive: {0}")]
     InvalidArchive(String),
+    /// A manifest or config that is malformed or inconsistent.
     #[error("invalid image manifest or config: {0}")]
     InvalidManifest(String),
+    /// An index without a manifest for this host's platform.
     #[error("no manifest in the index matches platform {0}")]
     NoMatchingPlatform(String),
+    /// A `--change` instruction that is not supported or malformed.
     #[error("invalid change {change:?}: {reason}")]
     InvalidChange { change: String, reason: String },
+    /// Mounting a container rootfs failed.
     #[error("mount of {target} failed: {source}", target = target.display())]
     Mount {
         target: PathBuf,
         #[source]
         source: io::Error,
     },
+    /// A JSON document could not be read or written.
     #[error("json for {what}: {source}")]
     Json {
         what: String,
