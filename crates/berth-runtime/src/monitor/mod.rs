@@ -149,11 +149,16 @@ pub fn spawn_monitor(binary: &Path, config: &MonitorConfig) -> Result<MonitorSta
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    // SAFETY: dup2 is async-signal-safe; it runs in the forked child before exec. dup2 clears
-    // FD_CLOEXEC on the new descriptor, so only fd 3 survives exec.
+    // SAFETY: dup2 and fcntl are async-signal-safe; this runs in the forked child before
+    // exec. dup2 clears FD_CLOEXEC on the new descriptor (but is a no-op when the pipe already
+    // is fd 3, hence the fcntl), so only fd 3 survives exec.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::dup2(write_raw, 3) < 0 {
+            if write_raw == 3 {
+                if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            } else if libc::dup2(write_raw, 3) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
@@ -275,6 +280,13 @@ pub fn main(args: &[OsString]) -> i32 {
     };
     // SAFETY: the fd was handed to us by our spawner and nothing else owns it.
     let status = args.status_fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+    if let Some(fd) = &status {
+        // Keep it out of the container's processes.
+        let _ = nix::fcntl::fcntl(
+            fd.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        );
+    }
     let config = match args
         .config
         .as_deref()
