@@ -149,13 +149,8 @@ impl Client {
         )
     }
 
-    async fn raw(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Vec<u8>>,
-    ) -> Result<Response<Incoming>> {
-        let mut sender = match &self.endpoint {
+    async fn connect(&self) -> Result<http1::SendRequest<Full<Bytes>>> {
+        match &self.endpoint {
             Endpoint::Unix(p) => {
                 let s = UnixStream::connect(p).await.map_err(|e| {
                     anyhow!(ConnectError(e)).context(format!(
@@ -163,7 +158,7 @@ impl Client {
                         p.display()
                     ))
                 })?;
-                handshake(s).await?
+                handshake(s).await
             }
             Endpoint::Tcp(a) => {
                 let s = TcpStream::connect(a).await.map_err(|e| {
@@ -171,9 +166,18 @@ impl Client {
                         "Cannot connect to the Berth daemon at tcp://{a}. Is the daemon running?"
                     ))
                 })?;
-                handshake(s).await?
+                handshake(s).await
             }
-        };
+        }
+    }
+
+    async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Response<Incoming>> {
+        let mut sender = self.connect().await?;
         let mut req = Request::builder()
             .method(method)
             .uri(path)
@@ -191,6 +195,28 @@ impl Client {
         sender.send_request(req).await.context("send request")
     }
 
+    /// Opens a hijacked (upgraded) connection, as `attach` and `exec start` use.
+    pub async fn hijack(&self, path: &str) -> Result<TokioIo<hyper::upgrade::Upgraded>> {
+        let mut sender = self.connect().await?;
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(format!("/v{}{path}", self.version))
+            .header("Host", "berth")
+            .header(hyper::header::CONNECTION, "Upgrade")
+            .header(hyper::header::UPGRADE, "tcp")
+            .body(Full::new(Bytes::new()))
+            .context("build request")?;
+        let resp = sender.send_request(req).await.context("send request")?;
+        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            check(resp).await?;
+            bail!("the daemon did not upgrade the connection");
+        }
+        let upgraded = hyper::upgrade::on(resp)
+            .await
+            .context("upgrade the connection")?;
+        Ok(TokioIo::new(upgraded))
+    }
+
     /// Sends a request under the negotiated version prefix; non-2xx answers become
     /// [`ApiError`]s.
     pub async fn request(
@@ -202,20 +228,27 @@ impl Client {
         let resp = self
             .raw(method, &format!("/v{}{path}", self.version), body)
             .await?;
-        if resp.status().is_success() {
-            return Ok(resp);
-        }
-        let status = resp.status();
-        let bytes = resp.into_body().collect().await?.to_bytes();
-        let message = serde_json::from_slice::<serde_json::Value>(&bytes)
-            .ok()
-            .and_then(|v| {
-                v.get("message")
-                    .and_then(|m| m.as_str())
-                    .map(str::to_string)
-            })
-            .unwrap_or_else(|| String::from_utf8_lossy(&bytes).trim().to_string());
-        Err(ApiError { status, message }.into())
+        check(resp).await
+    }
+
+    /// Sends a request with a non-JSON body (archives for load and import).
+    pub async fn request_body(
+        &self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+        content_type: &str,
+    ) -> Result<Response<Incoming>> {
+        let mut sender = self.connect().await?;
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("/v{}{path}", self.version))
+            .header("Host", "berth")
+            .header("Content-Type", content_type)
+            .body(Full::new(Bytes::from(body)))
+            .context("build request")?;
+        let resp = sender.send_request(req).await.context("send request")?;
+        check(resp).await
     }
 
     /// GETs and decodes JSON.
@@ -224,6 +257,25 @@ impl Client {
         let bytes = resp.into_body().collect().await?.to_bytes();
         serde_json::from_slice(&bytes).with_context(|| format!("decode response of GET {path}"))
     }
+}
+
+/// Passes 2xx responses through; turns others into [`ApiError`]s carrying the daemon's
+/// `message`.
+async fn check(resp: Response<Incoming>) -> Result<Response<Incoming>> {
+    if resp.status().is_success() {
+        return Ok(resp);
+    }
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await?.to_bytes();
+    let message = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| {
+            v.get("message")
+                .and_then(|m| m.as_str())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| String::from_utf8_lossy(&bytes).trim().to_string());
+    Err(ApiError { status, message }.into())
 }
 
 #[derive(Debug)]
@@ -254,7 +306,7 @@ where
         .await
         .context("HTTP handshake with the daemon")?;
     tokio::spawn(async move {
-        let _ = conn.await;
+        let _ = conn.with_upgrades().await;
     });
     Ok(sender)
 }

@@ -15,7 +15,10 @@ use std::ffi::OsString;
 
 use clap::{Parser, Subcommand};
 
-pub use commands::{EventsArgs, InspectArgs, LogsArgs, PruneArgs, PsArgs, RmArgs};
+pub use commands::{
+    CreateArgs, EventsArgs, ImagesArgs, InspectArgs, LogsArgs, PruneArgs, PsArgs, RmArgs, RunArgs,
+    StopArgs,
+};
 
 /// A self-sufficient container engine
 #[derive(Debug, Parser)]
@@ -61,6 +64,120 @@ enum Command {
     Logs(LogsArgs),
     /// Get real time events from the server
     Events(EventsArgs),
+    /// Create a new container
+    Create(CreateArgs),
+    /// Create and run a new container from an image
+    Run(RunArgs),
+    /// Start one or more stopped containers
+    Start {
+        /// Containers
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Stop one or more running containers
+    Stop(StopArgs),
+    /// Restart one or more containers
+    Restart(StopArgs),
+    /// Kill one or more running containers
+    Kill {
+        /// Signal to send to the container
+        #[arg(short, long)]
+        signal: Option<String>,
+        /// Containers
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Block until one or more containers stop, then print their exit codes
+    Wait {
+        /// Containers
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Pause all processes within one or more containers
+    Pause {
+        /// Containers
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Unpause all processes within one or more containers
+    Unpause {
+        /// Containers
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Display the running processes of a container
+    Top {
+        /// Container
+        container: String,
+        /// ps options
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        ps_args: Vec<String>,
+    },
+    /// List images
+    Images(ImagesArgs),
+    /// Remove one or more images
+    Rmi {
+        /// Force removal of the image
+        #[arg(short, long)]
+        force: bool,
+        /// Images
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE
+    Tag {
+        /// Source image
+        source: String,
+        /// Target reference
+        target: String,
+    },
+    /// Load an image from a tar archive or STDIN
+    Load {
+        /// Read from tar archive file, instead of STDIN
+        #[arg(short, long)]
+        input: Option<String>,
+        /// Suppress the load output
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Save one or more images to a tar archive (streamed to STDOUT by default)
+    Save {
+        /// Write to a file, instead of STDOUT
+        #[arg(short, long)]
+        output: Option<String>,
+        /// Images
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Import the contents from a tarball to create a filesystem image
+    Import {
+        /// Apply Dockerfile instruction to the created image
+        #[arg(short, long = "change")]
+        change: Vec<String>,
+        /// Set commit message for imported image
+        #[arg(short, long)]
+        message: Option<String>,
+        /// Tarball (or - for STDIN)
+        file: String,
+        /// Repository and tag
+        reference: Option<String>,
+    },
+    /// Show the history of an image
+    History {
+        /// Don't truncate output
+        #[arg(long)]
+        no_trunc: bool,
+        /// Format output using a custom template
+        #[arg(long)]
+        format: Option<String>,
+        /// Image
+        image: String,
+    },
+    /// Manage images
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
     /// Manage containers
     Container {
         #[command(subcommand)]
@@ -94,6 +211,70 @@ enum ContainerCommand {
     Logs(LogsArgs),
     /// Remove all stopped containers
     Prune(PruneArgs),
+    /// Create a new container
+    Create(CreateArgs),
+    /// Create and run a new container from an image
+    Run(RunArgs),
+    /// Start one or more stopped containers
+    Start {
+        /// Containers
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Stop one or more running containers
+    Stop(StopArgs),
+    /// Block until one or more containers stop, then print their exit codes
+    Wait {
+        /// Containers
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ImageCommand {
+    /// List images
+    #[command(visible_aliases = ["list"])]
+    Ls(ImagesArgs),
+    /// Display detailed information on one or more images
+    Inspect {
+        /// Format output using a custom template
+        #[arg(short, long)]
+        format: Option<String>,
+        /// Images
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Remove one or more images
+    #[command(visible_alias = "remove")]
+    Rm {
+        /// Force removal of the image
+        #[arg(short, long)]
+        force: bool,
+        /// Images
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Remove unused images
+    Prune {
+        /// Remove all unused images, not just dangling ones
+        #[arg(short, long)]
+        all: bool,
+        /// Do not prompt for confirmation
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Show the history of an image
+    History {
+        /// Don't truncate output
+        #[arg(long)]
+        no_trunc: bool,
+        /// Format output using a custom template
+        #[arg(long)]
+        format: Option<String>,
+        /// Image
+        image: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -138,7 +319,10 @@ pub fn main(args: Vec<OsString>) -> i32 {
             return 1;
         }
     };
-    match runtime.block_on(dispatch(cli)) {
+    let result = runtime.block_on(dispatch(cli));
+    // Do not wait for a blocking stdin read that `run -i` may have left behind.
+    runtime.shutdown_background();
+    match result {
         Ok(code) => code,
         Err(err) => {
             if err.downcast_ref::<client::ApiError>().is_some() {
@@ -200,6 +384,70 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::System {
             command: SystemCommand::Df,
         } => cmd::df(c).await,
+        Command::Create(a)
+        | Command::Container {
+            command: ContainerCommand::Create(a),
+        } => cmd::create(c, &a).await,
+        Command::Run(a)
+        | Command::Container {
+            command: ContainerCommand::Run(a),
+        } => cmd::run(c, &a).await,
+        Command::Start { containers }
+        | Command::Container {
+            command: ContainerCommand::Start { containers },
+        } => cmd::start(c, &containers).await,
+        Command::Stop(a)
+        | Command::Container {
+            command: ContainerCommand::Stop(a),
+        } => cmd::stop(c, &a).await,
+        Command::Restart(a) => cmd::restart(c, &a).await,
+        Command::Kill { signal, containers } => cmd::kill(c, signal.as_deref(), &containers).await,
+        Command::Wait { containers }
+        | Command::Container {
+            command: ContainerCommand::Wait { containers },
+        } => cmd::wait(c, &containers).await,
+        Command::Pause { containers } => cmd::pause(c, &containers, true).await,
+        Command::Unpause { containers } => cmd::pause(c, &containers, false).await,
+        Command::Top { container, ps_args } => cmd::top(c, &container, &ps_args).await,
+        Command::Images(a)
+        | Command::Image {
+            command: ImageCommand::Ls(a),
+        } => cmd::images(c, &a).await,
+        Command::Rmi { force, images }
+        | Command::Image {
+            command: ImageCommand::Rm { force, images },
+        } => cmd::rmi(c, force, &images).await,
+        Command::Tag { source, target } => cmd::tag(c, &source, &target).await,
+        Command::Load { input, quiet: _ } => cmd::load(c, input.as_deref()).await,
+        Command::Save { output, images } => cmd::save(c, output.as_deref(), &images).await,
+        Command::Import {
+            change,
+            message,
+            file,
+            reference,
+        } => cmd::import(c, &file, reference.as_deref(), &change, message.as_deref()).await,
+        Command::History {
+            no_trunc,
+            format,
+            image,
+        }
+        | Command::Image {
+            command:
+                ImageCommand::History {
+                    no_trunc,
+                    format,
+                    image,
+                },
+        } => cmd::history(c, &image, no_trunc, format.as_deref()).await,
+        Command::Image {
+            command: ImageCommand::Inspect { format, images },
+        } => {
+            let args = InspectArgs::for_images(format, images);
+            cmd::inspect(c, &args).await
+        }
+        Command::Image {
+            command: ImageCommand::Prune { all, force },
+        } => cmd::image_prune(c, all, force).await,
     }
 }
 

@@ -634,7 +634,9 @@ pub fn status_text(s: &State, now_nanos: i64) -> String {
         time::human_duration((now_nanos - then) / 1_000_000_000)
     };
     match s.status {
-        Status::Running if s.paused => format!("Up {} (Paused)", since(&s.started_at)),
+        Status::Running | Status::Paused if s.paused => {
+            format!("Up {} (Paused)", since(&s.started_at))
+        }
         Status::Running | Status::Paused => format!("Up {}", since(&s.started_at)),
         Status::Restarting => format!("Restarting ({}) {} ago", s.exit_code, since(&s.finished_at)),
         Status::Removing => "Removal In Progress".into(),

@@ -338,10 +338,17 @@ impl Daemon {
         if self.runtime.exists(&record.id) {
             let rt = self.runtime.clone();
             let id = record.id.clone();
-            return tokio::task::spawn_blocking(move || rt.kill(&id, signal, all))
-                .await
-                .map_err(|e| Error::Internal(format!("kill task: {e}")))?
-                .map_err(Error::from);
+            // A frozen process only acts on a signal once thawed; SIGKILL must not wait.
+            let thaw = record.state.paused && signal == Signal::SIGKILL;
+            return tokio::task::spawn_blocking(move || {
+                if thaw {
+                    rt.resume(&id)?;
+                }
+                rt.kill(&id, signal, all)
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("kill task: {e}")))?
+            .map_err(Error::from);
         }
         let pid = i32::try_from(record.state.pid).unwrap_or(0);
         if pid <= 0 {
@@ -471,6 +478,95 @@ impl Daemon {
                 }
             }
         }
+    }
+}
+
+impl Daemon {
+    /// `POST /containers/{id}/pause` and `/unpause`: freezes or thaws every process.
+    pub async fn set_paused(self: &Arc<Self>, key: &str, pause: bool) -> Result<()> {
+        let record = self.containers.get(key)?;
+        if !record.state.running {
+            return Err(Error::Conflict(format!(
+                "Container {} is not running",
+                record.id
+            )));
+        }
+        if record.state.paused == pause {
+            let what = if pause {
+                "already paused"
+            } else {
+                "not paused"
+            };
+            return Err(Error::Conflict(format!(
+                "Container {} is {what}",
+                record.id
+            )));
+        }
+        let rt = self.runtime.clone();
+        let id = record.id.clone();
+        tokio::task::spawn_blocking(move || if pause { rt.pause(&id) } else { rt.resume(&id) })
+            .await
+            .map_err(|e| Error::Internal(format!("pause task: {e}")))??;
+        let (record, ()) = self.containers.update(&record.id, |r| {
+            r.state.paused = pause;
+            r.state.status = if pause {
+                Status::Paused
+            } else {
+                Status::Running
+            };
+            Ok(())
+        })?;
+        self.container_event(if pause { "pause" } else { "unpause" }, &record, &[]);
+        Ok(())
+    }
+
+    /// `GET /containers/{id}/top?ps_args=`: the host's `ps` output restricted to the
+    /// container's processes, as dockerd does it.
+    pub async fn top(self: &Arc<Self>, key: &str, ps_args: &str) -> Result<serde_json::Value> {
+        let record = self.containers.get(key)?;
+        if !record.state.running {
+            return Err(Error::Conflict(format!(
+                "Container {} is not running",
+                record.id
+            )));
+        }
+        let rt = self.runtime.clone();
+        let id = record.id.clone();
+        let pids = tokio::task::spawn_blocking(move || rt.processes(&id))
+            .await
+            .map_err(|e| Error::Internal(format!("top task: {e}")))??;
+        let args: Vec<&str> = ps_args.split_whitespace().collect();
+        let out = tokio::process::Command::new("ps")
+            .args(if args.is_empty() { vec!["-ef"] } else { args })
+            .output()
+            .await
+            .map_err(|e| Error::io("run ps", e))?;
+        if !out.status.success() {
+            return Err(Error::InvalidParameter(format!(
+                "ps: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut lines = text.lines();
+        let header = lines.next().unwrap_or("");
+        let titles: Vec<&str> = header.split_whitespace().collect();
+        let pid_col = titles.iter().position(|t| *t == "PID").ok_or_else(|| {
+            Error::InvalidParameter("Couldn't find PID field in ps output".into())
+        })?;
+        let mut processes = Vec::new();
+        for line in lines {
+            // The last column (the command) may contain spaces.
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let head = titles.len().saturating_sub(1).min(words.len());
+            let mut fields: Vec<String> = words[..head].iter().map(|w| w.to_string()).collect();
+            fields.push(words[head..].join(" "));
+            let pid = fields.get(pid_col).and_then(|p| p.parse::<i32>().ok());
+            if pid.is_some_and(|p| pids.contains(&p)) {
+                processes.push(fields);
+            }
+        }
+        Ok(serde_json::json!({"Titles": titles, "Processes": processes}))
     }
 }
 

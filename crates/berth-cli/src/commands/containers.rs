@@ -188,9 +188,25 @@ pub struct InspectArgs {
     names: Vec<String>,
 }
 
+impl InspectArgs {
+    /// `image inspect`'s arguments.
+    pub fn for_images(format: Option<String>, names: Vec<String>) -> Self {
+        InspectArgs {
+            format,
+            size: false,
+            kind: Some("image".into()),
+            names,
+        }
+    }
+}
+
 /// `berth inspect`.
 pub async fn inspect(c: &Client, a: &InspectArgs) -> Result<i32> {
-    if let Some(k) = a.kind.as_deref().filter(|k| *k != "container") {
+    if let Some(k) = a
+        .kind
+        .as_deref()
+        .filter(|k| !["container", "image"].contains(k))
+    {
         bail!("inspecting objects of type {k:?} is not supported yet");
     }
     let tpl = match a.format.as_deref() {
@@ -205,7 +221,19 @@ pub async fn inspect(c: &Client, a: &InspectArgs) -> Result<i32> {
             encode(name),
             if a.size { "?size=1" } else { "" }
         );
-        match c.get_json::<Value>(&path).await {
+        let mut result = c.get_json::<Value>(&path).await;
+        let not_found = |r: &Result<Value>| {
+            r.as_ref()
+                .err()
+                .and_then(|e| e.downcast_ref::<crate::client::ApiError>())
+                .is_some_and(|e| e.status == hyper::StatusCode::NOT_FOUND)
+        };
+        if a.kind.as_deref() != Some("container") && (a.kind.is_some() || not_found(&result)) {
+            result = c
+                .get_json::<Value>(&format!("/images/{}/json", encode(name)))
+                .await;
+        }
+        match result {
             Ok(v) => found.push(v),
             Err(err) => {
                 match err.downcast_ref::<crate::client::ApiError>() {

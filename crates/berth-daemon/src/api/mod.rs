@@ -119,7 +119,22 @@ async fn route(daemon: Arc<Daemon>, req: Request<Incoming>) -> Result<Response<B
         (&Method::POST, ["containers", id, "wait"]) => containers::wait(&ctx, id).await,
         (&Method::POST, ["containers", id, "attach"]) => attach::attach(&ctx, id, req).await,
         (&Method::POST, ["containers", id, "resize"]) => attach::resize(&ctx, id).await,
-        (&Method::POST, ["containers", _, "pause" | "unpause" | "exec" | "update"]) => {
+        (&Method::POST, ["containers", id, "pause"]) => {
+            ctx.daemon.set_paused(id, true).await?;
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
+        (&Method::POST, ["containers", id, "unpause"]) => {
+            ctx.daemon.set_paused(id, false).await?;
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
+        (&Method::GET, ["containers", id, "top"]) => {
+            let top = ctx
+                .daemon
+                .top(id, ctx.query.get("ps_args").unwrap_or(""))
+                .await?;
+            Ok(json_response(StatusCode::OK, &top))
+        }
+        (&Method::POST, ["containers", _, "exec" | "update"]) => {
             Err(Error::NotImplemented("this container operation"))
         }
         (&Method::GET, ["images", "json"]) => images::list(&ctx).await,

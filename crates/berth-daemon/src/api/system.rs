@@ -7,7 +7,6 @@ use serde_json::json;
 use super::{channel_body, full, json_response, Body, Ctx};
 use crate::apiversion;
 use crate::error::{Error, Result};
-use crate::store::Status;
 use crate::time;
 
 /// `GET|HEAD /_ping`.
@@ -83,9 +82,11 @@ fn rustc_version() -> &'static str {
 pub fn info(ctx: &Ctx) -> Result<Response<Body>> {
     let d = &ctx.daemon;
     let records = d.containers.list();
-    let count = |s: Status| records.iter().filter(|r| r.state.status == s).count();
-    let running = count(Status::Running);
-    let paused = count(Status::Paused) + records.iter().filter(|r| r.state.paused).count();
+    let running = records
+        .iter()
+        .filter(|r| r.state.running && !r.state.paused)
+        .count();
+    let paused = records.iter().filter(|r| r.state.paused).count();
     let host = &d.host;
     let image_count = d.images.list().map_or(0, |l| l.len());
     let cgroup_driver = "cgroupfs";
@@ -127,9 +128,9 @@ pub fn info(ctx: &Ctx) -> Result<Response<Body>> {
         &json!({
             "ID": d.engine_id,
             "Containers": records.len(),
-            "ContainersRunning": running.saturating_sub(paused),
+            "ContainersRunning": running,
             "ContainersPaused": paused,
-            "ContainersStopped": records.len() - running - count(Status::Paused),
+            "ContainersStopped": records.len() - running - paused,
             "Images": image_count,
             "Driver": "overlay2",
             "DriverStatus": [["Backing Filesystem", "extfs"], ["Supports d_type", "true"]],
