@@ -55,6 +55,8 @@ struct ArchiveFiles {
     files: HashMap<PathBuf, Member>,
     links: HashMap<PathBuf, PathBuf>,
     prepared: PreparedLayers,
+    /// Verified blobs waiting for one `syncfs` before they are renamed into the store.
+    pending: Vec<(tempfile::NamedTempFile, Digest)>,
 }
 
 fn digest_from_blob_path(p: &Path) -> Option<Digest> {
@@ -135,6 +137,7 @@ impl Store {
             files: HashMap::new(),
             links: HashMap::new(),
             prepared: PreparedLayers::default(),
+            pending: Vec::new(),
         };
         let arch_err = |e: Error| match e {
             Error::InvalidLayer(m) => Error::InvalidArchive(m),
@@ -162,6 +165,7 @@ impl Store {
                             expected.as_ref(),
                             meta.size,
                             &files.prepared,
+                            &mut files.pending,
                         )?)
                     };
                     files.files.insert(path, m);
@@ -186,6 +190,17 @@ impl Store {
         })
         .map_err(arch_err)?;
 
+        // One flush for everything the pass wrote (blobs and unpacked layers), then the blobs
+        // become visible; snapshots are renamed into place when registered.
+        if !files.pending.is_empty() {
+            let tmp = self.tmp();
+            let fd = std::os::fd::OwnedFd::from(std::fs::File::open(&tmp).ctx("open", &tmp)?);
+            crate::sys::syncfs(&fd).ctx("syncfs", &tmp)?;
+            for (t, d) in std::mem::take(&mut files.pending) {
+                self.content().persist_synced(t, &d)?;
+            }
+            self.content().sync()?;
+        }
         if files.files.contains_key(Path::new("manifest.json")) {
             self.load_docker(&files)
         } else if files.files.contains_key(Path::new("index.json")) {
@@ -206,6 +221,7 @@ impl Store {
         expected: Option<&Digest>,
         size: u64,
         prepared: &PreparedLayers,
+        pending: &mut Vec<(tempfile::NamedTempFile, Digest)>,
     ) -> Result<Digest> {
         let mut head = vec![0u8; 512];
         let n = read_up_to(data, &mut head)
@@ -215,7 +231,9 @@ impl Store {
         let is_tar = head.len() >= 262 && &head[257..262] == b"ustar";
         let reader = io::Cursor::new(head).chain(data);
         if compression == Compression::None && !is_tar {
-            return Ok(self.content().put_reader(reader, expected, Some(size))?.0);
+            let (tmp, digest, _) = self.content().write_temp(reader, expected, Some(size))?;
+            pending.push((tmp, digest.clone()));
+            return Ok(digest);
         }
         let blob_tmp = self.content().temp_file("blob-")?;
         let snap_tmp = self.snapshot_temp()?;
@@ -233,8 +251,8 @@ impl Store {
             .ctx("flush blob in", self.tmp())?;
         self.content()
             .check(&digests.digest, digests.size, expected, Some(size))?;
-        self.content().persist(blob_tmp, &digests.digest)?;
         let digest = digests.digest.clone();
+        pending.push((blob_tmp, digest.clone()));
         if let Ok(mut p) = prepared.lock() {
             p.insert(digests.diff_id.clone(), (snap_tmp, digests));
         }

@@ -61,6 +61,18 @@ impl ContentStore {
         expected: Option<&Digest>,
         expected_size: Option<u64>,
     ) -> Result<(Digest, u64)> {
+        let (tmp, digest, size) = self.write_temp(reader, expected, expected_size)?;
+        self.persist(tmp, &digest)?;
+        Ok((digest, size))
+    }
+
+    /// Stream `reader` into a verified temp file, not yet visible in the store.
+    pub(crate) fn write_temp(
+        &self,
+        reader: impl Read,
+        expected: Option<&Digest>,
+        expected_size: Option<u64>,
+    ) -> Result<(tempfile::NamedTempFile, Digest, u64)> {
         let tmp = self.temp_file("blob-")?;
         let writer = BufWriter::with_capacity(1 << 20, tmp);
         let tee = TeeHashReader::new(reader, writer);
@@ -70,8 +82,7 @@ impl ContentStore {
             .map_err(|e| e.into_error())
             .ctx("flush blob in", &self.tmp)?;
         self.check(&digest, size, expected, expected_size)?;
-        self.persist(tmp, &digest)?;
-        Ok((digest, size))
+        Ok((tmp, digest, size))
     }
 
     pub(crate) fn put_bytes(&self, bytes: &[u8], expected: Option<&Digest>) -> Result<Digest> {
@@ -124,6 +135,25 @@ impl ContentStore {
         tmp.persist(&dest)
             .map_err(|e| e.error)
             .ctx("rename blob into", dest.clone())?;
+        sync_dir(&self.blobs)
+    }
+
+    /// Rename a temp file whose data the caller already made durable (one `syncfs` for a
+    /// whole batch); [`ContentStore::sync`] afterwards makes the renames durable.
+    pub(crate) fn persist_synced(
+        &self,
+        tmp: tempfile::NamedTempFile,
+        digest: &Digest,
+    ) -> Result<()> {
+        let dest = self.path(digest);
+        tmp.persist(&dest)
+            .map_err(|e| e.error)
+            .ctx("rename blob into", dest.clone())?;
+        Ok(())
+    }
+
+    /// fsync the blobs directory.
+    pub(crate) fn sync(&self) -> Result<()> {
         sync_dir(&self.blobs)
     }
 

@@ -83,7 +83,7 @@ impl Image {
 }
 
 /// Layers unpacked (into temp dirs) while an archive was read, by diff ID, waiting for the
-/// manifest to say where in a chain they go.
+/// manifest to say where in a chain they go. Their data has been flushed with `syncfs`.
 pub(crate) type PreparedLayers =
     std::sync::Mutex<std::collections::HashMap<Digest, (tempfile::TempDir, LayerDigests)>>;
 
@@ -215,7 +215,7 @@ impl Store {
             Some(p) => Digest::of(format!("{p} {}", digests.diff_id).as_bytes()),
         };
         self.content().persist(blob_tmp, &digests.digest)?;
-        self.commit_snapshot(snap_tmp, &chain, parent_chain, &digests)?;
+        self.commit_snapshot(snap_tmp, &chain, parent_chain, &digests, false)?;
         Ok((digests, chain))
     }
 
@@ -347,6 +347,7 @@ impl Store {
         chain: &Digest,
         parent: Option<&Digest>,
         digests: &LayerDigests,
+        data_synced: bool,
     ) -> Result<SnapshotMeta> {
         let meta = SnapshotMeta {
             chain_id: chain.clone(),
@@ -356,9 +357,17 @@ impl Store {
         };
         let bytes = serde_json::to_vec(&meta).map_err(json_err("snapshot meta"))?;
         let mp = tmp.path().join("meta.json");
-        fs::write(&mp, bytes).ctx("write", &mp)?;
-        let fd = std::os::fd::OwnedFd::from(fs::File::open(tmp.path()).ctx("open", tmp.path())?);
-        crate::sys::syncfs(&fd).ctx("syncfs", tmp.path())?;
+        if data_synced {
+            // The files were flushed by the caller's syncfs; only meta.json is new.
+            let mut f = fs::File::create(&mp).ctx("create", &mp)?;
+            io::Write::write_all(&mut f, &bytes).ctx("write", &mp)?;
+            f.sync_all().ctx("fsync", &mp)?;
+        } else {
+            fs::write(&mp, bytes).ctx("write", &mp)?;
+            let fd =
+                std::os::fd::OwnedFd::from(fs::File::open(tmp.path()).ctx("open", tmp.path())?);
+            crate::sys::syncfs(&fd).ctx("syncfs", tmp.path())?;
+        }
         let dest = self.snapshot_dir(chain);
         let tmp_path = tmp.keep();
         match fs::rename(&tmp_path, &dest) {
@@ -451,7 +460,7 @@ impl Store {
         let ready = prepared.and_then(|p| p.lock().ok()?.remove(diff_id));
         if let Some((tmp, digests)) = ready {
             if &digests.digest == blob {
-                return self.commit_snapshot(tmp, chain, parent, &digests);
+                return self.commit_snapshot(tmp, chain, parent, &digests, true);
             }
         }
         let file = self.content().open(blob)?;
@@ -477,7 +486,7 @@ impl Store {
                 actual: digests.diff_id.to_string(),
             });
         }
-        self.commit_snapshot(tmp, chain, parent, &digests)
+        self.commit_snapshot(tmp, chain, parent, &digests, false)
     }
 
     // ---------------------------------------------------------------- lookup
