@@ -472,3 +472,55 @@ fn fsck_reports_corruption() {
         f.problems
     );
 }
+
+#[test]
+fn import_accepts_gzip_and_zstd_and_rejects_bad_changes() {
+    let ts = TestStore::new();
+    let tar = busybox_rootfs();
+    let plain = ts
+        .store
+        .import(tar.as_slice(), &ImportOptions::default())
+        .unwrap();
+    let gz = ts
+        .store
+        .import(
+            gzip(&tar).as_slice(),
+            &ImportOptions {
+                reference: Some("gz".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let zs = zstd::encode_all(tar.as_slice(), 3).unwrap();
+    let z = ts
+        .store
+        .import(
+            zs.as_slice(),
+            &ImportOptions {
+                reference: Some("zs".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    // Same filesystem, same diff ID, whatever the compression.
+    for id in [&gz, &z] {
+        assert_eq!(
+            ts.store.inspect(&id.to_string()).unwrap().root_fs.layers,
+            ts.store.inspect(&plain.to_string()).unwrap().root_fs.layers
+        );
+    }
+    let r = ts.store.create_rootfs("zs", "z").unwrap();
+    assert!(r.path.join("bin/busybox").exists());
+    r.remove().unwrap();
+    let bad = ImportOptions {
+        changes: vec!["RUN rm -rf /".into()],
+        ..Default::default()
+    };
+    let err = ts.store.import(tar.as_slice(), &bad).unwrap_err();
+    assert_eq!(err.kind(), berth_image::ErrorKind::InvalidInput, "{err}");
+    let bad_ref = ImportOptions {
+        reference: Some("UPPER".into()),
+        ..Default::default()
+    };
+    assert!(ts.store.import(tar.as_slice(), &bad_ref).is_err());
+}
