@@ -4,11 +4,14 @@
 //! (`oci-layout`, `index.json`, `blobs/`). Docker 25+ archives carry both; `manifest.json` wins
 //! because it has the tags.
 //!
-//! Loading is one streaming pass over the archive: large files go straight into the content
-//! store (digest-verified when their name is a digest), small ones are kept in memory until the
-//! index files say what they are. Layers are then unpacked from the store, checked against the
-//! config's diff IDs, and the image is recorded last — a crash at any point leaves only
-//! unreferenced blobs and temp files for gc.
+//! Loading is one streaming pass over the archive. Large members that look like layers are
+//! written to a temp blob and unpacked into a temp snapshot at the same time (raw and
+//! uncompressed bytes hashed on the fly); other large members go to temp blobs, small ones stay
+//! in memory until the index files say what they are. One `syncfs` then makes all of it durable
+//! before the blobs are renamed into the store; registration checks each layer against the
+//! config's diff IDs, renames its snapshot to its chain ID (unpacking from the blob any layer
+//! that was not prepared) and records the image last. A crash at any point leaves only
+//! unreferenced blobs, snapshots and temp files for gc.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{self, Read, Seek, Write};
