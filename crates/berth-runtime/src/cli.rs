@@ -202,10 +202,10 @@ extern "C" fn forward_signal(sig: libc::c_int) {
     }
 }
 
-/// Forwards the usual terminal/job-control signals to `pid` and waits for it. Returns the
-/// exit code the way a shell reports it (128+signal).
-fn wait_forwarding(pid: Pid) -> Result<i32> {
-    FORWARD_PID.store(pid.as_raw(), Ordering::Relaxed);
+/// Installs the forwarding handlers. Done before the container exists so that a signal sent
+/// as soon as it runs is not lost (or fatal to us); until [`wait_forwarding`] names the pid,
+/// signals are dropped.
+fn install_forwarding() -> Result<()> {
     for sig in [
         Signal::SIGTERM,
         Signal::SIGINT,
@@ -219,6 +219,13 @@ fn wait_forwarding(pid: Pid) -> Result<i32> {
         unsafe { signal::signal(sig, SigHandler::Handler(forward_signal)) }
             .map_err(|e| Error::sys("install signal handler", e))?;
     }
+    Ok(())
+}
+
+/// Forwards signals to `pid` and waits for it. Returns the exit code the way a shell reports
+/// it (128+signal).
+fn wait_forwarding(pid: Pid) -> Result<i32> {
+    FORWARD_PID.store(pid.as_raw(), Ordering::Relaxed);
     loop {
         match waitpid(pid, None) {
             Ok(status) => {
@@ -234,6 +241,9 @@ fn wait_forwarding(pid: Pid) -> Result<i32> {
 
 fn run(runtime: &Runtime, a: liboci_cli::Run) -> Result<i32> {
     let id = a.container_id.clone();
+    if !a.detach {
+        install_forwarding()?;
+    }
     let pid = container::create(
         runtime,
         &id,
@@ -247,6 +257,8 @@ fn run(runtime: &Runtime, a: liboci_cli::Run) -> Result<i32> {
             ..Default::default()
         },
     )?;
+    // From here on, signals reach the container (its process runs as soon as start returns).
+    FORWARD_PID.store(pid.as_raw(), Ordering::Relaxed);
     if let Err(e) = runtime.start(&id) {
         let _ = runtime.delete(&id, true);
         let _ = waitpid(pid, None);
@@ -269,6 +281,9 @@ fn run(runtime: &Runtime, a: liboci_cli::Run) -> Result<i32> {
 fn exec(runtime: &Runtime, a: liboci_cli::Exec) -> Result<i32> {
     let env: HashMap<String, String> = a.env.into_iter().collect();
     let detach = a.detach;
+    if !detach {
+        install_forwarding()?;
+    }
     let pid = container::exec(
         runtime,
         &a.container_id,

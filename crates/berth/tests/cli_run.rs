@@ -73,6 +73,9 @@ fn berth_runs_containers_and_manages_images() {
         "run", "-d", "--name", "bg", "-l", "app=test", "busybox", "sleep", "1000",
     ]));
     assert_eq!(cid.trim().len(), 64);
+    let out = d.berth(&["exec", "bg", "sh", "-c", "echo in-exec; exit 2"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(text(&out.stdout), "in-exec\n");
     ok(d.berth(&["pause", "bg"]));
     let out = ok(d.berth(&["ps", "--format", "{{.Names}} {{.State}} {{.Labels}}"]));
     assert_eq!(out, "bg paused app=test\n");

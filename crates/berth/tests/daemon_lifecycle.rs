@@ -227,3 +227,53 @@ fn containers_survive_a_daemon_restart() {
     ok(d.docker(&["kill", "long"]));
     assert_eq!(ok(d.docker(&["wait", "long"])), "137\n");
 }
+
+#[test]
+fn docker_exec() {
+    if !have_tools() {
+        return;
+    }
+    let d = Daemon::start();
+    import_busybox(&d);
+    ok(d.docker(&[
+        "run", "-d", "--name", "box", "-e", "FOO=bar", "busybox", "sleep", "1000",
+    ]));
+    let out = d.docker(&["exec", "box", "sh", "-c", "echo $FOO; echo err >&2; exit 6"]);
+    assert_eq!(out.status.code(), Some(6), "{out:?}");
+    assert_eq!(text(&out.stdout), "bar\n");
+    assert_eq!(text(&out.stderr), "err\n");
+    let out = ok(d.docker(&[
+        "exec",
+        "-u",
+        "1:2",
+        "-w",
+        "/bin",
+        "-e",
+        "X=1",
+        "box",
+        "sh",
+        "-c",
+        "id; pwd; echo $X",
+    ]));
+    assert_eq!(out, "uid=1 gid=2\n/bin\n1\n");
+    let mut child = Command::new(DOCKER)
+        .args(["exec", "-i", "box", "tr", "a-z", "A-Z"])
+        .env("DOCKER_HOST", d.host())
+        .env("DOCKER_CONFIG", d.dir.path().join("docker-config"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"exec input\n").unwrap();
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(text(&out.stdout), "EXEC INPUT\n");
+    let out = d.docker(&["exec", "box", "no-such-command"]);
+    assert_eq!(out.status.code(), Some(127), "{out:?}");
+    ok(d.docker(&["exec", "-d", "box", "sleep", "30"]));
+    let out = ok(d.docker(&["top", "box", "-o", "args"]));
+    assert!(out.contains("sleep 30"), "{out}");
+    ok(d.docker(&["stop", "-t", "0", "box"]));
+    let out = d.docker(&["exec", "box", "true"]);
+    assert!(text(&out.stderr).contains("is not running"), "{out:?}");
+}

@@ -77,7 +77,7 @@ fn signals_propagate() {
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
-    assert_eq!(child.wait().unwrap().code(), Some(42));
+    assert_eq!(common::wait_child(&mut child), Some(42));
 
     // `kill` with a signal name; a SIGKILLed init is reported as 128+9.
     let c = TestContainer::new("sigkill", &["sleep", "60"], |_| {});
@@ -91,7 +91,7 @@ fn signals_propagate() {
     wait_until("running", || c.status() == "running");
     let out = c.runtime(&["kill", &c.id, "KILL"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(child.wait().unwrap().code(), Some(137));
+    assert_eq!(common::wait_child(&mut child), Some(137));
 }
 
 #[test]
@@ -466,4 +466,105 @@ fn seccomp_denies_keyctl() {
         stdout(&out),
         stderr(&out)
     );
+}
+
+#[test]
+fn run_options_apply_inside() {
+    use berth_runtime::spec::{MountKind, MountSpec, Ulimit};
+    let host_dir = tempfile::tempdir().unwrap();
+    std::fs::write(host_dir.path().join("hello"), "from host\n").unwrap();
+    let c = TestContainer::new(
+        "opts",
+        &[
+            "sh",
+            "-c",
+            "touch /rootfs-write 2>/dev/null && echo rootfs-writable; \
+             echo data > /data/f && cat /data/f; cat /host/hello; \
+             touch /host/x 2>/dev/null && echo bind-writable; \
+             echo nofile=$(ulimit -n); echo shmmax=$(cat /proc/sys/kernel/shmmax); \
+             echo id=$(id -u):$(id -g); echo cwd=$(pwd); echo home=$HOME; \
+             echo shm=$(df -k /dev/shm | tail -1 | awk '{print $2}')",
+        ],
+        |o| {
+            o.read_only_rootfs = true;
+            o.mounts = vec![
+                MountSpec {
+                    kind: MountKind::Tmpfs,
+                    source: "".into(),
+                    target: "/data".into(),
+                    read_only: false,
+                    options: vec!["size=1m".into()],
+                },
+                MountSpec {
+                    kind: MountKind::Bind,
+                    source: host_dir.path().to_owned(),
+                    target: "/host".into(),
+                    read_only: true,
+                    options: vec![],
+                },
+            ];
+            o.ulimits = vec![Ulimit {
+                name: "nofile".into(),
+                soft: 512,
+                hard: 1024,
+            }];
+            o.sysctls.insert("kernel.shmmax".into(), "123456789".into());
+            o.user = Some("nobody".into());
+            o.working_dir = Some("/tmp".into());
+            o.shm_size = Some(8 << 20);
+        },
+    );
+    let out = c.run(b"");
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    for expected in [
+        "data\n",
+        "from host\n",
+        "nofile=512\n",
+        "shmmax=123456789\n",
+        "id=65534:65534\n",
+        "cwd=/tmp\n",
+        "home=/\n",
+        "shm=8192\n",
+    ] {
+        assert!(text.contains(expected), "{expected:?} missing from {text}");
+    }
+    assert!(!text.contains("writable"), "{text}");
+    assert!(!host_dir.path().join("x").exists());
+}
+
+#[test]
+fn privileged_gets_everything() {
+    let c = TestContainer::new(
+        "priv",
+        &[
+            "sh",
+            "-c",
+            "grep CapEff /proc/self/status; grep Seccomp: /proc/self/status; \
+             echo masks=$(grep -c -e ' /proc/kcore ' -e ' /proc/keys ' /proc/self/mountinfo); \
+             [ -e /dev/loop-control ] && echo loop-dev; \
+             mount -t tmpfs none /mnt && echo mount-ok",
+        ],
+        |o| o.privileged = true,
+    );
+    let out = c.run(b"");
+    let text = stdout(&out);
+    // Every capability the engine itself holds.
+    let host = std::fs::read_to_string("/proc/self/status").unwrap();
+    let bounding = host
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .unwrap()
+        .trim();
+    assert!(
+        text.contains(&format!("CapEff:\t{bounding}")),
+        "{text}{}",
+        stderr(&out)
+    );
+    assert!(text.contains("Seccomp:\t0"), "{text}");
+    assert!(text.contains("masks=0"), "{text}");
+    assert!(text.contains("mount-ok"), "{text}");
+    if std::path::Path::new("/dev/loop-control").exists() {
+        assert!(text.contains("loop-dev"), "{text}");
+    }
 }

@@ -300,11 +300,34 @@ fn normalize_cap(name: &str) -> Result<String> {
     }
 }
 
+/// The capabilities in the engine's own bounding set (a privileged container cannot get more
+/// than its creator has, e.g. when the engine itself runs in a container). All of them when
+/// /proc is unreadable.
+pub fn available_capabilities() -> Vec<&'static str> {
+    let bounding = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("CapBnd:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        })
+        .unwrap_or(u64::MAX);
+    // ALL_CAPABILITIES is in capability-number order.
+    ALL_CAPABILITIES
+        .iter()
+        .enumerate()
+        .filter(|(bit, _)| bounding & (1u64 << bit) != 0)
+        .map(|(_, name)| *name)
+        .collect()
+}
+
 /// The capability set after Docker's add/drop rules: start from the defaults (or everything
 /// for privileged), drop then add, where `ALL` in drop empties the set and in add fills it.
 pub fn capabilities(opts: &RunOptions) -> Result<Vec<String>> {
+    let available = available_capabilities();
     if opts.privileged {
-        return Ok(ALL_CAPABILITIES.iter().map(|s| (*s).to_owned()).collect());
+        return Ok(available.iter().map(|s| (*s).to_owned()).collect());
     }
     let add: Vec<String> = opts
         .cap_add
@@ -326,9 +349,14 @@ pub fn capabilities(opts: &RunOptions) -> Result<Vec<String>> {
             .collect()
     };
     if add.iter().any(|c| c == "ALL") {
-        return Ok(ALL_CAPABILITIES.iter().map(|s| (*s).to_owned()).collect());
+        return Ok(available.iter().map(|s| (*s).to_owned()).collect());
     }
     for c in add {
+        if !available.contains(&c.as_str()) {
+            return Err(Error::InvalidOption(format!(
+                "capability {c} is not in the engine's own bounding set"
+            )));
+        }
         if !caps.contains(&c) {
             caps.push(c);
         }
@@ -1016,7 +1044,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             caps.bounding().as_ref().unwrap().len(),
-            ALL_CAPABILITIES.len()
+            available_capabilities().len()
         );
     }
 

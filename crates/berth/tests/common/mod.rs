@@ -240,3 +240,19 @@ pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Waits for a child process (killing it after 20 s, so a failing test cannot hang CI).
+pub fn wait_child(child: &mut std::process::Child) -> Option<i32> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("child {} did not exit within 20 s", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
