@@ -506,6 +506,10 @@ pub(crate) fn create(
     }
     let mut container = match result {
         Ok(container) => container,
+        // Lost a race with a concurrent create of the same id: its directory is not ours.
+        Err(libcontainer::error::LibcontainerError::Exist) => {
+            return Err(Error::AlreadyExists(id.to_owned()))
+        }
         Err(e) => {
             // libcontainer cleans up after a failure in the processes, not after one in its
             // own validation: make sure no state directory is left either way.
