@@ -6,7 +6,7 @@
 //!   [`Runtime::pause`], [`Runtime::resume`], [`Runtime::delete`], [`Runtime::processes`],
 //!   [`Runtime::update_resources`], [`Runtime::list`]): they read state files, send signals and
 //!   write cgroup files. The daemon may call them from a tokio worker.
-//! * Forking operations ([`create`], [`exec`]): libcontainer forks with a raw `clone3`, which is
+//! * Forking operations (`create`, `exec`): libcontainer forks with a raw `clone3`, which is
 //!   only sound in a single-threaded process. They are `pub(crate)` and used by the runc-style
 //!   CLI and the monitor, both of which run in a fresh single-threaded process. A multi-threaded
 //!   caller runs `berth runtime ...` or `berth monitor ...` as a subprocess instead.

@@ -360,6 +360,10 @@ fn bad_input_fails_cleanly() {
     assert_clean_failure(&c, &out, "does not exist");
     let out = c.runtime(&["kill", &c.id, "KILL"]);
     assert_clean_failure(&c, &out, "does not exist");
+    let out = c.runtime(&["kill", &c.id, "NOPE"]);
+    assert_clean_failure(&c, &out, "unknown signal");
+    let out = c.runtime(&["create", "--bundle", &bundle_arg(&c), "../escape"]);
+    assert_clean_failure(&c, &out, "invalid container id");
 
     let c = TestContainer::new("symlink", &["true"], |_| {});
     let real = c.dir.path().join("elsewhere");
