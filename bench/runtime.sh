@@ -16,7 +16,7 @@ BERTH=${BERTH:-$REPO/target/release/berth}
 rm -rf "$WORK" && mkdir -p "$WORK"
 cleanup() {
   [ -n "${MON_ID:-}" ] && "$BERTH" runtime --root "$WORK/state" delete --force "$MON_ID" 2>/dev/null || true
-  for d in /sys/fs/cgroup/*/berth-bench/*; do [ -d "$d" ] && rmdir "$d" 2>/dev/null || true; done
+  for d in /sys/fs/cgroup/*/berth-bench/* /sys/fs/cgroup/*/berth-bench; do [ -d "$d" ] && rmdir "$d" 2>/dev/null || true; done
   [ -n "${KEEP:-}" ] || rm -rf "$WORK"
 }
 trap cleanup EXIT

@@ -636,10 +636,14 @@ impl Monitor {
 /// page cache. Mappings holding anonymous (copy-on-write) pages, such as RELRO segments with
 /// applied relocations, and writable mappings are left alone.
 fn release_startup_memory() {
+    drop_clean_file_pages();
     // SAFETY: malloc_trim only returns free memory to the kernel.
     unsafe {
         libc::malloc_trim(0);
     }
+}
+
+fn drop_clean_file_pages() {
     let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
         return;
     };
