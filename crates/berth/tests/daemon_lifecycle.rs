@@ -271,7 +271,7 @@ fn docker_exec() {
     let out = d.docker(&["exec", "box", "no-such-command"]);
     assert_eq!(out.status.code(), Some(127), "{out:?}");
     ok(d.docker(&["exec", "-d", "box", "sleep", "30"]));
-    let out = ok(d.docker(&["top", "box", "-o", "args"]));
+    let out = ok(d.docker(&["top", "box", "-o", "pid,args"]));
     assert!(out.contains("sleep 30"), "{out}");
     ok(d.docker(&["stop", "-t", "0", "box"]));
     let out = d.docker(&["exec", "box", "true"]);

@@ -243,3 +243,31 @@ fn startup_errors_are_reported() {
         assert!(!d.exists(), "cgroup {} left behind", d.display());
     }
 }
+
+#[test]
+fn log_rotation_keeps_max_files() {
+    let c = TestContainer::new(
+        "mon-rotate",
+        &[
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 300 ]; do echo line-$i; i=$((i+1)); done",
+        ],
+        |_| {},
+    );
+    let mut cfg = config(&c, "a", container_mode(&c));
+    let log = cfg.log.as_mut().unwrap();
+    log.max_size = 2000;
+    log.max_files = 2;
+    let path = log.path.clone();
+    spawn_monitor(Path::new(berth_bin()), &cfg).unwrap();
+    assert_eq!(wait_exit(&cfg.exit_file).exit_code, 0);
+    let rotated = PathBuf::from(format!("{}.1", path.display()));
+    assert!(rotated.exists());
+    assert!(!PathBuf::from(format!("{}.2", path.display())).exists());
+    for p in [&path, &rotated] {
+        assert!(std::fs::metadata(p).unwrap().len() <= 2000);
+    }
+    let last = log_entries(&path);
+    assert_eq!(last.last().unwrap()["log"], "line-299\n");
+}

@@ -6,9 +6,11 @@
 //! [stream: u8][0][0][0][length: u32 big-endian][payload: length bytes]
 //! ```
 //!
-//! Monitor → client: stream [`STDOUT`] (1) and [`STDERR`] (2) carry the container's output
-//! (in tty mode everything is stream 1). Output produced while no client is connected is
-//! only in the log file.
+//! Monitor → client: stream [`STDOUT`] (1) and [`STDERR`] (2) frames carry the container's
+//! output. In tty mode there is a single stream and it is sent raw, without headers, exactly
+//! as Docker's attach endpoint sends a tty container's output, so the daemon can copy either
+//! form to its client unchanged. Output produced while no client is connected is only in the
+//! log file.
 //!
 //! Client → monitor: [`STDIN`] (0) payload is written to the container's stdin;
 //! [`RESIZE`] (3) carries `rows: u16 BE, cols: u16 BE` and resizes the terminal;
