@@ -326,6 +326,17 @@ impl Runtime {
         Ok(pids)
     }
 
+    /// Resource usage of the container's cgroup (cpu, memory, pids, blkio, hugetlb), as
+    /// libcgroups reports it for v1 or v2; for `docker stats`.
+    pub fn stats(&self, id: &str) -> Result<libcgroups::stats::Stats> {
+        let container = self.load(id)?;
+        let manager = self.cgroup_manager(id, &container)?;
+        manager.stats().map_err(|e| Error::Cgroup {
+            path: self.container_dir(id),
+            message: crate::error::one_line(&e),
+        })
+    }
+
     /// Applies new resource limits to a live container (`docker update`).
     pub fn update_resources(&self, id: &str, resources: &LinuxResources) -> Result<()> {
         let container = self.load(id)?;

@@ -420,6 +420,9 @@ fn live_update_of_limits() {
         (128u64 << 20).to_string()
     );
     assert_eq!(read(pids.join("pids.max")), "20");
+    let stats = Runtime::new(&c.root).stats(&c.id).unwrap();
+    assert_eq!(stats.pids.current, 1);
+    assert_eq!(stats.memory.memory.limit, 128 << 20);
     // The same through the CLI.
     let out = c.runtime(&["update", "--pids-limit", "30", &c.id]);
     assert!(out.status.success(), "{}", stderr(&out));
