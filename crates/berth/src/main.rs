@@ -13,6 +13,7 @@ fn main() -> ExitCode {
     let code = match args.get(1).and_then(|arg| arg.to_str()) {
         Some("runtime") => berth_runtime::cli::main(&args[2..]),
         Some("monitor") => berth_runtime::monitor::main(&args[2..]),
+        Some("registry") => berth_registry::main(&args[2..]),
         _ => berth_cli::main(args),
     };
     ExitCode::from(u8::try_from(code).unwrap_or(1))
