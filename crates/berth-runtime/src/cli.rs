@@ -37,9 +37,37 @@ enum Cmd {
     Common(Box<CommonCmd>),
 }
 
+/// Global options that take a value (to find the subcommand among the arguments).
+const GLOBAL_WITH_VALUE: &[&str] = &["--root", "-r", "--log", "-l", "--log-format"];
+
+/// runc's `kill ID` means `kill ID SIGTERM`; liboci-cli requires the signal, so add it.
+fn default_kill_signal(args: &[OsString]) -> Vec<OsString> {
+    let mut out = args.to_vec();
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].to_str() {
+            Some(a) if GLOBAL_WITH_VALUE.contains(&a) => i += 2,
+            Some(a) if a.starts_with('-') => i += 1,
+            Some("kill") => {
+                let positional = args[i + 1..]
+                    .iter()
+                    .filter(|a| !a.to_str().is_some_and(|s| s.starts_with('-')))
+                    .count();
+                if positional == 1 {
+                    out.push(OsString::from("SIGTERM"));
+                }
+                break;
+            }
+            _ => break,
+        }
+    }
+    out
+}
+
 /// Runs `berth runtime` with the arguments that follow `runtime`; returns the exit code.
 pub fn main(args: &[OsString]) -> i32 {
-    let opts = match Opts::try_parse_from(args) {
+    let args = default_kill_signal(args);
+    let opts = match Opts::try_parse_from(&args) {
         Ok(opts) => opts,
         Err(e) => {
             let _ = e.print();
@@ -422,6 +450,23 @@ fn read_resources(path: &Path) -> Result<oci_spec::runtime::LinuxResources> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kill_defaults_to_sigterm() {
+        let os = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
+        assert_eq!(
+            default_kill_signal(&os(&["--root", "/r", "kill", "c1"])),
+            os(&["--root", "/r", "kill", "c1", "SIGTERM"])
+        );
+        assert_eq!(
+            default_kill_signal(&os(&["kill", "--all", "c1", "KILL"])),
+            os(&["kill", "--all", "c1", "KILL"])
+        );
+        assert_eq!(
+            default_kill_signal(&os(&["state", "c1"])),
+            os(&["state", "c1"])
+        );
+    }
 
     #[test]
     fn signals_parse_by_name_and_number() {

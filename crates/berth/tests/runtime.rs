@@ -89,6 +89,10 @@ fn signals_propagate() {
         .spawn()
         .unwrap();
     wait_until("running", || c.status() == "running");
+    // No signal means SIGTERM, which `sleep` as pid 1 (no handler) does not die of.
+    let out = c.runtime(&["kill", &c.id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(c.status(), "running");
     let out = c.runtime(&["kill", &c.id, "KILL"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(common::wait_child(&mut child), Some(137));
@@ -410,6 +414,9 @@ fn live_update_of_limits() {
         memory_swap: Some(256 << 20),
         pids_limit: Some(20),
         cpu_shares: Some(512),
+        cpu_quota: Some(50_000),
+        cpu_period: Some(100_000),
+        cpuset_cpus: Some("0".into()),
         ..Default::default()
     };
     Runtime::new(&c.root)
@@ -420,6 +427,16 @@ fn live_update_of_limits() {
         (128u64 << 20).to_string()
     );
     assert_eq!(read(pids.join("pids.max")), "20");
+    let cgroup = |ctl: &str| {
+        c.cgroup_dirs()
+            .into_iter()
+            .find(|d| d.starts_with(format!("/sys/fs/cgroup/{ctl}/")))
+            .unwrap()
+    };
+    assert_eq!(read(cgroup("cpu").join("cpu.shares")), "512");
+    assert_eq!(read(cgroup("cpu").join("cpu.cfs_quota_us")), "50000");
+    assert_eq!(read(cgroup("cpu").join("cpu.cfs_period_us")), "100000");
+    assert_eq!(read(cgroup("cpuset").join("cpuset.cpus")), "0");
     let stats = Runtime::new(&c.root).stats(&c.id).unwrap();
     assert_eq!(stats.pids.current, 1);
     assert_eq!(stats.memory.memory.limit, 128 << 20);
