@@ -1,0 +1,33 @@
+//! The `--config` file of `berth registry serve`: JSON, every field optional.
+//!
+//! ```json
+//! { "readOnly": true }
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Server settings beyond the command line.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Config {
+    /// Refuse every write (PUT, POST, PATCH, DELETE) with 405 UNSUPPORTED.
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("read config {0}: {1}")]
+    Read(PathBuf, #[source] std::io::Error),
+    #[error("parse config {0}: {1}")]
+    Parse(PathBuf, #[source] serde_json::Error),
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let data = std::fs::read(path).map_err(|e| ConfigError::Read(path.to_path_buf(), e))?;
+        serde_json::from_slice(&data).map_err(|e| ConfigError::Parse(path.to_path_buf(), e))
+    }
+}
