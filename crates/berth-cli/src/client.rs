@@ -197,6 +197,15 @@ impl Client {
 
     /// Opens a hijacked (upgraded) connection, as `attach` and `exec start` use.
     pub async fn hijack(&self, path: &str) -> Result<TokioIo<hyper::upgrade::Upgraded>> {
+        self.hijack_with(path, Vec::new()).await
+    }
+
+    /// [`Client::hijack`] with a JSON request body (`exec start` takes one).
+    pub async fn hijack_with(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<TokioIo<hyper::upgrade::Upgraded>> {
         let mut sender = self.connect().await?;
         let req = Request::builder()
             .method(Method::POST)
@@ -204,7 +213,8 @@ impl Client {
             .header("Host", "berth")
             .header(hyper::header::CONNECTION, "Upgrade")
             .header(hyper::header::UPGRADE, "tcp")
-            .body(Full::new(Bytes::new()))
+            .header("Content-Type", "application/json")
+            .body(Full::new(Bytes::from(body)))
             .context("build request")?;
         let resp = sender.send_request(req).await.context("send request")?;
         if resp.status() != StatusCode::SWITCHING_PROTOCOLS {

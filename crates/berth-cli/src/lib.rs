@@ -16,8 +16,8 @@ use std::ffi::OsString;
 use clap::{Parser, Subcommand};
 
 pub use commands::{
-    CreateArgs, EventsArgs, ImagesArgs, InspectArgs, LogsArgs, PruneArgs, PsArgs, RmArgs, RunArgs,
-    StopArgs,
+    CreateArgs, EventsArgs, ExecArgs, ImagesArgs, InspectArgs, LogsArgs, PruneArgs, PsArgs, RmArgs,
+    RunArgs, StopArgs,
 };
 
 /// A self-sufficient container engine
@@ -74,6 +74,8 @@ enum Command {
         #[arg(required = true)]
         containers: Vec<String>,
     },
+    /// Execute a command in a running container
+    Exec(ExecArgs),
     /// Stop one or more running containers
     Stop(StopArgs),
     /// Restart one or more containers
@@ -401,6 +403,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             command: ContainerCommand::Stop(a),
         } => cmd::stop(c, &a).await,
         Command::Restart(a) => cmd::restart(c, &a).await,
+        Command::Exec(a) => cmd::exec(c, &a).await,
         Command::Kill { signal, containers } => cmd::kill(c, signal.as_deref(), &containers).await,
         Command::Wait { containers }
         | Command::Container {

@@ -34,6 +34,8 @@ pub struct Daemon {
     pub images: berth_image::Store,
     /// The OCI runtime (`<exec-root>/runtime`).
     pub runtime: berth_runtime::Runtime,
+    /// Exec instances.
+    pub execs: crate::exec::ExecStore,
 }
 
 /// Options of `GET /containers/json`.
@@ -75,6 +77,7 @@ impl Daemon {
         let runtime = berth_runtime::Runtime::new(config.exec_root.join("runtime"));
         let daemon = Daemon {
             runtime,
+            execs: Default::default(),
             config,
             containers,
             events: Events::new(),
@@ -371,6 +374,9 @@ impl Daemon {
             if let Err(err) = self.runtime.delete(&record.id, true) {
                 tracing::warn!(id = %record.id, %err, "cannot delete runtime state");
             }
+        }
+        for exec_id in self.execs.forget_container(&record.id) {
+            let _ = std::fs::remove_dir_all(self.exec_paths(&exec_id).dir);
         }
         if let Err(err) = std::fs::remove_dir_all(&paths.dir) {
             if err.kind() != std::io::ErrorKind::NotFound {

@@ -19,6 +19,9 @@ pub enum Error {
     /// No image matches the given reference or ID.
     #[error("No such image: {0}")]
     NoSuchImage(String),
+    /// Some other object (an exec instance, ...) does not exist; the message is Docker's.
+    #[error("{0}")]
+    NotFound(String),
     /// An ID prefix matched more than one container.
     #[error("multiple IDs found with provided prefix: {0}")]
     AmbiguousPrefix(String),
@@ -100,9 +103,10 @@ impl Error {
     /// The HTTP status Docker returns for this kind of failure.
     pub fn status(&self) -> StatusCode {
         match self {
-            Error::NoSuchContainer(_) | Error::NoSuchImage(_) | Error::RouteNotFound => {
-                StatusCode::NOT_FOUND
-            }
+            Error::NoSuchContainer(_)
+            | Error::NoSuchImage(_)
+            | Error::NotFound(_)
+            | Error::RouteNotFound => StatusCode::NOT_FOUND,
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::AmbiguousPrefix(_)
             | Error::InvalidParameter(_)

@@ -17,6 +17,7 @@ pub mod config;
 pub mod daemon;
 pub mod error;
 pub mod events;
+pub mod exec;
 pub mod filters;
 pub mod host;
 pub mod lifecycle;

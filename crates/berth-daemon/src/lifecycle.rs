@@ -198,7 +198,7 @@ impl Daemon {
             monitor_pid_file: paths.monitor_pid.clone(),
             container_pid_file: paths.container_pid.clone(),
         };
-        let exe = std::env::current_exe().map_err(|e| Error::io("find the berth executable", e))?;
+        let exe = self_exe();
         match monitor::spawn_monitor(&exe, &config) {
             Ok(started) => Ok(started),
             Err(err) => {
@@ -219,6 +219,9 @@ impl Daemon {
                 tracing::warn!(%id, %err, "cannot read exit file");
                 None
             });
+            if status.is_none() {
+                tracing::warn!(%id, monitor_pid, "monitor exited without writing an exit file");
+            }
             if let Err(err) = d.record_exit(&id, i64::from(container_pid), status).await {
                 tracing::warn!(%id, %err, "cannot record container exit");
             }
@@ -699,8 +702,14 @@ fn parse_size(s: &str) -> Option<u64> {
     num.parse::<u64>().ok()?.checked_mul(mult)
 }
 
+/// The daemon's own executable, which monitors are re-executed from. `/proc/self/exe` still
+/// works after the binary on disk has been replaced or deleted (an upgrade in place).
+pub(crate) fn self_exe() -> PathBuf {
+    PathBuf::from("/proc/self/exe")
+}
+
 /// Resolves when process `pid` (not our child) has exited.
-async fn wait_for_pid(pid: i32) {
+pub(crate) async fn wait_for_pid(pid: i32) {
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1; no memory
     // is passed.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };

@@ -61,13 +61,14 @@ fn docker_run_attached_and_detached() {
         .env("DOCKER_CONFIG", d.dir.path().join("docker-config"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"piped input\n").unwrap();
     drop(child.stdin.take());
     let out = child.wait_with_output().unwrap();
     assert_eq!(text(&out.stdout), "PIPED INPUT\n");
-    assert!(out.status.success());
+    assert!(out.status.success(), "{out:?}");
 
     // --rm containers are gone once they exit.
     let out = ok(d.docker(&["ps", "-a", "--format", "{{.Names}}"]));

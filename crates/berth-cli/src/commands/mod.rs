@@ -10,7 +10,8 @@ pub use containers::{container_prune, inspect, logs, ps, rename, rm};
 pub use containers::{InspectArgs, LogsArgs, PruneArgs, PsArgs, RmArgs};
 pub use images::{history, images, import, load, prune as image_prune, rmi, save, tag, ImagesArgs};
 pub use run::{
-    create, kill, pause, restart, run, start, stop, top, wait, CreateArgs, RunArgs, StopArgs,
+    create, exec, kill, pause, restart, run, start, stop, top, wait, CreateArgs, ExecArgs, RunArgs,
+    StopArgs,
 };
 pub use system::{df, events, info, version, EventsArgs};
 

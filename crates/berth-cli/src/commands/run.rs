@@ -349,6 +349,103 @@ impl Drop for RawTerminal {
     }
 }
 
+/// `berth exec` flags.
+#[derive(Debug, clap::Args)]
+pub struct ExecArgs {
+    /// Detached mode: run command in the background
+    #[arg(short, long)]
+    detach: bool,
+    /// Set environment variables
+    #[arg(short, long = "env")]
+    env: Vec<String>,
+    /// Keep STDIN open even if not attached
+    #[arg(short, long)]
+    interactive: bool,
+    /// Give extended privileges to the command
+    #[arg(long)]
+    privileged: bool,
+    /// Allocate a pseudo-TTY
+    #[arg(short, long)]
+    tty: bool,
+    /// Username or UID (format: "<name|uid>[:<group|gid>]")
+    #[arg(short, long)]
+    user: Option<String>,
+    /// Working directory inside the container
+    #[arg(short, long)]
+    workdir: Option<String>,
+    /// Container
+    container: String,
+    /// Command and arguments
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    command: Vec<String>,
+}
+
+/// `berth exec`: create an exec instance, start it attached (or detached), exit with its code.
+pub async fn exec(c: &Client, a: &ExecArgs) -> Result<i32> {
+    let mut body = json!({
+        "AttachStdin": a.interactive && !a.detach,
+        "AttachStdout": !a.detach,
+        "AttachStderr": !a.detach,
+        "Tty": a.tty,
+        "Env": a.env,
+        "Cmd": a.command,
+        "Privileged": a.privileged,
+    });
+    if let Some(u) = &a.user {
+        body["User"] = json!(u);
+    }
+    if let Some(w) = &a.workdir {
+        body["WorkingDir"] = json!(w);
+    }
+    let resp = c
+        .request(
+            Method::POST,
+            &format!("/containers/{}/exec", encode(&a.container)),
+            Some(serde_json::to_vec(&body)?),
+        )
+        .await?;
+    let bytes = resp.into_body().collect().await?.to_bytes();
+    let v: Value = serde_json::from_slice(&bytes)?;
+    let id = v["Id"]
+        .as_str()
+        .context("exec create response has no Id")?
+        .to_string();
+    let start = serde_json::to_vec(&json!({"Detach": a.detach, "Tty": a.tty}))?;
+    if a.detach {
+        c.request(Method::POST, &format!("/exec/{id}/start"), Some(start))
+            .await?;
+        return Ok(0);
+    }
+    let io = c.hijack_with(&format!("/exec/{id}/start"), start).await?;
+    let raw = if a.tty && a.interactive {
+        RawTerminal::enter()
+    } else {
+        None
+    };
+    let (mut reader, mut writer) = tokio::io::split(io);
+    if a.interactive {
+        tokio::spawn(async move {
+            let mut input = tokio::io::stdin();
+            let mut buf = vec![0u8; 16 << 10];
+            loop {
+                match input.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if writer.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+            let _ = writer.shutdown().await;
+        });
+    }
+    relay_output(&mut reader, a.tty).await?;
+    drop(raw);
+    let v: Value = c.get_json(&format!("/exec/{id}/json")).await?;
+    Ok(i32::try_from(v["ExitCode"].as_i64().unwrap_or(0)).unwrap_or(1))
+}
+
 /// Runs `POST /containers/{name}/{action}{query}` for each container, printing the name on
 /// success as the docker CLI does.
 async fn each(c: &Client, names: &[String], action: &str, query: &str) -> Result<i32> {

@@ -186,14 +186,14 @@ async fn forward_stdin<R: tokio::io::AsyncRead + Unpin>(
     reader: &mut R,
 ) -> Result<()> {
     let mut buf = vec![0u8; 32 << 10];
-    let mut monitor: Option<UnixStream> = None;
+    let mut monitor: Option<tokio::net::unix::OwnedWriteHalf> = None;
     loop {
         let n = reader
             .read(&mut buf)
             .await
             .map_err(|e| Error::io("read attach input", e))?;
         if monitor.is_none() {
-            monitor = Some(connect_monitor(daemon, id, &run).await?);
+            monitor = Some(drained(connect_monitor(daemon, id, &run).await?));
         }
         let Some(m) = monitor.as_mut() else {
             continue;
@@ -239,4 +239,16 @@ pub async fn resize(ctx: &Ctx, key: &str) -> Result<Response<Body>> {
         .await
         .map_err(|e| Error::io("send resize to the container's monitor", e))?;
     Ok(empty(StatusCode::OK))
+}
+
+/// Splits a monitor connection used for input: the monitor also sends this client the
+/// container's output, which is read and discarded until the monitor closes the socket, so the
+/// monitor never writes to a closed or full socket. Output reaches clients through the log.
+pub(super) fn drained(stream: UnixStream) -> tokio::net::unix::OwnedWriteHalf {
+    let (mut read, write) = stream.into_split();
+    tokio::spawn(async move {
+        let mut sink = vec![0u8; 16 << 10];
+        while matches!(read.read(&mut sink).await, Ok(n) if n > 0) {}
+    });
+    write
 }

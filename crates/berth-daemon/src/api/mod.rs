@@ -5,6 +5,7 @@
 
 mod attach;
 mod containers;
+mod exec;
 mod images;
 mod system;
 
@@ -134,8 +135,12 @@ async fn route(daemon: Arc<Daemon>, req: Request<Incoming>) -> Result<Response<B
                 .await?;
             Ok(json_response(StatusCode::OK, &top))
         }
-        (&Method::POST, ["containers", _, "exec" | "update"]) => {
-            Err(Error::NotImplemented("this container operation"))
+        (&Method::POST, ["containers", id, "exec"]) => exec::create(&ctx, id, req).await,
+        (&Method::POST, ["exec", id, "start"]) => exec::start(&ctx, id, req).await,
+        (&Method::GET, ["exec", id, "json"]) => exec::inspect(&ctx, id),
+        (&Method::POST, ["exec", id, "resize"]) => exec::resize(&ctx, id).await,
+        (&Method::POST, ["containers", _, "update"]) => {
+            Err(Error::NotImplemented("updating container resources"))
         }
         (&Method::GET, ["images", "json"]) => images::list(&ctx).await,
         (&Method::POST, ["images", "load"]) => images::load(&ctx, req).await,

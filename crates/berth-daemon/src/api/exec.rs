@@ -1,0 +1,233 @@
+//! Exec routes: `POST /containers/{id}/exec`, `POST /exec/{id}/start` (hijacked unless
+//! detached), `GET /exec/{id}/json`, `POST /exec/{id}/resize`.
+
+use std::sync::Arc;
+
+use berth_runtime::monitor::attach as proto;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE, UPGRADE};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+use super::{empty, json_response, read_json, Body, Ctx};
+use crate::daemon::Daemon;
+use crate::error::{Error, Result};
+use crate::exec::ExecConfig;
+use crate::logs::{self, Selection};
+
+/// How often an attached exec session polls its log.
+const POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// `POST /containers/{id}/exec`.
+pub async fn create(ctx: &Ctx, key: &str, req: Request<Incoming>) -> Result<Response<Body>> {
+    let config: ExecConfig = read_json(req).await?;
+    let id = ctx.daemon.create_exec(key, config)?;
+    Ok(json_response(StatusCode::CREATED, &json!({"Id": id})))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct StartBody {
+    detach: bool,
+}
+
+/// `POST /exec/{id}/start`.
+pub async fn start(ctx: &Ctx, id: &str, mut req: Request<Incoming>) -> Result<Response<Body>> {
+    let upgrade = req
+        .headers()
+        .contains_key(UPGRADE)
+        .then(|| hyper::upgrade::on(&mut req));
+    let body: StartBody = read_json(req).await?;
+    let exec = ctx.daemon.execs.get(id)?;
+    if body.detach {
+        ctx.daemon.start_exec(id).await?;
+        return Ok(empty(StatusCode::OK));
+    }
+    let Some(upgrade) = upgrade else {
+        return Err(Error::InvalidParameter(
+            "exec start needs a connection upgrade (Upgrade: tcp) unless detached".into(),
+        ));
+    };
+    // As dockerd does, the connection is upgraded first and a failure to start is written
+    // into the stream, with the exec's exit code set to 126 (or 127: command not found).
+    let daemon = Arc::clone(&ctx.daemon);
+    let tty = exec.config.tty;
+    tokio::spawn(async move {
+        let io = match upgrade.await {
+            Ok(u) => TokioIo::new(u),
+            Err(err) => {
+                tracing::debug!(id = %exec.id, %err, "exec upgrade failed");
+                return;
+            }
+        };
+        let (mut reader, mut writer) = tokio::io::split(io);
+        if let Err(err) = daemon.start_exec(&exec.id).await {
+            let message = format!("{err}\r\n");
+            let entry = logs::Entry {
+                stream: logs::Stream::Stdout,
+                time: 0,
+                line: message.into_bytes(),
+            };
+            let _ = writer.write_all(&logs::frame(&entry, tty, false)).await;
+            daemon.fail_exec(&exec.id, &err);
+            let _ = writer.shutdown().await;
+            return;
+        }
+        if exec.config.attach_stdin {
+            let socket = daemon.exec_paths(&exec.id).attach_socket;
+            tokio::spawn(async move {
+                if let Err(err) = forward_stdin(&socket, &mut reader).await {
+                    tracing::debug!(%err, "exec stdin ended");
+                }
+            });
+        }
+        let sel = Selection {
+            stdout: exec.config.attach_stdout,
+            stderr: exec.config.attach_stderr,
+            ..Default::default()
+        };
+        if let Err(err) = stream(&daemon, &exec.id, &sel, tty, &mut writer).await {
+            tracing::debug!(id = %exec.id, %err, "exec output ended");
+        }
+        // The exit code must be visible to `GET /exec/{id}/json` once the stream ends.
+        daemon.finish_exec(&exec.id);
+        let _ = writer.shutdown().await;
+    });
+    let mut resp = empty(StatusCode::SWITCHING_PROTOCOLS);
+    let h = resp.headers_mut();
+    h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(UPGRADE, HeaderValue::from_static("tcp"));
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(if tty {
+            "application/vnd.docker.raw-stream"
+        } else {
+            "application/vnd.docker.multiplexed-stream"
+        }),
+    );
+    Ok(resp)
+}
+
+/// Follows the exec's log until its process has exited and the log is drained.
+async fn stream<W: AsyncWrite + Unpin>(
+    daemon: &Daemon,
+    id: &str,
+    sel: &Selection,
+    tty: bool,
+    w: &mut W,
+) -> Result<()> {
+    let log = daemon.exec_paths(id).log;
+    let read_sel = sel.clone();
+    let (past, mut follower) = tokio::task::spawn_blocking(move || logs::read(&log, &read_sel))
+        .await
+        .map_err(|e| Error::Internal(format!("log reader: {e}")))??;
+    let write = |e: &logs::Entry| logs::frame(e, tty, false);
+    for e in &past {
+        w.write_all(&write(e))
+            .await
+            .map_err(|e| Error::io("write exec output", e))?;
+    }
+    loop {
+        let done = daemon.exec_exited(id);
+        for e in follower.poll()?.iter().filter(|e| sel.wants(e)) {
+            w.write_all(&write(e))
+                .await
+                .map_err(|e| Error::io("write exec output", e))?;
+        }
+        w.flush()
+            .await
+            .map_err(|e| Error::io("write exec output", e))?;
+        if done {
+            return Ok(());
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+async fn forward_stdin<R: tokio::io::AsyncRead + Unpin>(
+    socket: &std::path::Path,
+    reader: &mut R,
+) -> Result<()> {
+    let mut monitor = super::attach::drained(
+        UnixStream::connect(socket)
+            .await
+            .map_err(|e| Error::io(format!("connect to {}", socket.display()), e))?,
+    );
+    let mut buf = vec![0u8; 32 << 10];
+    loop {
+        let n = reader
+            .read(&mut buf)
+            .await
+            .map_err(|e| Error::io("read exec input", e))?;
+        let frame = if n == 0 {
+            proto::encode(proto::CLOSE_STDIN, &[])
+        } else {
+            proto::encode(proto::STDIN, &buf[..n])
+        };
+        monitor
+            .write_all(&frame)
+            .await
+            .map_err(|e| Error::io("write to the exec's monitor", e))?;
+        if n == 0 {
+            return Ok(());
+        }
+    }
+}
+
+/// `GET /exec/{id}/json`.
+pub fn inspect(ctx: &Ctx, id: &str) -> Result<Response<Body>> {
+    let e = ctx.daemon.execs.get(id)?;
+    let cmd = e.config.cmd.clone().unwrap_or_default();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "ID": e.id,
+            "Running": e.running,
+            "ExitCode": e.exit_code,
+            "ProcessConfig": {
+                "tty": e.config.tty,
+                "entrypoint": cmd.first(),
+                "arguments": cmd.get(1..).unwrap_or_default(),
+                "privileged": e.config.privileged,
+                "user": e.config.user.clone().unwrap_or_default(),
+            },
+            "OpenStdin": e.config.attach_stdin,
+            "OpenStdout": e.config.attach_stdout,
+            "OpenStderr": e.config.attach_stderr,
+            "CanRemove": false,
+            "ContainerID": e.container_id,
+            "DetachKeys": "",
+            "Pid": e.pid,
+        }),
+    ))
+}
+
+/// `POST /exec/{id}/resize?h=&w=`.
+pub async fn resize(ctx: &Ctx, id: &str) -> Result<Response<Body>> {
+    let dim = |k: &str| -> Result<u16> {
+        ctx.query
+            .get(k)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| Error::InvalidParameter(format!("invalid value for {k}")))
+    };
+    let (h, w) = (dim("h")?, dim("w")?);
+    let e = ctx.daemon.execs.get(id)?;
+    if !e.running {
+        return Err(Error::Conflict(format!("Exec {id} is not running")));
+    }
+    let socket = ctx.daemon.exec_paths(id).attach_socket;
+    let mut s = UnixStream::connect(&socket)
+        .await
+        .map_err(|e| Error::io(format!("connect to {}", socket.display()), e))?;
+    let mut payload = Vec::with_capacity(4);
+    payload.extend_from_slice(&h.to_be_bytes());
+    payload.extend_from_slice(&w.to_be_bytes());
+    s.write_all(&proto::encode(proto::RESIZE, &payload))
+        .await
+        .map_err(|e| Error::io("send resize to the exec's monitor", e))?;
+    Ok(empty(StatusCode::OK))
+}
