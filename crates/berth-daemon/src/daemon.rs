@@ -164,6 +164,7 @@ impl Daemon {
             driver: "overlay2".into(),
             log_path: dir.join(format!("{id}-json.log")).display().to_string(),
             restart_count: 0,
+            has_been_manually_stopped: false,
         };
         if let Err(err) = self.containers.create(record.clone()) {
             self.remove_rootfs(&id);

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use berth_runtime::monitor::{self, ExitStatus, LogConfig, MonitorConfig, MonitorMode};
 use berth_runtime::spec::{self, ImageDefaults, MountKind, MountSpec, NetworkMode, RunOptions};
+use bollard_stubs::models::RestartPolicyNameEnum;
 use nix::sys::signal::Signal;
 use tokio::io::unix::AsyncFd;
 
@@ -85,6 +86,23 @@ impl Daemon {
 
     /// `POST /containers/{id}/start`. Returns `false` when it was already running (304).
     pub async fn start_container(self: &Arc<Self>, key: &str) -> Result<bool> {
+        let record = self.containers.get(key)?;
+        if record.state.running {
+            return Ok(false);
+        }
+        if record.has_been_manually_stopped || record.restart_count != 0 {
+            self.containers.update(&record.id, |r| {
+                r.has_been_manually_stopped = false;
+                r.restart_count = 0;
+                Ok(())
+            })?;
+        }
+        self.run_container(key).await
+    }
+
+    /// Starts a container without touching its restart bookkeeping (the restart policy's
+    /// path into a start).
+    async fn run_container(self: &Arc<Self>, key: &str) -> Result<bool> {
         let record = self.containers.get(key)?;
         if record.state.running {
             return Ok(false);
@@ -279,16 +297,72 @@ impl Daemon {
             self.container_event("oom", &record, &[]);
         }
         self.container_event("die", &record, &[("exitCode", code.to_string())]);
+        if let Some(delay) = restart_delay(&record, code) {
+            self.schedule_restart(record.id.clone(), delay);
+            return Ok(());
+        }
         if record.host_config.auto_remove == Some(true) {
             self.remove_container(&record.id, true).await?;
         }
         Ok(())
     }
 
+    /// Restarts a container after `delay`, unless a user acted on it in the meantime.
+    fn schedule_restart(self: &Arc<Self>, id: String, delay: std::time::Duration) {
+        let d = Arc::clone(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let Ok(record) = d.containers.get(&id) else {
+                return;
+            };
+            if record.state.running || record.has_been_manually_stopped {
+                return;
+            }
+            let _ = d.containers.update(&id, |r| {
+                r.restart_count += 1;
+                Ok(())
+            });
+            if let Err(err) = d.run_container(&id).await {
+                tracing::warn!(%id, %err, "restart policy could not start the container");
+            }
+        });
+    }
+
+    /// Marks a container as stopped by a user, which suspends its restart policy.
+    fn mark_manually_stopped(&self, id: &str) {
+        let _ = self.containers.update(id, |r| {
+            r.has_been_manually_stopped = true;
+            Ok(())
+        });
+    }
+
     /// Re-adopts containers that were running when the daemon stopped: a finished run is
     /// recorded from its exit file, a live monitor is watched again, anything else is marked
     /// exited.
     pub async fn restore(self: &Arc<Self>) {
+        self.restore_running().await;
+        // Then, as dockerd does at boot, start what the restart policies say should run.
+        for record in self.containers.list() {
+            if record.state.running || record.has_been_manually_stopped {
+                continue;
+            }
+            let policy = record
+                .host_config
+                .restart_policy
+                .as_ref()
+                .and_then(|p| p.name);
+            if matches!(
+                policy,
+                Some(RestartPolicyNameEnum::ALWAYS | RestartPolicyNameEnum::UNLESS_STOPPED)
+            ) {
+                if let Err(err) = self.run_container(&record.id).await {
+                    tracing::warn!(id = %record.id, %err, "cannot start container at boot");
+                }
+            }
+        }
+    }
+
+    async fn restore_running(self: &Arc<Self>) {
         for record in self.containers.list() {
             if !record.state.running {
                 continue;
@@ -324,6 +398,9 @@ impl Daemon {
                 "Cannot kill container: {key}: Container {} is not running",
                 record.id
             )));
+        }
+        if matches!(signal, Signal::SIGKILL | Signal::SIGTERM | Signal::SIGINT) {
+            self.mark_manually_stopped(&record.id);
         }
         self.signal(&record, signal, false).await?;
         self.container_event("kill", &record, &[("signal", (signal as i32).to_string())]);
@@ -374,6 +451,8 @@ impl Daemon {
     ) -> Result<bool> {
         let record = self.containers.get(key)?;
         if !record.state.running {
+            // Also cancels a restart the policy has scheduled.
+            self.mark_manually_stopped(&record.id);
             return Ok(false);
         }
         let signal = match signal {
@@ -384,6 +463,7 @@ impl Daemon {
             },
         };
         let timeout = timeout.or(record.config.stop_timeout).unwrap_or(10);
+        self.mark_manually_stopped(&record.id);
         let (_, mut rx) = self.events.subscribe();
         if let Err(err) = self.signal(&record, signal, false).await {
             tracing::debug!(id = %record.id, %err, "stop signal failed; killing");
@@ -571,6 +651,26 @@ impl Daemon {
         }
         Ok(serde_json::json!({"Titles": titles, "Processes": processes}))
     }
+}
+
+/// How long to wait before the restart policy restarts a container that exited with `code`,
+/// or `None` when it does not. The delay doubles from 100ms with each restart, up to a
+/// minute, as dockerd's back-off does.
+fn restart_delay(r: &ContainerRecord, code: i64) -> Option<std::time::Duration> {
+    if r.has_been_manually_stopped || r.host_config.auto_remove == Some(true) {
+        return None;
+    }
+    let policy = r.host_config.restart_policy.as_ref()?;
+    let restart = match policy.name? {
+        RestartPolicyNameEnum::ALWAYS | RestartPolicyNameEnum::UNLESS_STOPPED => true,
+        RestartPolicyNameEnum::ON_FAILURE => {
+            let max = policy.maximum_retry_count.unwrap_or(0);
+            code != 0 && (max == 0 || r.restart_count < max)
+        }
+        RestartPolicyNameEnum::NO | RestartPolicyNameEnum::EMPTY => false,
+    };
+    let shift = u32::try_from(r.restart_count.clamp(0, 10)).unwrap_or(10);
+    restart.then(|| Duration::from_millis((100u64 << shift).min(60_000)))
 }
 
 /// Docker's HostConfig and Config as the runtime's plain options.

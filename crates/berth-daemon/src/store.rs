@@ -150,6 +150,10 @@ pub struct ContainerRecord {
     pub log_path: String,
     /// How often the restart policy restarted it.
     pub restart_count: i64,
+    /// Stopped by a user (`stop`/`kill`): the restart policy leaves it alone until it is
+    /// started again.
+    #[serde(default)]
+    pub has_been_manually_stopped: bool,
 }
 
 struct Index {
@@ -408,6 +412,7 @@ mod tests {
             driver: "overlay2".into(),
             log_path: String::new(),
             restart_count: 0,
+            has_been_manually_stopped: false,
         }
     }
 

@@ -278,3 +278,67 @@ fn docker_exec() {
     let out = d.docker(&["exec", "box", "true"]);
     assert!(text(&out.stderr).contains("is not running"), "{out:?}");
 }
+
+#[test]
+fn restart_policies() {
+    if !have_tools() {
+        return;
+    }
+    let d = Daemon::start();
+    import_busybox(&d);
+    ok(d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "flaky",
+        "--restart",
+        "on-failure:2",
+        "busybox",
+        "sh",
+        "-c",
+        "echo run; exit 1",
+    ]));
+    // Two restarts after the first run, then the policy gives up.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let out = ok(d.docker(&[
+            "inspect",
+            "-f",
+            "{{.RestartCount}} {{.State.Running}}",
+            "flaky",
+        ]));
+        if out == "2 false\n" && text(&d.docker(&["logs", "flaky"]).stdout) == "run\nrun\nrun\n" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still {out}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    ok(d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "always",
+        "--restart",
+        "always",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 0.2",
+    ]));
+    // It exits on its own, and the policy starts it again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let out = ok(d.docker(&["inspect", "-f", "{{.RestartCount}}", "always"]));
+        if out.trim().parse::<u32>().unwrap() >= 2 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "restart count {out}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    ok(d.docker(&["stop", "-t", "0", "always"]));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(
+        ok(d.docker(&["inspect", "-f", "{{.State.Running}}", "always"])),
+        "false\n"
+    );
+}
