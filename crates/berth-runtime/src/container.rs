@@ -266,10 +266,18 @@ impl Runtime {
             .map_err(|e| Error::libcontainer(format!("resume container {id}"), &e))
     }
 
-    /// Deletes a stopped (or created) container: its cgroup and its state directory. With
-    /// `force`, a running or paused container is killed first.
+    /// Deletes a stopped container: its cgroup and its state directory. With `force`, a
+    /// created, running or paused container is killed first. (runc also deletes a created
+    /// container without `force`; the OCI runtime spec requires an error, as here.)
     pub fn delete(&self, id: &str, force: bool) -> Result<()> {
         let mut container = self.load(id)?;
+        if !force && container.status() != ContainerStatus::Stopped {
+            return Err(Error::WrongState {
+                id: id.to_owned(),
+                status: status_name(container.status()).to_owned(),
+                op: "delete without --force",
+            });
+        }
         let result = container
             .delete(force)
             .map_err(|e| Error::libcontainer(format!("delete container {id}"), &e));
