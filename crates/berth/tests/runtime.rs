@@ -592,3 +592,30 @@ fn privileged_gets_everything() {
         assert!(text.contains("loop-dev"), "{text}");
     }
 }
+
+#[test]
+fn created_container_needs_force_to_delete() {
+    let c = TestContainer::new("created", &["true"], |_| {});
+    let log = c.dir.path().join("create.err");
+    let status = c
+        .cmd(&["create", "--bundle", c.bundle.to_str().unwrap(), &c.id])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    assert_eq!(c.status(), "created");
+    let out = c.runtime(&["delete", &c.id]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("is created"), "{}", stderr(&out));
+    assert_eq!(c.status(), "created");
+    let out = c.runtime(&["delete", "--force", &c.id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!c.root.join(&c.id).exists());
+    assert!(c.cgroup_dirs().iter().all(|d| !d.exists()));
+}
