@@ -342,3 +342,52 @@ fn restart_policies() {
         "false\n"
     );
 }
+
+#[test]
+fn diff_commit_export() {
+    if !have_tools() {
+        return;
+    }
+    let d = Daemon::start();
+    import_busybox(&d);
+    ok(d.docker(&[
+        "run",
+        "--name",
+        "changed",
+        "busybox",
+        "sh",
+        "-c",
+        "echo hi > /newfile; rm /bin/vi",
+    ]));
+    let out = ok(d.docker(&["diff", "changed"]));
+    assert!(out.contains("A /newfile\n"), "{out}");
+    assert!(out.contains("D /bin/vi\n"), "{out}");
+    let id = ok(d.docker(&[
+        "commit",
+        "-m",
+        "snap",
+        "-c",
+        r#"CMD ["cat", "/newfile"]"#,
+        "changed",
+        "snap:1",
+    ]));
+    assert!(id.starts_with("sha256:"), "{id}");
+    assert_eq!(ok(d.docker(&["run", "--rm", "snap:1"])), "hi\n");
+    let out = Command::new(DOCKER)
+        .args(["export", "changed"])
+        .env("DOCKER_HOST", d.host())
+        .env("DOCKER_CONFIG", d.dir.path().join("docker-config"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let tar = d.dir.path().join("export.tar");
+    std::fs::write(&tar, &out.stdout).unwrap();
+    let list = Command::new("tar").arg("-tf").arg(&tar).output().unwrap();
+    let list = text(&list.stdout);
+    assert!(
+        list.lines()
+            .any(|l| l.trim_start_matches("./") == "newfile"),
+        "{list}"
+    );
+    assert!(!list.lines().any(|l| l.trim_start_matches("./") == "bin/vi"));
+}

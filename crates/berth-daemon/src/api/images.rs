@@ -344,3 +344,77 @@ mod tests {
         assert!(!reference_matches("redis", "busybox:latest"));
     }
 }
+
+/// `GET /containers/{id}/changes`: the container's filesystem changes against its image.
+pub async fn changes(ctx: &Ctx, key: &str) -> Result<Response<Body>> {
+    let id = ctx.daemon.containers.resolve(key)?;
+    let changes = blocking(&ctx.daemon, move |d| Ok(d.images.diff(&id)?)).await?;
+    Ok(json_response(StatusCode::OK, &changes))
+}
+
+/// `GET /containers/{id}/export`: the container's root filesystem as a tar stream.
+pub async fn export(ctx: &Ctx, key: &str) -> Result<Response<Body>> {
+    let record = ctx.daemon.containers.get(key)?;
+    let (tx, body) = channel_body();
+    let d = ctx.daemon.clone();
+    tokio::task::spawn_blocking(move || {
+        let writer = std::io::BufWriter::with_capacity(64 << 10, ChannelWriter(tx));
+        if let Err(err) = d.images.export(&record.id, writer) {
+            tracing::warn!(id = %record.id, %err, "export failed after the response started");
+        }
+        d.container_event("export", &record, &[]);
+    });
+    let mut resp = Response::new(body);
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/x-tar"));
+    Ok(resp)
+}
+
+/// `POST /commit?container=&repo=&tag=&comment=&author=&changes=`: a new image from a
+/// container's changes; the body, when present, is the config to record.
+pub async fn commit(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>> {
+    let q = &ctx.query;
+    let key = q
+        .get("container")
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| Error::InvalidParameter("no container given to commit".into()))?;
+    let record = ctx.daemon.containers.get(key)?;
+    let config: serde_json::Value = super::read_json(req).await?;
+    let reference = match (q.get("repo").filter(|r| !r.is_empty()), q.get("tag")) {
+        (Some(r), Some(t)) if !t.is_empty() => Some(format!("{r}:{t}")),
+        (Some(r), _) => Some(r.to_string()),
+        (None, _) => None,
+    };
+    let has_config = config.as_object().is_some_and(|m| !m.is_empty());
+    let opts = berth_image::CommitOptions {
+        reference,
+        author: q
+            .get("author")
+            .filter(|a| !a.is_empty())
+            .map(str::to_string),
+        message: q
+            .get("comment")
+            .filter(|c| !c.is_empty())
+            .map(str::to_string),
+        changes: q
+            .get_all("changes")
+            .into_iter()
+            .filter(|c| !c.is_empty())
+            .collect(),
+        config: if has_config {
+            Some(config)
+        } else {
+            serde_json::to_value(&record.config).ok()
+        },
+    };
+    let id = blocking(&ctx.daemon, move |d| {
+        let id = d.images.commit(&record.id, &opts)?;
+        d.container_event("commit", &record, &[]);
+        Ok(id)
+    })
+    .await?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({"Id": id.to_string()}),
+    ))
+}

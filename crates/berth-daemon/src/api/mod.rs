@@ -139,6 +139,9 @@ async fn route(daemon: Arc<Daemon>, req: Request<Incoming>) -> Result<Response<B
         (&Method::POST, ["exec", id, "start"]) => exec::start(&ctx, id, req).await,
         (&Method::GET, ["exec", id, "json"]) => exec::inspect(&ctx, id),
         (&Method::POST, ["exec", id, "resize"]) => exec::resize(&ctx, id).await,
+        (&Method::GET, ["containers", id, "changes"]) => images::changes(&ctx, id).await,
+        (&Method::GET, ["containers", id, "export"]) => images::export(&ctx, id).await,
+        (&Method::POST, ["commit"]) => images::commit(&ctx, req).await,
         (&Method::POST, ["containers", _, "update"]) => {
             Err(Error::NotImplemented("updating container resources"))
         }
