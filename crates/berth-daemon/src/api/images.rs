@@ -330,21 +330,6 @@ impl Write for ChannelWriter {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reference_filter() {
-        assert!(reference_matches("busybox", "busybox:latest"));
-        assert!(reference_matches("busybox:latest", "busybox:latest"));
-        assert!(reference_matches("busy*", "busybox:1"));
-        assert!(!reference_matches("busy*", "library/busybox:1"));
-        assert!(reference_matches("*/app:*", "me/app:1"));
-        assert!(!reference_matches("redis", "busybox:latest"));
-    }
-}
-
 /// `GET /containers/{id}/changes`: the container's filesystem changes against its image.
 pub async fn changes(ctx: &Ctx, key: &str) -> Result<Response<Body>> {
     let id = ctx.daemon.containers.resolve(key)?;
@@ -417,4 +402,19 @@ pub async fn commit(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>>
         StatusCode::CREATED,
         &json!({"Id": id.to_string()}),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reference_filter() {
+        assert!(reference_matches("busybox", "busybox:latest"));
+        assert!(reference_matches("busybox:latest", "busybox:latest"));
+        assert!(reference_matches("busy*", "busybox:1"));
+        assert!(!reference_matches("busy*", "library/busybox:1"));
+        assert!(reference_matches("*/app:*", "me/app:1"));
+        assert!(!reference_matches("redis", "busybox:latest"));
+    }
 }
