@@ -1,12 +1,28 @@
 //! The `--config` file of `berth registry serve`: JSON, every field optional.
 //!
 //! ```json
-//! { "readOnly": true }
+//! {
+//!   "readOnly": false,
+//!   "auth": {
+//!     "htpasswd": "/etc/berth/htpasswd",
+//!     "scheme": "bearer",
+//!     "realm": "https://registry.example/token",
+//!     "service": "berth-registry",
+//!     "tokenTtlSecs": 300,
+//!     "anonymousPull": false
+//!   },
+//!   "tls": { "cert": "/etc/berth/cert.pem", "key": "/etc/berth/key.pem" }
+//! }
 //! ```
+//!
+//! See [`crate::auth::AuthConfig`] and [`crate::tls::TlsConfig`] for each field.
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+use crate::auth::AuthConfig;
+use crate::tls::TlsConfig;
 
 /// Server settings beyond the command line.
 #[derive(Debug, Default, Deserialize)]
@@ -15,6 +31,12 @@ pub struct Config {
     /// Refuse every write (PUT, POST, PATCH, DELETE) with 405 UNSUPPORTED.
     #[serde(default)]
     pub read_only: bool,
+    /// Require credentials; absent means anyone may pull and push.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+    /// Serve HTTPS instead of HTTP.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]

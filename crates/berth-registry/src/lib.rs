@@ -7,10 +7,12 @@
 //! ```text
 //! berth registry serve [--addr 127.0.0.1:5000] [--root /var/lib/berth-registry] [--config FILE]
 //! berth registry gc [--root DIR] [--dry-run]
+//! berth registry htpasswd USER < password          (prints an htpasswd line, bcrypt)
 //! ```
 //!
 //! `--config` names a JSON file; see [`config::Config`].
 
+pub mod auth;
 pub mod body;
 pub mod config;
 pub mod digest;
@@ -19,6 +21,7 @@ pub mod gc;
 pub mod name;
 pub mod server;
 pub mod storage;
+pub mod tls;
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
@@ -46,7 +49,7 @@ enum Command {
         /// Storage directory.
         #[arg(long, default_value = DEFAULT_ROOT)]
         root: PathBuf,
-        /// JSON configuration file (read-only mode).
+        /// JSON configuration file: read-only mode, auth, TLS (see `config::Config`).
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -58,6 +61,8 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Print an htpasswd line for USER with the password read from stdin (bcrypt).
+    Htpasswd { user: String },
 }
 
 /// Runs `berth registry` with the arguments that follow `registry`; returns the exit code.
@@ -85,6 +90,24 @@ pub fn main(args: &[OsString]) -> i32 {
                 1
             }
         },
+        Command::Htpasswd { user } => {
+            let mut password = String::new();
+            if let Err(e) = std::io::stdin().read_line(&mut password) {
+                eprintln!("berth registry htpasswd: read password: {e}");
+                return 1;
+            }
+            let password = password.trim_end_matches(['\r', '\n']);
+            match auth::htpasswd_line(&user, password) {
+                Ok(line) => {
+                    println!("{line}");
+                    0
+                }
+                Err(e) => {
+                    eprintln!("berth registry htpasswd: {e}");
+                    1
+                }
+            }
+        }
         Command::Gc { root, dry_run } => {
             let result = storage::Store::open(&root).and_then(|s| gc::collect(&s, dry_run));
             match result {
@@ -120,10 +143,17 @@ fn run_serve(
         None => config::Config::default(),
     };
     let store = storage::Store::open(&root)?;
+    let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
+    let auth = config
+        .auth
+        .map(|a| auth::Auth::load(a, tls.is_some()))
+        .transpose()?;
     let registry = Arc::new(server::Registry {
         store,
         read_only: config.read_only,
+        auth,
     });
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -132,9 +162,9 @@ fn run_serve(
         // Tests and scripts read the bound address (the port may have been 0).
         let local = listener.local_addr()?;
         eprintln!("berth registry listening on {local}");
-        tracing::info!("serving {} on http://{local}", root.display());
+        tracing::info!("serving {} on {scheme}://{local}", root.display());
         tokio::select! {
-            r = server::serve(listener, registry) => r?,
+            r = server::serve(listener, registry, tls) => r?,
             _ = shutdown_signal() => tracing::info!("shutting down"),
         }
         Ok(())

@@ -18,6 +18,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+use crate::auth::{Access, Auth};
 use crate::body::{self, Body};
 use crate::digest::Digest;
 use crate::error::{ApiError, Code};
@@ -35,13 +36,18 @@ const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub struct Registry {
     pub store: Store,
     pub read_only: bool,
+    pub auth: Option<Auth>,
 }
 
 type ApiResult = Result<Response<Body>, ApiError>;
 
-/// Accepts connections on `listener` forever, serving each over HTTP/1.1. Also sweeps
-/// expired upload sessions.
-pub async fn serve(listener: TcpListener, registry: Arc<Registry>) -> io::Result<()> {
+/// Accepts connections on `listener` forever, serving each over HTTP/1.1, behind TLS when
+/// an acceptor is given. Also sweeps expired upload sessions.
+pub async fn serve(
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> io::Result<()> {
     let sweeper = registry.store.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(SWEEP_INTERVAL);
@@ -66,14 +72,27 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>) -> io::Result
             }
         };
         let registry = registry.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let registry = registry.clone();
                 async move { Ok::<_, Infallible>(handle(&registry, req, peer).await) }
             });
-            let result = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let builder = hyper::server::conn::http1::Builder::new();
+            let result = match tls {
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(s) => builder.serve_connection(TokioIo::new(s), service).await,
+                    Err(e) => {
+                        tracing::debug!("tls handshake with {peer}: {e}");
+                        return;
+                    }
+                },
+                None => {
+                    builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await
+                }
+            };
             if let Err(e) = result {
                 tracing::debug!("connection from {peer}: {e}");
             }
@@ -129,6 +148,20 @@ enum Route {
     UploadStart(String),
     Upload(String, String),
     Referrers(String, String),
+}
+
+impl Route {
+    fn repository(&self) -> Option<&str> {
+        match self {
+            Route::Base | Route::Catalog => None,
+            Route::Tags(n)
+            | Route::Manifest(n, _)
+            | Route::Blob(n, _)
+            | Route::UploadStart(n)
+            | Route::Upload(n, _)
+            | Route::Referrers(n, _) => Some(n),
+        }
+    }
 }
 
 fn parse_route(path: &str) -> Option<Route> {
@@ -244,10 +277,30 @@ async fn dispatch(reg: &Registry, req: Request<Incoming>) -> ApiResult {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let query = Query::parse(req.uri().query());
+    if path == "/token" {
+        // The bearer token endpoint, answered before the check it exists to satisfy.
+        let Some(auth) = &reg.auth else {
+            return Err(
+                ApiError::new(Code::Unsupported, "no authentication configured")
+                    .with_status(StatusCode::NOT_FOUND),
+            );
+        };
+        return Ok(json_response(
+            StatusCode::OK,
+            auth.issue_token(req.headers())?,
+        ));
+    }
     let route = parse_route(&path).ok_or_else(|| {
         ApiError::new(Code::NameInvalid, format!("no route for {path}"))
             .with_status(StatusCode::NOT_FOUND)
     })?;
+    if let Some(auth) = &reg.auth {
+        let access = Access {
+            repository: route.repository(),
+            write: is_write(&method),
+        };
+        auth.check(req.headers(), &access)?;
+    }
     if reg.read_only && is_write(&method) {
         return Err(ApiError::new(
             Code::Unsupported,

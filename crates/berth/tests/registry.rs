@@ -617,3 +617,164 @@ fn skopeo_copies_to_and_from_the_registry() {
         std::fs::read(src.join("blobs/sha256").join(hex)).expect("read manifest")
     );
 }
+
+/// An htpasswd file with alice:secret, made by `berth registry htpasswd`.
+fn htpasswd(dir: &Path) -> PathBuf {
+    let mut child = Command::new(BERTH)
+        .args(["registry", "htpasswd", "alice"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run htpasswd");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"secret\n")
+        .expect("write password");
+    let out = child.wait_with_output().expect("htpasswd output");
+    assert!(out.status.success());
+    let path = dir.join("htpasswd");
+    std::fs::write(&path, &out.stdout).expect("write htpasswd");
+    path
+}
+
+fn write_config(dir: &Path, config: serde_json::Value) -> String {
+    let path = dir.join("config.json");
+    std::fs::write(&path, config.to_string()).expect("write config");
+    path.to_str().expect("utf-8 path").to_string()
+}
+
+#[test]
+fn basic_auth_guards_every_route() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let users = htpasswd(dir.path());
+    let cfg = write_config(dir.path(), serde_json::json!({"auth": {"htpasswd": users}}));
+    let srv = Server::start_with(&["--config", &cfg]);
+    let r = srv.req("GET", "/v2/", &[], b"");
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        r.header("WWW-Authenticate"),
+        Some("Basic realm=\"berth-registry\"")
+    );
+    assert_eq!(r.json()["errors"][0]["code"], "UNAUTHORIZED");
+    // alice:secret and alice:wrong, base64.
+    let good = [("Authorization", "Basic YWxpY2U6c2VjcmV0")];
+    let bad = [("Authorization", "Basic YWxpY2U6d3Jvbmc=")];
+    assert_eq!(srv.req("GET", "/v2/", &good, b"").status, 200);
+    assert_eq!(srv.req("GET", "/v2/", &bad, b"").status, 401);
+    assert_eq!(
+        srv.req("POST", "/v2/a/blobs/uploads/", &bad, b"").status,
+        401
+    );
+    assert_eq!(
+        srv.req("POST", "/v2/a/blobs/uploads/", &good, b"").status,
+        202
+    );
+}
+
+/// A self-signed certificate for 127.0.0.1, made with the openssl command line.
+fn self_signed(dir: &Path) -> Option<(PathBuf, PathBuf)> {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let st = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null())
+        .status()
+        .ok()?;
+    st.success().then_some((cert, key))
+}
+
+#[test]
+fn tls_and_bearer_tokens_work_with_skopeo() {
+    let tools = ["skopeo", "openssl", "curl"];
+    if tools
+        .iter()
+        .any(|t| Command::new(t).arg("--version").output().is_err())
+    {
+        eprintln!("skopeo, openssl or curl missing; skipping");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let users = htpasswd(dir.path());
+    let (cert, key) = self_signed(dir.path()).expect("openssl self-signed certificate");
+    let cfg = write_config(
+        dir.path(),
+        serde_json::json!({
+            "auth": {"htpasswd": users, "scheme": "bearer"},
+            "tls": {"cert": cert, "key": key},
+        }),
+    );
+    let srv = Server::start_with(&["--config", &cfg]);
+    let curl = |args: &[&str]| -> String {
+        let out = Command::new("curl")
+            .args(["-sk", "--cacert"])
+            .arg(&cert)
+            .args(args)
+            .output()
+            .expect("run curl");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let base = format!("https://{}", srv.addr);
+    let head = curl(&["-D", "-", "-o", "/dev/null", &format!("{base}/v2/")]);
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+    assert!(
+        head.contains(&format!("www-authenticate: Bearer realm=\"{base}/token\"")),
+        "{head}"
+    );
+    let token: serde_json::Value =
+        serde_json::from_str(&curl(&["-u", "alice:secret", &format!("{base}/token")]))
+            .expect("token json");
+    let token = token["token"].as_str().expect("token").to_string();
+    let code = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-H",
+        &format!("Authorization: Bearer {token}"),
+        &format!("{base}/v2/"),
+    ]);
+    assert_eq!(code, "200");
+
+    let src = dir.path().join("src");
+    let md = busybox_layout(&src);
+    let dest = format!("docker://{}/secure/busybox:1", srv.addr);
+    skopeo(&[
+        "copy",
+        "--preserve-digests",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        "alice:secret",
+        &format!("oci:{}:latest", src.display()),
+        &dest,
+    ]);
+    let out = Command::new("skopeo")
+        .args([
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            "--creds",
+            "alice:secret",
+            &dest,
+        ])
+        .output()
+        .expect("skopeo inspect");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(sha256(&out.stdout), md);
+}
