@@ -6,8 +6,12 @@
 //! crates; this crate translates between them and the wire.
 //!
 //! Modules, from the wire inwards: [`server`] (sockets), `api` (routes and JSON shapes),
-//! [`daemon`] (operations), [`store`] (container records), [`events`], [`logs`]
-//! (json-file reading), [`config`] (flags and daemon.json).
+//! [`apiversion`] (negotiation), [`error`] (the one status mapping), [`daemon`] (container
+//! operations on records), [`lifecycle`] (start/stop/kill/wait/restart policies over
+//! `berth-runtime`'s monitor), [`exec`] (exec instances), [`store`] (crash-safe container
+//! records), [`events`] (broadcast + replay ring), [`logs`] (json-file reading and stream
+//! framing), [`filters`], [`time`], [`names`], [`host`], [`config`] (flags and daemon.json).
+//! Images are `berth-image`'s [`berth_image::Store`], used directly.
 
 #![recursion_limit = "256"]
 

@@ -146,6 +146,7 @@ pub async fn run(config: Config) -> Result<()> {
         &daemon.engine_id,
         [("name".to_string(), daemon.host.hostname.clone())].into(),
     ));
+    tokio::spawn(release_memory_periodically());
     let mut term =
         signal(SignalKind::terminate()).map_err(|e| Error::io("install SIGTERM handler", e))?;
     let mut int =
@@ -160,6 +161,20 @@ pub async fn run(config: Config) -> Result<()> {
     }
     let _ = std::fs::remove_file(&config.pidfile);
     Ok(())
+}
+
+/// Hands memory freed after bursts of requests back to the kernel, so that an idle daemon
+/// stays small: glibc keeps freed heap pages mapped otherwise.
+async fn release_memory_periodically() {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+    loop {
+        tick.tick().await;
+        // SAFETY: malloc_trim only walks the allocator's own free lists; it takes no pointers
+        // and is thread-safe.
+        unsafe {
+            libc::malloc_trim(0);
+        }
+    }
 }
 
 /// Accept errors (EMFILE, ECONNABORTED) are transient: log and back off briefly.

@@ -92,6 +92,21 @@ fn docker_run_attached_and_detached() {
     assert_eq!(id.trim().len(), 64);
     assert_eq!(ok(d.docker(&["wait", "bg"])), "5\n");
     assert_eq!(text(&d.docker(&["logs", "bg"]).stdout), "started\n");
+
+    // Following a running container's log ends when the container exits.
+    ok(d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "talker",
+        "busybox",
+        "sh",
+        "-c",
+        "echo a; sleep 1; echo b",
+    ]));
+    let out = d.docker(&["logs", "-f", "talker"]);
+    assert_eq!(text(&out.stdout), "a\nb\n");
+    assert!(out.status.success());
 }
 
 #[test]
