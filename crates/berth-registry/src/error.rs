@@ -21,6 +21,9 @@ pub enum Code {
     Unauthorized,
     Denied,
     Unsupported,
+    /// Not in the spec's table: distribution's catch-all for server-side failures and
+    /// paths outside the API.
+    Unknown,
 }
 
 impl Code {
@@ -39,6 +42,7 @@ impl Code {
             Code::Unauthorized => "UNAUTHORIZED",
             Code::Denied => "DENIED",
             Code::Unsupported => "UNSUPPORTED",
+            Code::Unknown => "UNKNOWN",
         }
     }
 
@@ -58,6 +62,7 @@ impl Code {
             Code::Unauthorized => StatusCode::UNAUTHORIZED,
             Code::Denied => StatusCode::FORBIDDEN,
             Code::Unsupported => StatusCode::METHOD_NOT_ALLOWED,
+            Code::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
@@ -140,8 +145,7 @@ impl From<StoreError> for ApiError {
             }
             StoreError::Io { .. } => {
                 tracing::error!("{message}");
-                ApiError::new(Code::Unsupported, "internal storage error")
-                    .with_status(StatusCode::INTERNAL_SERVER_ERROR)
+                ApiError::new(Code::Unknown, "internal storage error")
             }
         }
     }

@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! berth registry serve [--addr 127.0.0.1:5000] [--root /var/lib/berth-registry] [--config FILE]
-//! berth registry gc [--root DIR] [--dry-run]
+//! berth registry gc [--root DIR] [--dry-run] [--delete-untagged]
 //! berth registry htpasswd USER < password          (prints an htpasswd line, bcrypt)
 //! ```
 //!
@@ -60,6 +60,10 @@ enum Command {
         /// Report what would be removed without removing it.
         #[arg(long)]
         dry_run: bool,
+        /// Also delete manifests that no tag reaches (directly, through an index, or as a
+        /// referrer of a reached manifest).
+        #[arg(long)]
+        delete_untagged: bool,
     },
     /// Print an htpasswd line for USER with the password read from stdin (bcrypt).
     Htpasswd { user: String },
@@ -108,11 +112,22 @@ pub fn main(args: &[OsString]) -> i32 {
                 }
             }
         }
-        Command::Gc { root, dry_run } => {
-            let result = storage::Store::open(&root).and_then(|s| gc::collect(&s, dry_run));
+        Command::Gc {
+            root,
+            dry_run,
+            delete_untagged,
+        } => {
+            let opts = gc::GcOptions {
+                dry_run,
+                delete_untagged,
+            };
+            let result = storage::Store::open(&root).and_then(|s| gc::collect(&s, opts));
             match result {
                 Ok(r) => {
                     let verb = if dry_run { "would remove" } else { "removed" };
+                    for (repo, d) in &r.untagged {
+                        println!("{verb} untagged manifest {repo}@{d}");
+                    }
                     for d in &r.swept {
                         println!("{verb} {d}");
                     }

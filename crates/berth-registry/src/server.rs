@@ -259,10 +259,10 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, ApiError> {
     match tokio::task::spawn_blocking(f).await {
         Ok(r) => r.map_err(ApiError::from),
-        Err(e) => Err(
-            ApiError::new(Code::Unsupported, format!("storage task failed: {e}"))
-                .with_status(StatusCode::INTERNAL_SERVER_ERROR),
-        ),
+        Err(e) => Err(ApiError::new(
+            Code::Unknown,
+            format!("storage task failed: {e}"),
+        )),
     }
 }
 
@@ -280,10 +280,8 @@ async fn dispatch(reg: &Registry, req: Request<Incoming>) -> ApiResult {
     if path == "/token" {
         // The bearer token endpoint, answered before the check it exists to satisfy.
         let Some(auth) = &reg.auth else {
-            return Err(
-                ApiError::new(Code::Unsupported, "no authentication configured")
-                    .with_status(StatusCode::NOT_FOUND),
-            );
+            return Err(ApiError::new(Code::Unknown, "no authentication configured")
+                .with_status(StatusCode::NOT_FOUND));
         };
         return Ok(json_response(
             StatusCode::OK,
@@ -291,7 +289,7 @@ async fn dispatch(reg: &Registry, req: Request<Incoming>) -> ApiResult {
         ));
     }
     let route = parse_route(&path).ok_or_else(|| {
-        ApiError::new(Code::NameInvalid, format!("no route for {path}"))
+        ApiError::new(Code::Unknown, format!("no route for {path}"))
             .with_status(StatusCode::NOT_FOUND)
     })?;
     if let Some(auth) = &reg.auth {
@@ -388,7 +386,7 @@ fn paginate(items: Vec<String>, query: &Query) -> Result<(Vec<String>, Option<us
     };
     let n = match query.get("n") {
         Some(n) => Some(n.parse::<usize>().map_err(|_| {
-            ApiError::new(Code::Unsupported, format!("invalid n {n:?}"))
+            ApiError::new(Code::Unsupported, format!("invalid page size n={n:?}"))
                 .with_status(StatusCode::BAD_REQUEST)
         })?),
         None => None,
@@ -458,7 +456,7 @@ async fn get_manifest(store: Store, name: String, r: String, head: bool) -> ApiR
 }
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(Code::Unsupported, e.to_string()).with_status(StatusCode::INTERNAL_SERVER_ERROR)
+    ApiError::new(Code::Unknown, e.to_string())
 }
 
 async fn put_manifest(
@@ -698,16 +696,18 @@ async fn append_body(path: &PathBuf, mut body: Incoming) -> Result<u64, ApiError
     Ok(written)
 }
 
-/// Checks a chunk's `Content-Range: <start>-<end>` against the bytes already received.
+/// Checks a chunk's `Content-Range: <start>-<end>` against the bytes already received and
+/// the chunk's `Content-Length`, before any of it is written.
 fn check_content_range(req: &Request<Incoming>, id: &str, size: u64) -> Result<(), ApiError> {
     let Some(v) = req.headers().get(hyper::header::CONTENT_RANGE) else {
         return Ok(());
     };
     let v = v.to_str().unwrap_or("");
     let v = v.strip_prefix("bytes ").unwrap_or(v);
-    let start = v
+    let (start, end) = v
         .split_once('-')
-        .and_then(|(a, _)| a.trim().parse::<u64>().ok())
+        .and_then(|(a, b)| Some((a.trim().parse::<u64>().ok()?, b.trim().parse::<u64>().ok()?)))
+        .filter(|(a, b)| a <= b)
         .ok_or_else(|| {
             ApiError::new(
                 Code::BlobUploadInvalid,
@@ -722,6 +722,18 @@ fn check_content_range(req: &Request<Incoming>, id: &str, size: u64) -> Result<(
             start,
         }
         .into());
+    }
+    let length = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|l| l.to_str().ok())
+        .and_then(|l| l.parse::<u64>().ok());
+    if length.is_some_and(|l| l != end - start + 1) {
+        return Err(ApiError::new(
+            Code::BlobUploadInvalid,
+            format!("Content-Range {v} does not match Content-Length {length:?}"),
+        )
+        .with_status(StatusCode::RANGE_NOT_SATISFIABLE));
     }
     Ok(())
 }

@@ -373,7 +373,7 @@ impl Store {
                 .ok()
                 .and_then(|m| now.duration_since(m).ok())
                 .unwrap_or_default();
-            if idle > max_idle {
+            if idle >= max_idle {
                 let name = entry.file_name();
                 self.remove_upload(&name.to_string_lossy())?;
                 removed += 1;
@@ -704,4 +704,147 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
         return Err(io_err("write", path)(e));
     }
     sync_dir(parent)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open store");
+        (dir, store)
+    }
+
+    /// Uploads `data` into `repo` through a session, as the server does.
+    pub(crate) fn push(store: &Store, repo: &str, data: &[u8]) -> Digest {
+        let id = store.upload_start(repo).expect("start");
+        fs::write(store.upload_data(repo, &id).expect("data"), data).expect("write");
+        let d = Algorithm::Sha256.digest(data);
+        store.upload_finish(repo, &id, &d).expect("finish");
+        d
+    }
+
+    #[test]
+    fn uploads_verify_digest_and_link_per_repository() {
+        let (_dir, store) = store();
+        let id = store.upload_start("a").expect("start");
+        assert!(matches!(
+            store.upload_data("b", &id),
+            Err(StoreError::UploadUnknown(_))
+        ));
+        assert!(matches!(
+            store.upload_data("a", "../../etc"),
+            Err(StoreError::UploadUnknown(_))
+        ));
+        fs::write(store.upload_data("a", &id).expect("data"), b"hello").expect("write");
+        let wrong = Algorithm::Sha256.digest(b"other");
+        assert!(matches!(
+            store.upload_finish("a", &id, &wrong),
+            Err(StoreError::DigestMismatch { .. })
+        ));
+        let d = Algorithm::Sha512.digest(b"hello");
+        assert_eq!(store.upload_finish("a", &id, &d).expect("finish"), 5);
+        assert_eq!(store.blob_size("a", &d).expect("size"), 5);
+        assert!(matches!(
+            store.blob_size("b", &d),
+            Err(StoreError::BlobUnknown(..))
+        ));
+        assert!(store.mount_blob("b", Some("a"), &d).expect("mount"));
+        assert_eq!(store.blob_size("b", &d).expect("size"), 5);
+        assert!(!store
+            .mount_blob("c", Some("a"), &Algorithm::Sha256.digest(b"x"))
+            .expect("mount"));
+    }
+
+    #[test]
+    fn expired_uploads_are_swept() {
+        let (_dir, store) = store();
+        let id = store.upload_start("a").expect("start");
+        assert_eq!(
+            store.sweep_uploads(Duration::from_secs(60)).expect("sweep"),
+            0
+        );
+        assert_eq!(store.sweep_uploads(Duration::ZERO).expect("sweep"), 1);
+        assert!(store.upload_data("a", &id).is_err());
+    }
+
+    #[test]
+    fn manifests_tags_and_referrers() {
+        let (_dir, store) = store();
+        let body = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","layers":[]}"#;
+        let tag = Reference::Tag("v1".into());
+        let put = store
+            .put_manifest("r", &tag, body, None, &["also".into()])
+            .expect("put");
+        assert_eq!(store.tags("r").expect("tags"), ["also", "v1"]);
+        let m = store.get_manifest("r", &tag).expect("get");
+        assert_eq!(m.digest, put.digest);
+        assert_eq!(m.media_type, DEFAULT_MANIFEST_TYPE);
+        assert!(matches!(
+            store.put_manifest(
+                "r",
+                &tag,
+                body,
+                Some("application/vnd.oci.image.index.v1+json"),
+                &[]
+            ),
+            Err(StoreError::ManifestInvalid(_))
+        ));
+        assert!(matches!(
+            store.put_manifest("r", &tag, b"not json", None, &[]),
+            Err(StoreError::ManifestInvalid(_))
+        ));
+
+        let referrer = format!(
+            r#"{{"schemaVersion":2,"config":{{"mediaType":"application/x.sig","digest":"{}","size":0}},"subject":{{"mediaType":"x","digest":"{}","size":1}}}}"#,
+            Algorithm::Sha256.digest(b""),
+            put.digest
+        );
+        let rd = Algorithm::Sha256.digest(referrer.as_bytes());
+        let rput = store
+            .put_manifest(
+                "r",
+                &Reference::Digest(rd.clone()),
+                referrer.as_bytes(),
+                None,
+                &[],
+            )
+            .expect("put referrer");
+        assert_eq!(rput.subject.as_ref(), Some(&put.digest));
+        let refs = store.referrers("r", &put.digest).expect("referrers");
+        assert_eq!(refs.len(), 1);
+        assert_eq!(refs[0].digest, rd);
+        assert_eq!(refs[0].artifact_type.as_deref(), Some("application/x.sig"));
+
+        store
+            .delete_manifest("r", &Reference::Digest(put.digest.clone()))
+            .expect("delete");
+        assert!(store.tags("r").expect("tags").is_empty());
+        assert!(matches!(
+            store.get_manifest("r", &tag),
+            Err(StoreError::ManifestUnknown(..))
+        ));
+        assert!(matches!(
+            store.get_manifest("nope", &tag),
+            Err(StoreError::NameUnknown(_))
+        ));
+        store
+            .delete_manifest("r", &Reference::Digest(rd))
+            .expect("delete referrer");
+        assert!(store
+            .referrers("r", &put.digest)
+            .expect("referrers")
+            .is_empty());
+    }
+
+    #[test]
+    fn oversized_manifests_are_refused() {
+        let (_dir, store) = store();
+        let big = vec![b' '; MAX_MANIFEST_SIZE + 1];
+        assert!(matches!(
+            store.put_manifest("r", &Reference::Tag("t".into()), &big, None, &[]),
+            Err(StoreError::ManifestTooLarge(_))
+        ));
+    }
 }

@@ -310,6 +310,14 @@ fn chunked_upload_rejects_out_of_order_chunks() {
     assert_eq!(status.status, 204);
     assert_eq!(status.header("Range"), Some("0-999"));
 
+    // A range that disagrees with the body's length is refused before anything is written.
+    let r = srv.req(
+        "PATCH",
+        &loc,
+        &[("Content-Range", "1000-1499")],
+        &data[1000..2000],
+    );
+    assert_eq!(r.status, 416);
     let r = srv.req(
         "PATCH",
         &loc,
