@@ -1,0 +1,64 @@
+//! Progress events in the shape of Docker's JSON progress stream, which the daemon writes to
+//! the docker CLI one JSON object per line.
+
+use serde::Serialize;
+
+/// `{"current":N,"total":M}`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ProgressDetail {
+    pub current: u64,
+    pub total: u64,
+}
+
+/// One line of a pull or push progress stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProgressMessage {
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress_detail: Option<ProgressDetail>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+impl ProgressMessage {
+    /// A status line without an id (`Digest: …`, `Status: …`).
+    pub fn status(status: impl Into<String>) -> Self {
+        ProgressMessage {
+            status: status.into(),
+            progress_detail: None,
+            id: None,
+        }
+    }
+
+    /// A per-layer (or per-tag) line.
+    pub fn with_id(status: impl Into<String>, id: impl Into<String>) -> Self {
+        ProgressMessage {
+            status: status.into(),
+            progress_detail: None,
+            id: Some(id.into()),
+        }
+    }
+
+    /// A byte-count line (`Downloading`, `Pushing`).
+    pub fn bytes(status: &str, id: &str, current: u64, total: u64) -> Self {
+        ProgressMessage {
+            status: status.to_string(),
+            progress_detail: Some(ProgressDetail { current, total }),
+            id: Some(id.to_string()),
+        }
+    }
+}
+
+/// Where progress goes; the daemon passes a closure that forwards into its response stream.
+pub type Progress = std::sync::Arc<dyn Fn(ProgressMessage) + Send + Sync>;
+
+/// A progress sink that drops everything.
+pub fn no_progress() -> Progress {
+    std::sync::Arc::new(|_| {})
+}
+
+/// Docker's short layer id: the first 12 hex digits.
+pub fn short_id(digest: &berth_image::Digest) -> String {
+    digest.hex()[..12].to_string()
+}

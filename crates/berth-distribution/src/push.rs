@@ -1,0 +1,353 @@
+//! `docker push`: for each blob of the image (layers and config) HEAD it in the target
+//! repository and skip it if present, else try a cross-repository mount from a repository of
+//! the same registry the image came from, else upload it (monolithic PUT streaming from the
+//! store's file, or PATCH chunks); then PUT the manifest under the tag and check the digest
+//! the registry computed.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use berth_image::spec::{Descriptor, Manifest, MT_OCI_MANIFEST};
+use berth_image::{Digest, Reference, Store};
+use futures_util::StreamExt;
+use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION};
+use reqwest::{StatusCode, Url};
+use tokio::sync::Semaphore;
+
+use crate::auth::Credentials;
+use crate::client::{header_str, method_head, status_error, Client, Endpoint};
+use crate::error::{Error, Result};
+use crate::progress::{short_id, Progress, ProgressMessage};
+use crate::pull::{join_all_fail_fast, repo_scope};
+
+/// Options of one push.
+#[derive(Debug, Clone, Default)]
+pub struct PushOptions {
+    pub credentials: Option<Credentials>,
+    /// Upload blobs in PATCH chunks of this many bytes; one streaming PUT when `None`.
+    pub chunk_size: Option<u64>,
+}
+
+/// What a push produced.
+#[derive(Debug, Clone)]
+pub struct PushResult {
+    /// The manifest digest in the registry.
+    pub digest: Digest,
+    /// The manifest size in bytes.
+    pub size: u64,
+    /// The tag pushed.
+    pub tag: String,
+    /// Blobs uploaded, mounted, and skipped because present.
+    pub uploaded: usize,
+    pub mounted: usize,
+    pub skipped: usize,
+}
+
+enum BlobOutcome {
+    Skipped,
+    Mounted,
+    Uploaded,
+}
+
+/// The manifest an image was recorded with. `berth-image` has no public accessor yet, so this
+/// reads the store's documented `images.json` index (see the report: `Store::manifest_digest`).
+fn manifest_digest(store: &Store, id: &Digest) -> Result<Digest> {
+    let path = store.root().join("images.json");
+    let bad = |reason: String| Error::Invalid {
+        what: path.display().to_string(),
+        reason,
+    };
+    let data = std::fs::read(&path).map_err(|e| bad(e.to_string()))?;
+    let v: serde_json::Value = serde_json::from_slice(&data).map_err(|e| bad(e.to_string()))?;
+    v.get("images")
+        .and_then(|i| i.get(id.as_str()))
+        .and_then(|r| r.get("manifest"))
+        .and_then(|m| m.as_str())
+        .ok_or_else(|| bad(format!("no manifest recorded for image {id}")))?
+        .parse()
+        .map_err(|e: berth_image::Error| bad(e.to_string()))
+}
+
+fn blob_path(store: &Store, d: &Digest) -> PathBuf {
+    store.root().join("blobs/sha256").join(d.hex())
+}
+
+impl Client {
+    /// Push the local image `reference` (`host:5000/a/b:tag`) to its registry.
+    pub async fn push(
+        &self,
+        store: &Store,
+        reference: &str,
+        opts: &PushOptions,
+        progress: Progress,
+    ) -> Result<PushResult> {
+        let r = Reference::parse_tagged(reference)?;
+        let tag = r.tag().unwrap_or("latest").to_string();
+        let creds = opts.credentials.as_ref();
+        let (id, manifest_bytes, mdigest, sources) = {
+            let s = store.clone();
+            let name = r.to_string();
+            crate::pull::blocking("push source", move || {
+                let id = s.image_id(&name)?;
+                let md = manifest_digest(&s, &id)?;
+                let bytes = s.read_blob(&md)?;
+                let repo_digests = s.inspect(&name)?.repo_digests;
+                Ok((id, bytes, md, repo_digests))
+            })
+            .await?
+        };
+        let manifest: Manifest =
+            serde_json::from_slice(&manifest_bytes).map_err(|e| Error::Invalid {
+                what: format!("local manifest {mdigest} of image {id}"),
+                reason: e.to_string(),
+            })?;
+        progress(ProgressMessage::status(format!(
+            "The push refers to repository [{}]",
+            r.name()
+        )));
+        let ep = self.endpoint(r.domain()).await?;
+        // Repositories of the same registry this image was pulled from or pushed to.
+        let mount_from: Vec<String> = sources
+            .iter()
+            .filter_map(|rd| Reference::parse(rd).ok())
+            .filter(|s| s.domain() == r.domain() && s.path() != r.path())
+            .map(|s| s.path().to_string())
+            .collect();
+
+        let mut blobs: Vec<&Descriptor> = manifest.layers.iter().collect();
+        for l in &blobs {
+            progress(ProgressMessage::with_id("Preparing", short_id(&l.digest)));
+        }
+        blobs.push(&manifest.config);
+        let sem = Arc::new(Semaphore::new(self.config.max_concurrent_uploads.max(1)));
+        let counts = std::sync::Mutex::new((0usize, 0usize, 0usize));
+        let jobs: Vec<_> = blobs
+            .iter()
+            .map(|d| {
+                let sem = sem.clone();
+                let counts = &counts;
+                let ep = &ep;
+                let r = &r;
+                let mount_from = &mount_from;
+                let progress = &progress;
+                async move {
+                    let _p = sem
+                        .acquire()
+                        .await
+                        .map_err(|e| Error::Task(d.digest.to_string(), e.to_string()))?;
+                    let outcome = self
+                        .push_blob(store, ep, r, creds, d, mount_from, opts, progress)
+                        .await?;
+                    let mut c = counts.lock().unwrap_or_else(|p| p.into_inner());
+                    match outcome {
+                        BlobOutcome::Uploaded => c.0 += 1,
+                        BlobOutcome::Mounted => c.1 += 1,
+                        BlobOutcome::Skipped => c.2 += 1,
+                    }
+                    Ok(())
+                }
+            })
+            .collect();
+        join_all_fail_fast(jobs).await?;
+
+        let media_type = manifest
+            .media_type
+            .clone()
+            .unwrap_or_else(|| MT_OCI_MANIFEST.to_string());
+        let url = format!("{}/v2/{}/manifests/{tag}", ep.base, r.path());
+        let resp = self
+            .send(&ep, creds, &repo_scope(&r, true), |h| {
+                h.put(&url)
+                    .header(CONTENT_TYPE, media_type.as_str())
+                    .body(manifest_bytes.clone())
+            })
+            .await?;
+        if !resp.status().is_success() {
+            return Err(status_error(&format!("PUT {url}"), resp).await);
+        }
+        if let Some(d) = header_str(resp.headers(), "docker-content-digest") {
+            if d != mdigest.as_str() {
+                return Err(Error::DigestMismatch {
+                    what: format!("manifest pushed to {}", r.name()),
+                    expected: mdigest.to_string(),
+                    actual: d.to_string(),
+                });
+            }
+        }
+        progress(ProgressMessage::status(format!(
+            "{tag}: digest: {mdigest} size: {}",
+            manifest_bytes.len()
+        )));
+        let (uploaded, mounted, skipped) = counts.into_inner().unwrap_or_else(|p| p.into_inner());
+        Ok(PushResult {
+            digest: mdigest,
+            size: manifest_bytes.len() as u64,
+            tag,
+            uploaded,
+            mounted,
+            skipped,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn push_blob(
+        &self,
+        store: &Store,
+        ep: &Endpoint,
+        r: &Reference,
+        creds: Option<&Credentials>,
+        d: &Descriptor,
+        mount_from: &[String],
+        opts: &PushOptions,
+        progress: &Progress,
+    ) -> Result<BlobOutcome> {
+        let id = short_id(&d.digest);
+        let is_config = d.media_type.contains("config");
+        let scope = repo_scope(r, true);
+        let blob_url = format!("{}/v2/{}/blobs/{}", ep.base, r.path(), d.digest);
+        let resp = self
+            .send(ep, creds, &scope, |h| h.request(method_head(), &blob_url))
+            .await?;
+        if resp.status().is_success() {
+            if !is_config {
+                progress(ProgressMessage::with_id("Layer already exists", id));
+            }
+            return Ok(BlobOutcome::Skipped);
+        }
+        let uploads = format!("{}/v2/{}/blobs/uploads/", ep.base, r.path());
+        for from in mount_from {
+            let url = format!("{uploads}?mount={}&from={from}", d.digest);
+            let scope = format!("{scope} repository:{from}:pull");
+            let resp = self.send(ep, creds, &scope, |h| h.post(&url)).await?;
+            if resp.status() == StatusCode::CREATED {
+                if !is_config {
+                    progress(ProgressMessage::with_id(format!("Mounted from {from}"), id));
+                }
+                return Ok(BlobOutcome::Mounted);
+            }
+        }
+        if !is_config {
+            progress(ProgressMessage::with_id("Waiting", id.clone()));
+        }
+        let resp = self.send(ep, creds, &scope, |h| h.post(&uploads)).await?;
+        if resp.status() != StatusCode::ACCEPTED {
+            return Err(status_error(&format!("POST {uploads}"), resp).await);
+        }
+        let mut location = next_location(&resp, &uploads)?;
+        let path = blob_path(store, &d.digest);
+        let total = d.size;
+        if let Some(chunk) = opts.chunk_size.filter(|c| *c > 0) {
+            let mut file = std::fs::File::open(&path).map_err(|e| Error::Invalid {
+                what: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            let mut offset = 0u64;
+            while offset < total {
+                let n = chunk.min(total - offset) as usize;
+                let mut buf = vec![0u8; n];
+                file.read_exact(&mut buf).map_err(|e| Error::Invalid {
+                    what: path.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+                let body = bytes::Bytes::from(buf);
+                let range = format!("{offset}-{}", offset + n as u64 - 1);
+                let loc = location.clone();
+                let resp = self
+                    .send(ep, creds, &scope, |h| {
+                        h.patch(loc.clone())
+                            .header(CONTENT_TYPE, "application/octet-stream")
+                            .header(CONTENT_RANGE, range.as_str())
+                            .header(CONTENT_LENGTH, n)
+                            .body(body.clone())
+                    })
+                    .await?;
+                if resp.status() != StatusCode::ACCEPTED {
+                    return Err(status_error(&format!("PATCH {loc}"), resp).await);
+                }
+                location = next_location(&resp, loc.as_str())?;
+                offset += n as u64;
+                if !is_config {
+                    progress(ProgressMessage::bytes("Pushing", &id, offset, total));
+                }
+            }
+            let mut put = location.clone();
+            put.query_pairs_mut().append_pair("digest", d.digest.as_str());
+            let resp = self
+                .send(ep, creds, &scope, |h| {
+                    h.put(put.clone()).header(CONTENT_LENGTH, 0)
+                })
+                .await?;
+            if resp.status() != StatusCode::CREATED {
+                return Err(status_error(&format!("PUT {put}"), resp).await);
+            }
+        } else {
+            let mut put = location.clone();
+            put.query_pairs_mut().append_pair("digest", d.digest.as_str());
+            let prog = progress.clone();
+            let pid = id.clone();
+            let resp = self
+                .send(ep, creds, &scope, |h| {
+                    let body = match file_body(&path, total, &prog, &pid, !is_config) {
+                        Ok(b) => b,
+                        // Surfaces as a request error carrying the path.
+                        Err(e) => reqwest::Body::from(format!("{e}")),
+                    };
+                    h.put(put.clone())
+                        .header(CONTENT_TYPE, "application/octet-stream")
+                        .header(CONTENT_LENGTH, total)
+                        .body(body)
+                })
+                .await?;
+            if resp.status() != StatusCode::CREATED {
+                return Err(status_error(&format!("PUT {put}"), resp).await);
+            }
+        }
+        if !is_config {
+            progress(ProgressMessage::with_id("Pushed", id));
+        }
+        Ok(BlobOutcome::Uploaded)
+    }
+}
+
+/// A request body streaming a store blob, reporting `Pushing` progress as it is read.
+fn file_body(
+    path: &PathBuf,
+    total: u64,
+    progress: &Progress,
+    id: &str,
+    report: bool,
+) -> std::io::Result<reqwest::Body> {
+    let file = tokio::fs::File::from_std(std::fs::File::open(path)?);
+    let progress = progress.clone();
+    let id = id.to_string();
+    let mut sent = 0u64;
+    let mut last = 0u64;
+    let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024).map(move |c| {
+        if let Ok(c) = &c {
+            sent += c.len() as u64;
+            if report && (sent - last >= 512 * 1024 || sent == total) {
+                last = sent;
+                progress(ProgressMessage::bytes("Pushing", &id, sent, total));
+            }
+        }
+        c
+    });
+    Ok(reqwest::Body::wrap_stream(stream))
+}
+
+/// The upload session URL from a `Location` header, which may be relative.
+fn next_location(resp: &reqwest::Response, base: &str) -> Result<Url> {
+    let loc = header_str(resp.headers(), LOCATION.as_str()).ok_or_else(|| Error::Invalid {
+        what: format!("upload session at {base}"),
+        reason: "no Location header".into(),
+    })?;
+    let base = Url::parse(base).map_err(|e| Error::Invalid {
+        what: base.to_string(),
+        reason: e.to_string(),
+    })?;
+    base.join(loc).map_err(|e| Error::Invalid {
+        what: format!("upload location {loc:?}"),
+        reason: e.to_string(),
+    })
+}
