@@ -125,6 +125,14 @@ pub struct Config {
     pub log_level: String,
     /// TLS requested (`--tls` / `--tlsverify`).
     pub tls: bool,
+    /// Client certificates required and verified against `tls_ca` (`--tlsverify`).
+    pub tls_verify: bool,
+    /// CA bundle that client certificates must chain to.
+    pub tls_ca: Option<PathBuf>,
+    /// Server certificate chain (PEM).
+    pub tls_cert: Option<PathBuf>,
+    /// Server private key (PEM).
+    pub tls_key: Option<PathBuf>,
     /// Plain TCP explicitly allowed.
     pub insecure_tcp: bool,
     /// PID file path.
@@ -283,7 +291,18 @@ impl Config {
             )));
         }
         let file_bool = |k: &str| file.get(k).and_then(Value::as_bool).unwrap_or(false);
-        let tls = args.tls || args.tlsverify || file_bool("tls") || file_bool("tlsverify");
+        let tls_verify = args.tlsverify || file_bool("tlsverify");
+        let tls = args.tls || tls_verify || file_bool("tls");
+        let file_path = |flag: &Option<PathBuf>, key: &str| -> Result<Option<PathBuf>> {
+            match (flag, file.get(key)) {
+                (Some(p), _) => Ok(Some(p.clone())),
+                (None, Some(v)) => Ok(Some(PathBuf::from(string(v, key)?))),
+                (None, None) => Ok(None),
+            }
+        };
+        let tls_ca = file_path(&args.tlscacert, "tlscacert")?;
+        let tls_cert = file_path(&args.tlscert, "tlscert")?;
+        let tls_key = file_path(&args.tlskey, "tlskey")?;
         Ok(Config {
             hosts,
             data_root,
@@ -292,6 +311,10 @@ impl Config {
             registry_mirrors,
             log_level,
             tls,
+            tls_verify,
+            tls_ca,
+            tls_cert,
+            tls_key,
             insecure_tcp: args.insecure_tcp,
             pidfile,
         })

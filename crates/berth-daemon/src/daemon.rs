@@ -745,6 +745,10 @@ mod tests {
             registry_mirrors: vec![],
             log_level: "info".into(),
             tls: false,
+            tls_verify: false,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
             insecure_tcp: false,
             pidfile: dir.join("run/berth.pid"),
         };

@@ -30,6 +30,7 @@ pub mod names;
 pub mod server;
 pub mod store;
 pub mod time;
+pub mod tls;
 
 pub use config::{Config, DaemonArgs};
 pub use error::{Error, Result};

@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 /// A bound listening socket.
 enum Listener {
     Unix(UnixListener, PathBuf),
-    Tcp(TcpListener),
+    Tcp(TcpListener, Option<tokio_rustls::TlsAcceptor>),
 }
 
 /// Binds every configured host before anything is served, so a bad address fails startup.
@@ -29,21 +29,27 @@ async fn bind_all(config: &Config) -> Result<Vec<Listener>> {
         match host {
             Host::Unix(path) => out.push(Listener::Unix(bind_unix(path)?, path.clone())),
             Host::Tcp(addr) => {
-                if config.tls {
-                    return Err(Error::Config(
-                        "TLS (--tls/--tlsverify) is not supported by berth yet; serve the unix socket, or plain TCP with --insecure-tcp on a trusted network".into(),
-                    ));
-                }
-                if !config.insecure_tcp {
+                let acceptor = if config.tls_verify {
+                    Some(crate::tls::acceptor(config)?)
+                } else if config.insecure_tcp {
+                    if config.tls {
+                        // --tls without --tlsverify: encrypted, but anyone may connect.
+                        Some(crate::tls::acceptor(config)?)
+                    } else {
+                        None
+                    }
+                } else {
                     return Err(Error::Config(format!(
-                        "refusing to serve tcp://{addr} without TLS: anyone who can reach it gets root on this host; pass --insecure-tcp to do it anyway"
+                        "refusing to serve tcp://{addr} without --tlsverify (mutual TLS): anyone who can reach it gets root on this host; pass --insecure-tcp to do it anyway"
                     )));
+                };
+                if acceptor.is_none() {
+                    tracing::warn!(%addr, "serving the API on plain TCP without TLS");
                 }
-                tracing::warn!(%addr, "serving the API on plain TCP without TLS");
                 let l = TcpListener::bind(addr)
                     .await
                     .map_err(|e| Error::io(format!("listen on tcp://{addr}"), e))?;
-                out.push(Listener::Tcp(l));
+                out.push(Listener::Tcp(l, acceptor));
             }
         }
     }
@@ -120,13 +126,31 @@ pub async fn run(config: Config) -> Result<()> {
                     }
                 });
             }
-            Listener::Tcp(l) => {
+            Listener::Tcp(l, acceptor) => {
+                if let Ok(addr) = l.local_addr() {
+                    tracing::info!(%addr, tls = acceptor.is_some(), "API listening on TCP");
+                }
                 tokio::spawn(async move {
                     loop {
                         match l.accept().await {
-                            Ok((s, _)) => {
+                            Ok((s, peer)) => {
                                 let _ = s.set_nodelay(true);
-                                serve_conn(daemon.clone(), s)
+                                match &acceptor {
+                                    None => serve_conn(daemon.clone(), s),
+                                    Some(tls) => {
+                                        let (tls, daemon) = (tls.clone(), daemon.clone());
+                                        // The handshake runs in its own task so a slow client
+                                        // cannot hold up the accept loop.
+                                        tokio::spawn(async move {
+                                            match tls.accept(s).await {
+                                                Ok(stream) => serve_conn(daemon, stream),
+                                                Err(err) => tracing::info!(
+                                                    %peer, %err, "TLS handshake failed"
+                                                ),
+                                            }
+                                        });
+                                    }
+                                }
                             }
                             Err(err) => accept_failed(err).await,
                         }

@@ -448,7 +448,7 @@ fn tcp_requires_tls_or_explicit_insecure_flag() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("without TLS"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("without --tlsverify"));
 
     std::fs::write(dir.path().join("d.json"), r#"{"no-such-option": 1}"#).unwrap();
     let out = std::process::Command::new(daemon_common::BERTH)
