@@ -1,0 +1,222 @@
+//! Packet filtering and NAT. All of Berth's rules live in one nftables table, `ip berth`,
+//! regenerated from the persisted state and swapped in a single atomic `nft -f` transaction,
+//! so the host's own tables are never touched and a restart (or reconcile) converges to
+//! exactly the rules the state implies. When the host's iptables FORWARD policy is DROP
+//! (e.g. a Debian dockerd is running) an `ACCEPT` for each Berth bridge is added there too,
+//! tagged with a comment so it can be found and removed: a packet must be accepted by every
+//! base chain on the forward hook, ours alone is not enough.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+
+use crate::error::{NetworkError, Result};
+use crate::store::State;
+
+/// Name of the nftables table Berth owns.
+pub const TABLE: &str = "berth";
+
+/// Renders the complete `ip berth` table for `state`.
+pub fn render(table: &str, state: &State) -> String {
+    let nets: Vec<_> = state.networks.values().collect();
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "table ip {table}\ndelete table ip {table}\ntable ip {table} {{"
+    );
+    // Port publishing: DNAT from anywhere that reaches a local address, including the
+    // host itself (output hook) so 127.0.0.1 and the bridge address work.
+    s.push_str("  chain prerouting {\n    type nat hook prerouting priority dstnat; policy accept;\n    fib daddr type local jump ports\n  }\n");
+    s.push_str("  chain output {\n    type nat hook output priority dstnat; policy accept;\n    fib daddr type local jump ports\n  }\n");
+    s.push_str("  chain ports {\n");
+    for n in &nets {
+        for ep in n.endpoints.values() {
+            for p in &ep.ports {
+                let daddr = if p.host_ip.is_unspecified() {
+                    String::new()
+                } else {
+                    format!("ip daddr {} ", p.host_ip)
+                };
+                let _ = writeln!(
+                    s,
+                    "    {daddr}{proto} dport {hp} dnat to {ip}:{cp} comment \"{id}\"",
+                    proto = p.proto.as_str(),
+                    hp = p.host_port,
+                    ip = ep.ip,
+                    cp = p.container_port,
+                    id = ep.container_id
+                );
+            }
+        }
+    }
+    s.push_str("  }\n");
+    s.push_str(
+        "  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n",
+    );
+    for n in &nets {
+        let (br, sub) = (&n.bridge, n.subnet);
+        // Host-originated 127.0.0.1 traffic DNATed onto the bridge (needs route_localnet).
+        let _ = writeln!(s, "    oifname \"{br}\" ip saddr 127.0.0.0/8 masquerade");
+        // Hairpin: a container reaching a published port of its own network.
+        let _ = writeln!(
+            s,
+            "    oifname \"{br}\" ip saddr {sub} ct status dnat masquerade"
+        );
+        if !n.internal {
+            let _ = writeln!(s, "    ip saddr {sub} oifname != \"{br}\" masquerade");
+        }
+    }
+    s.push_str("  }\n");
+    s.push_str("  chain forward {\n    type filter hook forward priority filter; policy accept;\n");
+    for n in &nets {
+        let br = &n.bridge;
+        // Isolation: nothing crosses from one Berth network to another.
+        let others: Vec<String> = nets
+            .iter()
+            .filter(|o| o.bridge != *br)
+            .map(|o| format!("\"{}\"", o.bridge))
+            .collect();
+        if !others.is_empty() {
+            let _ = writeln!(
+                s,
+                "    iifname \"{br}\" oifname {{ {} }} drop",
+                others.join(", ")
+            );
+        }
+        if n.internal {
+            let _ = writeln!(s, "    iifname \"{br}\" oifname != \"{br}\" drop");
+            let _ = writeln!(s, "    oifname \"{br}\" iifname != \"{br}\" drop");
+        }
+    }
+    s.push_str("  }\n}\n");
+    s
+}
+
+fn nft(script: &str) -> Result<()> {
+    let mut child = Command::new("nft")
+        .arg("-f")
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| NetworkError::Nft(format!("spawn nft: {e}")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(script.as_bytes())
+            .map_err(|e| NetworkError::Nft(format!("write script: {e}")))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| NetworkError::Nft(format!("wait: {e}")))?;
+    if !out.status.success() {
+        return Err(NetworkError::Nft(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ));
+    }
+    Ok(())
+}
+
+/// Replaces the `ip berth` table with the rules `state` implies; removes it when no
+/// network exists. Also syncs the iptables FORWARD accepts and the sysctls we need.
+pub fn apply(table: &str, state: &State) -> Result<()> {
+    if state.networks.is_empty() {
+        nft(&format!("table ip {table}\ndelete table ip {table}\n"))?;
+    } else {
+        enable_forwarding()?;
+        for n in state.networks.values() {
+            // Lets DNATed 127.0.0.1 packets be routed out of the bridge.
+            write_sysctl(
+                &format!("/proc/sys/net/ipv4/conf/{}/route_localnet", n.bridge),
+                "1",
+            )?;
+        }
+        nft(&render(table, state))?;
+    }
+    let bridges: Vec<&str> = state.networks.values().map(|n| n.bridge.as_str()).collect();
+    sync_iptables_forward(table, &bridges);
+    Ok(())
+}
+
+fn enable_forwarding() -> Result<()> {
+    write_sysctl("/proc/sys/net/ipv4/ip_forward", "1")
+}
+
+fn write_sysctl(path: &str, value: &str) -> Result<()> {
+    std::fs::write(path, value).map_err(crate::error::io_err("write sysctl", path))
+}
+
+fn iptables(args: &[&str]) -> Option<String> {
+    let out = Command::new("iptables")
+        .arg("-w")
+        .args(args)
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Keeps one `-i br -j ACCEPT` and one `-o br -j ACCEPT` per Berth bridge at the top of the
+/// iptables FORWARD chain while its policy is DROP; removes stale ones. Best effort: a host
+/// without iptables has no such chain to satisfy.
+fn sync_iptables_forward(table: &str, bridges: &[&str]) {
+    let comment = format!("{table}-bridge");
+    let Some(rules) = iptables(&["-S", "FORWARD"]) else {
+        return;
+    };
+    let drop_policy = rules.lines().any(|l| l.trim() == "-P FORWARD DROP");
+    for line in rules.lines().filter(|l| {
+        l.contains(&format!("--comment {comment}"))
+            || l.contains(&format!("--comment \"{comment}\""))
+    }) {
+        let keep = drop_policy && bridges.iter().any(|b| line.contains(&format!(" {b} ")));
+        if !keep {
+            let args: Vec<&str> = line
+                .trim_start_matches("-A ")
+                .split_whitespace()
+                .map(|a| a.trim_matches('"'))
+                .collect();
+            let mut del = vec!["-D"];
+            del.extend(args);
+            let _ = iptables(&del);
+        }
+    }
+    if !drop_policy {
+        return;
+    }
+    for b in bridges {
+        for dir in ["-i", "-o"] {
+            let rule = [
+                "FORWARD",
+                dir,
+                b,
+                "-m",
+                "comment",
+                "--comment",
+                &comment,
+                "-j",
+                "ACCEPT",
+            ];
+            let mut check = vec!["-C"];
+            check.extend(rule);
+            if iptables(&check).is_none() {
+                let mut ins = vec!["-I"];
+                ins.extend(rule);
+                let _ = iptables(&ins);
+            }
+        }
+    }
+}
+
+/// True if the `ip berth` table exists.
+pub fn table_exists(table: &str) -> bool {
+    Command::new("nft")
+        .args(["list", "table", "ip", table])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}

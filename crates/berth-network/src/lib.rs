@@ -1,0 +1,28 @@
+//! berth-network: Docker's bridge networking model for Berth.
+//!
+//! It owns everything between "the container has a network namespace" and "the container
+//! is on the network": the default `bridge` network and user-defined bridge networks with
+//! their IPAM ([`ipam`], persisted crash-safely by [`store`]), bridges and veth pairs over
+//! rtnetlink ([`netlink`]), persistent namespace files ([`netns`]), outbound NAT, published
+//! ports and network isolation in a dedicated nftables table ([`firewall`], [`ports`]), the
+//! embedded DNS server ([`dns`]), `/etc/hosts`-style files ([`files`]) and `--network` modes
+//! ([`mode`]). [`NetworkManager`] is the entry point the daemon calls; its methods are
+//! blocking, so call them from `spawn_blocking` inside tokio.
+
+pub mod dns;
+pub mod error;
+pub mod files;
+pub mod firewall;
+pub mod ipam;
+pub mod manager;
+pub mod mode;
+pub mod netlink;
+pub mod netns;
+pub mod ports;
+pub mod store;
+
+pub use error::{NetworkError, Result};
+pub use manager::{
+    Config, ConnectRequest, CreateNetwork, NetworkManager, ReconcileReport, DEFAULT_NETWORK,
+};
+pub use ports::{parse_port_spec, PortMapping, Proto};

@@ -1,0 +1,549 @@
+//! The network manager: the one place that turns requests (create/remove network,
+//! connect/disconnect a container) into consistent changes of persisted state, kernel links
+//! and firewall rules. Every operation builds the new state first, applies it to the kernel,
+//! persists it, and undoes the kernel side if a later step fails, so a failed call leaves no
+//! half-made interface or rule. State is guarded by one mutex: network operations are rare
+//! and short.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use crate::error::{NetworkError, Result};
+use crate::firewall;
+use crate::ipam::{self, Allocations, Ipv4Net};
+use crate::netlink::{self, ContainerIface};
+use crate::ports::{self, PortMapping};
+use crate::store::{self, EndpointRecord, NetworkRecord, State};
+
+/// Name of Docker's default network.
+pub const DEFAULT_NETWORK: &str = "bridge";
+
+/// Naming and placement knobs. The defaults are what the daemon uses; tests override the
+/// prefixes and table so that parallel runs never see each other's objects.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Directory holding `networks.json`.
+    pub state_dir: PathBuf,
+    /// Bridge of the default network.
+    pub default_bridge: String,
+    /// Prefix of user-defined bridges (`bb-` + 12 hex = 15 bytes).
+    pub bridge_prefix: String,
+    /// Prefix of host-side veths.
+    pub veth_prefix: String,
+    /// nftables table (family `ip`).
+    pub table: String,
+    pub default_mtu: u32,
+}
+
+impl Config {
+    pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            state_dir: state_dir.into(),
+            default_bridge: "berth0".into(),
+            bridge_prefix: "bb-".into(),
+            veth_prefix: "bv".into(),
+            table: firewall::TABLE.into(),
+            default_mtu: 1500,
+        }
+    }
+}
+
+/// Parameters of `docker network create`.
+#[derive(Debug, Clone, Default)]
+pub struct CreateNetwork {
+    pub name: String,
+    pub subnet: Option<String>,
+    pub gateway: Option<String>,
+    pub ip_range: Option<String>,
+    pub internal: bool,
+    pub mtu: Option<u32>,
+    /// `com.docker.network.bridge.name`.
+    pub bridge_name: Option<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Parameters of attaching a container to a network.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectRequest {
+    pub container_id: String,
+    /// Container name without the leading slash.
+    pub name: String,
+    pub aliases: Vec<String>,
+    /// `(target container name, alias)` from `--link target:alias`.
+    pub links: Vec<(String, String)>,
+    /// Static address (`--ip`).
+    pub ip: Option<Ipv4Addr>,
+    pub ports: Vec<PortMapping>,
+    /// The container's network namespace file.
+    pub netns: PathBuf,
+    /// Interface name inside the namespace; `eth0` when empty (then `eth1`... for further
+    /// networks is the caller's choice).
+    pub ifname: Option<String>,
+}
+
+/// What [`NetworkManager::reconcile`] removed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReconcileReport {
+    pub endpoints_removed: Vec<String>,
+    pub links_removed: Vec<String>,
+}
+
+/// Owner of Berth's bridge networks.
+#[derive(Debug)]
+pub struct NetworkManager {
+    cfg: Config,
+    state: Mutex<State>,
+}
+
+fn short_hash(s: &str) -> String {
+    // FNV-1a: stable across releases, unlike std's hasher.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
+impl NetworkManager {
+    /// Loads persisted state (an absent file means no networks yet).
+    pub fn open(cfg: Config) -> Result<Self> {
+        let state = store::load(&cfg.state_dir.join("networks.json"))?;
+        Ok(Self {
+            cfg,
+            state: Mutex::new(state),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic mid-operation leaves the last committed state, which is still coherent.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn state_path(&self) -> PathBuf {
+        self.cfg.state_dir.join("networks.json")
+    }
+
+    fn commit(&self, guard: &mut State, new: State) -> Result<()> {
+        if let Err(e) = firewall::apply(&self.cfg.table, &new) {
+            let _ = firewall::apply(&self.cfg.table, guard);
+            return Err(e);
+        }
+        if let Err(e) = store::save(&self.state_path(), &new) {
+            let _ = firewall::apply(&self.cfg.table, guard);
+            return Err(e);
+        }
+        *guard = new;
+        Ok(())
+    }
+
+    /// All networks.
+    pub fn list(&self) -> Vec<NetworkRecord> {
+        self.lock().networks.values().cloned().collect()
+    }
+
+    /// A network by id, name or unique id prefix.
+    pub fn inspect(&self, id_or_name: &str) -> Result<NetworkRecord> {
+        self.lock()
+            .find(id_or_name)
+            .cloned()
+            .ok_or_else(|| NetworkError::NetworkNotFound(id_or_name.to_string()))
+    }
+
+    /// Creates the default `bridge` network on `berth0` if it does not exist, and makes sure
+    /// its bridge and rules exist if it does (daemon start).
+    pub fn ensure_default(&self) -> Result<NetworkRecord> {
+        if let Ok(n) = self.inspect(DEFAULT_NETWORK) {
+            netlink::ensure_bridge(&n.bridge, n.gateway, n.subnet.prefix(), n.mtu)?;
+            let st = self.lock();
+            firewall::apply(&self.cfg.table, &st)?;
+            return Ok(n);
+        }
+        self.create_inner(
+            CreateNetwork {
+                name: DEFAULT_NETWORK.into(),
+                bridge_name: Some(self.cfg.default_bridge.clone()),
+                ..Default::default()
+            },
+            true,
+        )
+    }
+
+    /// `docker network create` (bridge driver).
+    pub fn create_network(&self, req: CreateNetwork) -> Result<NetworkRecord> {
+        self.create_inner(req, false)
+    }
+
+    fn create_inner(&self, req: CreateNetwork, default_bridge: bool) -> Result<NetworkRecord> {
+        if !valid_name(&req.name) {
+            return Err(NetworkError::InvalidName(req.name));
+        }
+        let mut guard = self.lock();
+        if guard.networks.values().any(|n| n.name == req.name) {
+            return Err(NetworkError::NetworkExists(req.name));
+        }
+        let taken: Vec<Ipv4Net> = guard.networks.values().map(|n| n.subnet).collect();
+        let subnet = match &req.subnet {
+            Some(s) => {
+                let s: Ipv4Net = s.parse()?;
+                if let Some(o) = taken.iter().find(|t| t.overlaps(&s)) {
+                    return Err(NetworkError::SubnetOverlap {
+                        subnet: s.to_string(),
+                        other: o.to_string(),
+                    });
+                }
+                s
+            }
+            None => {
+                let mut avoid = taken.clone();
+                // Host routes (not the default route) are off limits too.
+                avoid.extend(netlink::host_routes()?);
+                ipam::pick_free_pool(&avoid)?
+            }
+        };
+        if subnet.prefix() > 30 {
+            return Err(NetworkError::InvalidCidr(format!(
+                "{subnet}: prefix too long for a bridge network"
+            )));
+        }
+        let ip_range = match &req.ip_range {
+            Some(r) => {
+                let r: Ipv4Net = r.parse()?;
+                if !subnet.contains(r.network()) || r.prefix() < subnet.prefix() {
+                    return Err(NetworkError::OutsideSubnet {
+                        what: "ip range",
+                        addr: r.to_string(),
+                        subnet: subnet.to_string(),
+                    });
+                }
+                r
+            }
+            None => subnet,
+        };
+        let gateway = match &req.gateway {
+            Some(g) => g
+                .parse()
+                .map_err(|_| NetworkError::InvalidAddress(g.clone()))?,
+            None => subnet
+                .nth(1)
+                .ok_or_else(|| NetworkError::PoolExhausted(subnet.to_string()))?,
+        };
+        let mut ipam = Allocations::default();
+        ipam.reserve(&req.name, &subnet, gateway, "gateway")
+            .map_err(|e| match e {
+                NetworkError::OutsideSubnet { addr, subnet, .. } => NetworkError::OutsideSubnet {
+                    what: "gateway",
+                    addr,
+                    subnet,
+                },
+                e => e,
+            })?;
+        let id = loop {
+            let id = format!(
+                "{:016x}{:016x}{:016x}{:016x}",
+                rand::random::<u64>(),
+                rand::random::<u64>(),
+                rand::random::<u64>(),
+                rand::random::<u64>()
+            );
+            if !guard.networks.contains_key(&id) {
+                break id;
+            }
+        };
+        let bridge = req
+            .bridge_name
+            .clone()
+            .unwrap_or_else(|| format!("{}{}", self.cfg.bridge_prefix, &id[..12]));
+        if bridge.is_empty() || bridge.len() > 15 || bridge.contains(['/', ' ']) {
+            return Err(NetworkError::InvalidName(bridge));
+        }
+        if guard.networks.values().any(|n| n.bridge == bridge) {
+            return Err(NetworkError::NetworkExists(format!("bridge {bridge}")));
+        }
+        let rec = NetworkRecord {
+            id: id.clone(),
+            name: req.name,
+            bridge: bridge.clone(),
+            subnet,
+            gateway,
+            ip_range,
+            mtu: req.mtu.unwrap_or(self.cfg.default_mtu),
+            internal: req.internal,
+            default_bridge,
+            labels: req.labels,
+            ipam,
+            endpoints: BTreeMap::new(),
+        };
+        let existed = netlink::link_exists(&bridge)?;
+        netlink::ensure_bridge(&bridge, gateway, subnet.prefix(), rec.mtu)?;
+        let mut new = guard.clone();
+        new.networks.insert(id, rec.clone());
+        if let Err(e) = self.commit(&mut guard, new) {
+            if !existed {
+                let _ = netlink::delete_link(&bridge);
+            }
+            return Err(e);
+        }
+        tracing::info!(network = %rec.name, bridge = %bridge, subnet = %subnet, "network created");
+        Ok(rec)
+    }
+
+    /// `docker network rm`: refuses while endpoints exist; removes bridge and rules.
+    pub fn remove_network(&self, id_or_name: &str) -> Result<()> {
+        let mut guard = self.lock();
+        let net = guard
+            .find(id_or_name)
+            .cloned()
+            .ok_or_else(|| NetworkError::NetworkNotFound(id_or_name.to_string()))?;
+        if net.default_bridge {
+            return Err(NetworkError::Predefined(net.name));
+        }
+        if !net.endpoints.is_empty() {
+            let names: Vec<&str> = net.endpoints.values().map(|e| e.name.as_str()).collect();
+            return Err(NetworkError::ActiveEndpoints {
+                network: net.name,
+                endpoints: names.join(", "),
+            });
+        }
+        let mut new = guard.clone();
+        new.networks.remove(&net.id);
+        self.commit(&mut guard, new)?;
+        netlink::delete_link(&net.bridge)?;
+        Ok(())
+    }
+
+    /// Removes every network, including the default one (daemon uninstall and tests).
+    pub fn remove_all(&self) -> Result<()> {
+        let mut guard = self.lock();
+        let old = guard.clone();
+        self.commit(&mut guard, State::default())?;
+        for n in old.networks.values() {
+            for ep in n.endpoints.values() {
+                let _ = netlink::delete_link(&ep.host_veth);
+            }
+            netlink::delete_link(&n.bridge)?;
+        }
+        Ok(())
+    }
+
+    fn published(state: &State) -> Vec<(Ipv4Addr, u16, ports::Proto)> {
+        state
+            .networks
+            .values()
+            .flat_map(|n| n.endpoints.values())
+            .flat_map(|e| e.ports.iter().map(|p| (p.host_ip, p.host_port, p.proto)))
+            .collect()
+    }
+
+    /// Attaches a container: allocates its address, creates the veth into its namespace,
+    /// publishes its ports. Returns the endpoint (with resolved random host ports).
+    pub fn connect(&self, network: &str, req: ConnectRequest) -> Result<EndpointRecord> {
+        let mut guard = self.lock();
+        let net = guard
+            .find(network)
+            .cloned()
+            .ok_or_else(|| NetworkError::NetworkNotFound(network.to_string()))?;
+        if net.endpoints.contains_key(&req.container_id) {
+            return Err(NetworkError::AlreadyConnected {
+                container: req.container_id,
+                network: net.name,
+            });
+        }
+        let mut ipam = net.ipam.clone();
+        let ip = match req.ip {
+            Some(ip) => {
+                ipam.reserve(&net.name, &net.subnet, ip, &req.container_id)?;
+                ip
+            }
+            None => ipam.allocate(&net.subnet, &net.ip_range, &req.container_id)?,
+        };
+        let ports = ports::resolve(&req.ports, &Self::published(&guard))?;
+        let hash = short_hash(&format!("{}/{}", net.id, req.container_id));
+        let host_veth = format!(
+            "{}{}",
+            self.cfg.veth_prefix,
+            &hash[..(15 - self.cfg.veth_prefix.len()).min(16)]
+        );
+        let peer_tmp = format!("bt{}", &hash[..13]);
+        let mac = netlink::mac_for(ip);
+        let ifname = req.ifname.clone().unwrap_or_else(|| "eth0".into());
+        netlink::attach_veth(
+            &net.bridge,
+            &host_veth,
+            &peer_tmp,
+            &ContainerIface {
+                netns: &req.netns,
+                name: &ifname,
+                ip,
+                prefix: net.subnet.prefix(),
+                mac,
+                mtu: net.mtu,
+                gateway: (!net.internal).then_some(net.gateway),
+            },
+        )?;
+        let ep = EndpointRecord {
+            container_id: req.container_id.clone(),
+            name: req.name,
+            aliases: req.aliases,
+            links: req.links,
+            ip,
+            mac: netlink::mac_string(mac),
+            host_veth: host_veth.clone(),
+            netns: req.netns.clone(),
+            ports,
+        };
+        let mut new = guard.clone();
+        if let Some(n) = new.networks.get_mut(&net.id) {
+            n.ipam = ipam;
+            n.endpoints.insert(req.container_id, ep.clone());
+        }
+        if let Err(e) = self.commit(&mut guard, new) {
+            let _ = netlink::delete_link(&host_veth);
+            return Err(e);
+        }
+        Ok(ep)
+    }
+
+    /// Detaches a container: removes its veth (the namespace side goes with it), DNAT rules
+    /// and address. The container's namespace itself is the caller's.
+    pub fn disconnect(&self, network: &str, container_id: &str) -> Result<()> {
+        let mut guard = self.lock();
+        let net = guard
+            .find(network)
+            .cloned()
+            .ok_or_else(|| NetworkError::NetworkNotFound(network.to_string()))?;
+        let ep =
+            net.endpoints
+                .get(container_id)
+                .cloned()
+                .ok_or_else(|| NetworkError::NotConnected {
+                    container: container_id.to_string(),
+                    network: net.name.clone(),
+                })?;
+        let mut new = guard.clone();
+        if let Some(n) = new.networks.get_mut(&net.id) {
+            n.endpoints.remove(container_id);
+            n.ipam.release(ep.ip);
+        }
+        self.commit(&mut guard, new)?;
+        netlink::delete_link(&ep.host_veth)
+    }
+
+    /// Detaches a container from every network it is on (container stop/removal).
+    pub fn disconnect_all(&self, container_id: &str) -> Result<()> {
+        let nets: Vec<String> = self
+            .lock()
+            .networks
+            .values()
+            .filter(|n| n.endpoints.contains_key(container_id))
+            .map(|n| n.id.clone())
+            .collect();
+        for n in nets {
+            self.disconnect(&n, container_id)?;
+        }
+        Ok(())
+    }
+
+    /// Daemon start: drops endpoints of containers not in `live` (the daemon's running
+    /// containers), recreates missing bridges, deletes Berth-named links nobody owns and
+    /// rewrites the firewall table from state.
+    pub fn reconcile(&self, live: &HashSet<String>) -> Result<ReconcileReport> {
+        let mut report = ReconcileReport::default();
+        let mut guard = self.lock();
+        let mut new = guard.clone();
+        for n in new.networks.values_mut() {
+            let dead: Vec<String> = n
+                .endpoints
+                .keys()
+                .filter(|id| !live.contains(*id))
+                .cloned()
+                .collect();
+            for id in dead {
+                if let Some(ep) = n.endpoints.remove(&id) {
+                    n.ipam.release(ep.ip);
+                    report.endpoints_removed.push(id);
+                }
+            }
+        }
+        for n in new.networks.values() {
+            netlink::ensure_bridge(&n.bridge, n.gateway, n.subnet.prefix(), n.mtu)?;
+        }
+        self.commit(&mut guard, new)?;
+        let owned: HashSet<&str> = guard
+            .networks
+            .values()
+            .flat_map(|n| {
+                std::iter::once(n.bridge.as_str())
+                    .chain(n.endpoints.values().map(|e| e.host_veth.as_str()))
+            })
+            .collect();
+        for name in netlink::link_names()? {
+            let ours = name.starts_with(&self.cfg.veth_prefix)
+                || name.starts_with(&self.cfg.bridge_prefix)
+                || name == self.cfg.default_bridge;
+            if ours && !owned.contains(name.as_str()) {
+                netlink::delete_link(&name)?;
+                report.links_removed.push(name);
+            }
+        }
+        Ok(report)
+    }
+
+    /// Embedded DNS lookup: `name` as asked by `client` of the network whose gateway is
+    /// `server`. Matches container names, aliases, 12-char ids and the client's own links.
+    pub fn resolve(&self, server: Ipv4Addr, client: Ipv4Addr, name: &str) -> Option<Vec<Ipv4Addr>> {
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        let st = self.lock();
+        let net = st.networks.values().find(|n| n.gateway == server)?;
+        let by_name = |target: &str| -> Vec<Ipv4Addr> {
+            net.endpoints
+                .values()
+                .filter(|e| {
+                    e.name.eq_ignore_ascii_case(target)
+                        || e.aliases.iter().any(|a| a.eq_ignore_ascii_case(target))
+                        || (target.len() == 12 && e.container_id.starts_with(target))
+                })
+                .map(|e| e.ip)
+                .collect()
+        };
+        let mut ips = by_name(&name);
+        if ips.is_empty() {
+            if let Some(me) = net.endpoints.values().find(|e| e.ip == client) {
+                for (target, alias) in &me.links {
+                    if alias.eq_ignore_ascii_case(&name) {
+                        ips = by_name(&target.to_ascii_lowercase());
+                    }
+                }
+            }
+        }
+        (!ips.is_empty()).then_some(ips)
+    }
+
+    /// Path of the state file (for diagnostics).
+    pub fn state_file(&self) -> PathBuf {
+        self.state_path()
+    }
+}
+
+/// Convenience for callers holding a path to the state dir.
+pub fn open(state_dir: &Path) -> Result<NetworkManager> {
+    NetworkManager::open(Config::new(state_dir))
+}

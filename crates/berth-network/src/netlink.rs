@@ -1,0 +1,346 @@
+//! Link, address and route plumbing over rtnetlink. The API is synchronous: each call runs a
+//! short-lived current-thread runtime on its own OS thread, which makes it callable from
+//! anywhere (including inside tokio via `spawn_blocking`) and lets the thread enter a
+//! container's network namespace with `setns` before opening its netlink socket, without
+//! touching the caller's namespace.
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::AsFd;
+use std::path::Path;
+
+use futures_util::TryStreamExt;
+use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
+use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+
+use crate::error::{io_err, NetworkError, Result};
+
+/// Runs `f` with a netlink handle, optionally inside the network namespace at `netns`.
+fn run<T, F, Fut>(netns: Option<&Path>, f: F) -> Result<T>
+where
+    T: Send,
+    F: FnOnce(Handle) -> Fut + Send,
+    Fut: Future<Output = Result<T>>,
+{
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            if let Some(path) = netns {
+                let file = std::fs::File::open(path).map_err(io_err("open netns", path))?;
+                // Only this helper thread moves; it exits when the closure is done.
+                nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).map_err(
+                    |source| NetworkError::Sys {
+                        op: "setns",
+                        source,
+                    },
+                )?;
+            }
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .build()
+                .map_err(io_err("tokio runtime", "netlink"))?;
+            rt.block_on(async {
+                let (conn, handle, _) =
+                    rtnetlink::new_connection().map_err(io_err("netlink socket", "route"))?;
+                let task = tokio::spawn(conn);
+                let out = f(handle).await;
+                task.abort();
+                out
+            })
+        })
+        .join()
+        .unwrap_or_else(|_| Err(NetworkError::Dns("netlink worker thread panicked".into())))
+    })
+}
+
+fn nl(op: &'static str, target: &str) -> impl FnOnce(rtnetlink::Error) -> NetworkError {
+    let target = target.to_string();
+    move |source| NetworkError::Netlink { op, target, source }
+}
+
+async fn index_of(h: &Handle, name: &str) -> Result<Option<u32>> {
+    let mut links = h.link().get().match_name(name.to_string()).execute();
+    match links.try_next().await {
+        Ok(Some(msg)) => Ok(Some(msg.header.index)),
+        Ok(None) => Ok(None),
+        // ENODEV: no such link.
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(None),
+        Err(e) => Err(nl("get link", name)(e)),
+    }
+}
+
+async fn must_index(h: &Handle, name: &str) -> Result<u32> {
+    index_of(h, name)
+        .await?
+        .ok_or_else(|| NetworkError::LinkNotFound(name.to_string()))
+}
+
+/// True if a link called `name` exists in the current namespace.
+pub fn link_exists(name: &str) -> Result<bool> {
+    let name = name.to_string();
+    run(
+        None,
+        |h| async move { Ok(index_of(&h, &name).await?.is_some()) },
+    )
+}
+
+/// Names of all links in the current namespace.
+pub fn link_names() -> Result<Vec<String>> {
+    run(None, |h| async move {
+        let msgs: Vec<LinkMessage> = h
+            .link()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(nl("list links", "all"))?;
+        Ok(msgs
+            .into_iter()
+            .filter_map(|m| {
+                m.attributes.into_iter().find_map(|a| match a {
+                    LinkAttribute::IfName(n) => Some(n),
+                    _ => None,
+                })
+            })
+            .collect())
+    })
+}
+
+/// Creates bridge `name` with `gateway/prefix`, sets `mtu` and brings it up. An existing
+/// bridge of that name is reused (idempotent for restarts).
+pub fn ensure_bridge(name: &str, gateway: Ipv4Addr, prefix: u8, mtu: u32) -> Result<()> {
+    let name = name.to_string();
+    run(None, |h| async move {
+        if index_of(&h, &name).await?.is_none() {
+            h.link()
+                .add(LinkBridge::new(&name).mtu(mtu).build())
+                .execute()
+                .await
+                .map_err(nl("create bridge", &name))?;
+        }
+        let idx = must_index(&h, &name).await?;
+        let addrs: Vec<_> = h
+            .address()
+            .get()
+            .set_link_index_filter(idx)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(nl("list addresses", &name))?;
+        let has = addrs.iter().any(|a| {
+            a.attributes.iter().any(|at| matches!(at, rtnetlink::packet_route::address::AddressAttribute::Address(IpAddr::V4(ip)) if *ip == gateway))
+        });
+        if !has {
+            h.address()
+                .add(idx, IpAddr::V4(gateway), prefix)
+                .execute()
+                .await
+                .map_err(nl("add address", &name))?;
+        }
+        h.link()
+            .set(LinkUnspec::new_with_index(idx).up().build())
+            .execute()
+            .await
+            .map_err(nl("set up", &name))?;
+        Ok(())
+    })
+}
+
+/// Deletes link `name` if it exists (deleting one end of a veth deletes both).
+pub fn delete_link(name: &str) -> Result<()> {
+    let name = name.to_string();
+    run(None, |h| async move {
+        if let Some(idx) = index_of(&h, &name).await? {
+            match h.link().del(idx).execute().await {
+                Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => {}
+                r => r.map_err(nl("delete link", &name))?,
+            }
+        }
+        Ok(())
+    })
+}
+
+/// What to configure on the container side of a veth pair.
+#[derive(Debug, Clone)]
+pub struct ContainerIface<'a> {
+    pub netns: &'a Path,
+    /// Final name inside the namespace, usually `eth0`.
+    pub name: &'a str,
+    pub ip: Ipv4Addr,
+    pub prefix: u8,
+    pub mac: [u8; 6],
+    pub mtu: u32,
+    /// Default route via this gateway; `None` for internal networks with no route out.
+    pub gateway: Option<Ipv4Addr>,
+}
+
+/// Creates veth `host_name` <-> `peer_tmp`, enslaves the host end to `bridge` (hairpin on),
+/// moves the peer into `c.netns`, renames it, addresses it and sets lo up and the default
+/// route. On failure the pair is deleted, leaving nothing behind.
+pub fn attach_veth(
+    bridge: &str,
+    host_name: &str,
+    peer_tmp: &str,
+    c: &ContainerIface<'_>,
+) -> Result<()> {
+    let r = attach_veth_inner(bridge, host_name, peer_tmp, c);
+    if r.is_err() {
+        let _ = delete_link(host_name);
+        let _ = delete_link(peer_tmp);
+    }
+    r
+}
+
+fn attach_veth_inner(
+    bridge: &str,
+    host_name: &str,
+    peer_tmp: &str,
+    c: &ContainerIface<'_>,
+) -> Result<()> {
+    let ns = std::fs::File::open(c.netns).map_err(io_err("open netns", c.netns))?;
+    {
+        let (bridge, host_name, peer_tmp) = (
+            bridge.to_string(),
+            host_name.to_string(),
+            peer_tmp.to_string(),
+        );
+        let (mtu, ns_fd) = (c.mtu, std::os::fd::AsRawFd::as_raw_fd(&ns));
+        run(None, |h| async move {
+            h.link()
+                .add(LinkVeth::new(&host_name, &peer_tmp).mtu(mtu).build())
+                .execute()
+                .await
+                .map_err(nl("create veth", &host_name))?;
+            let br = must_index(&h, &bridge).await?;
+            let host = must_index(&h, &host_name).await?;
+            let peer = must_index(&h, &peer_tmp).await?;
+            h.link()
+                .set(
+                    LinkUnspec::new_with_index(host)
+                        .controller(br)
+                        .mtu(mtu)
+                        .up()
+                        .build(),
+                )
+                .execute()
+                .await
+                .map_err(nl("enslave", &host_name))?;
+            h.link()
+                .set(LinkUnspec::new_with_index(peer).setns_by_fd(ns_fd).build())
+                .execute()
+                .await
+                .map_err(nl("move to netns", &peer_tmp))?;
+            Ok(())
+        })?;
+    }
+    // Hairpin lets a container reach itself through its own published port.
+    let hp = format!("/sys/class/net/{host_name}/brport/hairpin_mode");
+    std::fs::write(&hp, "1").map_err(io_err("write", &hp))?;
+    let (peer_tmp, name, ip, prefix, mac, mtu, gw) = (
+        peer_tmp.to_string(),
+        c.name.to_string(),
+        c.ip,
+        c.prefix,
+        c.mac,
+        c.mtu,
+        c.gateway,
+    );
+    run(Some(c.netns), |h| async move {
+        let lo = must_index(&h, "lo").await?;
+        h.link()
+            .set(LinkUnspec::new_with_index(lo).up().build())
+            .execute()
+            .await
+            .map_err(nl("set up", "lo"))?;
+        let idx = must_index(&h, &peer_tmp).await?;
+        h.link()
+            .set(
+                LinkUnspec::new_with_index(idx)
+                    .name(name.clone())
+                    .address(mac.to_vec())
+                    .mtu(mtu)
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(nl("rename", &peer_tmp))?;
+        h.address()
+            .add(idx, IpAddr::V4(ip), prefix)
+            .execute()
+            .await
+            .map_err(nl("add address", &name))?;
+        h.link()
+            .set(LinkUnspec::new_with_index(idx).up().build())
+            .execute()
+            .await
+            .map_err(nl("set up", &name))?;
+        if let Some(gw) = gw {
+            let route = RouteMessageBuilder::<Ipv4Addr>::new()
+                .gateway(gw)
+                .output_interface(idx)
+                .build();
+            h.route()
+                .add(route)
+                .execute()
+                .await
+                .map_err(nl("add default route", &name))?;
+        }
+        Ok(())
+    })
+}
+
+/// Deletes interface `name` inside the namespace at `netns` (used when detaching a
+/// container whose namespace outlives the endpoint).
+pub fn delete_link_in(netns: &Path, name: &str) -> Result<()> {
+    let name = name.to_string();
+    run(Some(netns), |h| async move {
+        if let Some(idx) = index_of(&h, &name).await? {
+            h.link()
+                .del(idx)
+                .execute()
+                .await
+                .map_err(nl("delete link", &name))?;
+        }
+        Ok(())
+    })
+}
+
+/// Docker's MAC scheme: 02:42 followed by the IPv4 address.
+pub fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
+    let o = ip.octets();
+    [0x02, 0x42, o[0], o[1], o[2], o[3]]
+}
+
+/// Formats a MAC address.
+pub fn mac_string(mac: [u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Host IPv4 routes' destinations, so new pools avoid them.
+pub fn host_routes() -> Result<Vec<crate::ipam::Ipv4Net>> {
+    run(None, |h| async move {
+        use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
+        let msgs: Vec<_> = h
+            .route()
+            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .execute()
+            .try_collect()
+            .await
+            .map_err(nl("list routes", "ipv4"))?;
+        Ok(msgs
+            .into_iter()
+            .filter(|m| m.header.destination_prefix_length > 0)
+            .filter_map(|m| {
+                let p = m.header.destination_prefix_length;
+                m.attributes.into_iter().find_map(|a| match a {
+                    RouteAttribute::Destination(RouteAddress::Inet(ip)) => {
+                        crate::ipam::Ipv4Net::new(ip, p).ok()
+                    }
+                    _ => None,
+                })
+            })
+            .collect())
+    })
+}

@@ -1,0 +1,63 @@
+//! Persistent network namespaces as bind-mounted files (what `ip netns add` does), which the
+//! daemon creates before the container starts and hands to the runtime as the OCI
+//! `linux.namespaces[type=network].path`.
+
+use std::fs::File;
+use std::path::Path;
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{unshare, CloneFlags};
+
+use crate::error::{io_err, NetworkError, Result};
+
+/// Creates a new network namespace pinned by a bind mount on `path` (created if missing).
+pub fn create(path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+    }
+    File::create(path).map_err(io_err("create", path))?;
+    let target = path.to_path_buf();
+    let r = std::thread::spawn(move || -> Result<()> {
+        // unshare(CLONE_NEWNET) only moves this thread, which exits right after the mount.
+        unshare(CloneFlags::CLONE_NEWNET).map_err(|source| NetworkError::Sys {
+            op: "unshare(CLONE_NEWNET)",
+            source,
+        })?;
+        let tid = nix::unistd::gettid();
+        let src = format!("/proc/self/task/{tid}/ns/net");
+        mount(
+            Some(src.as_str()),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|source| NetworkError::Sys {
+            op: "bind mount netns",
+            source,
+        })
+    })
+    .join()
+    .unwrap_or_else(|_| Err(NetworkError::Dns("netns thread panicked".into())));
+    if r.is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    r
+}
+
+/// Unmounts and removes a namespace file made by [`create`]; missing files are fine.
+pub fn remove(path: &Path) -> Result<()> {
+    match umount2(path, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+        Err(source) => {
+            return Err(NetworkError::Sys {
+                op: "umount netns",
+                source,
+            })
+        }
+    }
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err("remove", path)(e)),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,113 @@
+//! The persisted model (networks, their endpoints and address allocations) and its
+//! crash-safe storage: one JSON file rewritten via tmp + fsync + rename + directory fsync,
+//! so a crash leaves either the old or the new state, never a torn file.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{io_err, NetworkError, Result};
+use crate::ipam::{Allocations, Ipv4Net};
+use crate::ports::PortMapping;
+
+/// One bridge network.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NetworkRecord {
+    pub id: String,
+    pub name: String,
+    /// Linux bridge interface name (at most 15 bytes).
+    pub bridge: String,
+    pub subnet: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    /// Sub-range dynamic addresses come from (defaults to the subnet).
+    pub ip_range: Ipv4Net,
+    pub mtu: u32,
+    /// No outbound NAT and no forwarding off the bridge (`--internal`).
+    pub internal: bool,
+    /// The default `bridge` network: no embedded DNS, isolated like the others.
+    pub default_bridge: bool,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub ipam: Allocations,
+    /// Endpoints by container id.
+    pub endpoints: BTreeMap<String, EndpointRecord>,
+}
+
+/// A container's attachment to a network.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EndpointRecord {
+    pub container_id: String,
+    /// Container name without the leading slash.
+    pub name: String,
+    pub aliases: Vec<String>,
+    /// `--link target:alias` pairs: names only this container resolves.
+    pub links: Vec<(String, String)>,
+    pub ip: Ipv4Addr,
+    pub mac: String,
+    /// Host side of the veth pair.
+    pub host_veth: String,
+    pub netns: PathBuf,
+    pub ports: Vec<PortMapping>,
+}
+
+/// Everything berth-network persists.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct State {
+    pub networks: BTreeMap<String, NetworkRecord>,
+}
+
+impl State {
+    pub fn find(&self, id_or_name: &str) -> Option<&NetworkRecord> {
+        self.networks.get(id_or_name).or_else(|| {
+            self.networks
+                .values()
+                .find(|n| n.name == id_or_name)
+                .or_else(|| {
+                    let mut it = self
+                        .networks
+                        .values()
+                        .filter(|n| n.id.starts_with(id_or_name));
+                    match (it.next(), it.next()) {
+                        (Some(n), None) if !id_or_name.is_empty() => Some(n),
+                        _ => None,
+                    }
+                })
+        })
+    }
+}
+
+/// Loads `path`, returning an empty state if it does not exist yet.
+pub fn load(path: &Path) -> Result<State> {
+    match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| NetworkError::StateCorrupt {
+            path: path.to_path_buf(),
+            source,
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
+        Err(e) => Err(io_err("read", path)(e)),
+    }
+}
+
+/// Atomically replaces `path` with `state`.
+pub fn save(path: &Path, state: &State) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+    let tmp: PathBuf = path.with_extension("json.tmp");
+    let bytes = serde_json::to_vec_pretty(state).map_err(|source| NetworkError::StateCorrupt {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut f = File::create(&tmp).map_err(io_err("create", &tmp))?;
+    f.write_all(&bytes).map_err(io_err("write", &tmp))?;
+    f.sync_all().map_err(io_err("fsync", &tmp))?;
+    drop(f);
+    fs::rename(&tmp, path).map_err(io_err("rename", path))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("fsync", dir))?;
+    Ok(())
+}
