@@ -117,6 +117,14 @@ enum Command {
     },
     /// List images
     Images(ImagesArgs),
+    /// Download an image from a registry
+    Pull {
+        /// Set platform if server is multi-platform capable
+        #[arg(long)]
+        platform: Option<String>,
+        /// Image reference
+        image: String,
+    },
     /// Remove one or more images
     Rmi {
         /// Force removal of the image
@@ -421,6 +429,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             command: ImageCommand::Rm { force, images },
         } => cmd::rmi(c, force, &images).await,
         Command::Tag { source, target } => cmd::tag(c, &source, &target).await,
+        Command::Pull { platform, image } => cmd::pull(c, &image, platform.as_deref()).await,
         Command::Load { input, quiet: _ } => cmd::load(c, input.as_deref()).await,
         Command::Save { output, images } => cmd::save(c, output.as_deref(), &images).await,
         Command::Import {

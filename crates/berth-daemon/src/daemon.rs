@@ -36,6 +36,8 @@ pub struct Daemon {
     pub runtime: berth_runtime::Runtime,
     /// Exec instances.
     pub execs: crate::exec::ExecStore,
+    /// The registry client (pulls).
+    pub registry: berth_distribution::Client,
 }
 
 /// Options of `GET /containers/json`.
@@ -75,7 +77,14 @@ impl Daemon {
         let engine_id = engine_id(&config.data_root)?;
         let images = berth_image::Store::open(config.data_root.join("image"))?;
         let runtime = berth_runtime::Runtime::new(config.exec_root.join("runtime"));
+        let registry = berth_distribution::Client::new(berth_distribution::RegistryConfig {
+            insecure_registries: config.insecure_registries.clone(),
+            mirrors: config.registry_mirrors.clone(),
+            ..Default::default()
+        })
+        .map_err(|e| Error::Config(format!("registry client: {e}")))?;
         let daemon = Daemon {
+            registry,
             runtime,
             execs: Default::default(),
             config,

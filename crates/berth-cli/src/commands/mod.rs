@@ -8,7 +8,9 @@ mod system;
 
 pub use containers::{container_prune, inspect, logs, ps, rename, rm};
 pub use containers::{InspectArgs, LogsArgs, PruneArgs, PsArgs, RmArgs};
-pub use images::{history, images, import, load, prune as image_prune, rmi, save, tag, ImagesArgs};
+pub use images::{
+    history, images, import, load, prune as image_prune, pull, rmi, save, tag, ImagesArgs,
+};
 pub use run::{
     create, exec, kill, pause, restart, run, start, stop, top, wait, CreateArgs, ExecArgs, RunArgs,
     StopArgs,

@@ -330,6 +330,86 @@ impl Write for ChannelWriter {
     }
 }
 
+/// `POST /images/create?fromImage=&tag=&platform=` (`docker pull`): streams Docker's JSON
+/// progress messages; a failure after the stream started is reported in it as `error`.
+pub async fn pull(ctx: &Ctx, req: &Request<Incoming>) -> Result<Response<Body>> {
+    let q = &ctx.query;
+    let image = q
+        .get("fromImage")
+        .filter(|i| !i.is_empty())
+        .ok_or_else(|| Error::InvalidParameter("fromImage must be set".into()))?;
+    let reference = match q.get("tag").filter(|t| !t.is_empty()) {
+        Some(t) if t.starts_with("sha256:") => format!("{image}@{t}"),
+        Some(t) => format!("{image}:{t}"),
+        None => image.to_string(),
+    };
+    let credentials = match req
+        .headers()
+        .get("X-Registry-Auth")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+    {
+        Some(h) => Some(
+            berth_distribution::Credentials::from_registry_auth_header(h)
+                .map_err(|e| Error::InvalidParameter(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let opts = berth_distribution::PullOptions {
+        credentials,
+        platform: q
+            .get("platform")
+            .filter(|p| !p.is_empty())
+            .map(str::to_string),
+    };
+    let (tx, body) = channel_body();
+    let d = ctx.daemon.clone();
+    tokio::spawn(async move {
+        let line = |v: &serde_json::Value| Bytes::from(v.to_string() + "\n");
+        let progress_tx = tx.clone();
+        // Progress is best effort: a slow client misses intermediate updates, never the
+        // result below.
+        let progress: berth_distribution::Progress = Arc::new(move |m| {
+            if let Ok(v) = serde_json::to_value(&m) {
+                let _ = progress_tx.try_send(line(&v));
+            }
+        });
+        match d
+            .registry
+            .pull(&d.images, &reference, &opts, progress)
+            .await
+        {
+            Ok(r) => {
+                let familiar = berth_image::Reference::parse(&r.reference)
+                    .map(|x| x.familiar())
+                    .unwrap_or_else(|_| r.reference.clone());
+                let status = if r.updated {
+                    format!("Status: Downloaded newer image for {familiar}")
+                } else {
+                    format!("Status: Image is up to date for {familiar}")
+                };
+                let _ = tx
+                    .send(line(&json!({"status": format!("Digest: {}", r.digest)})))
+                    .await;
+                let _ = tx.send(line(&json!({"status": status}))).await;
+                image_event(&d, "pull", r.id.as_str(), &familiar);
+            }
+            Err(err) => {
+                let message = err.to_string();
+                let _ = tx
+                    .send(line(
+                        &json!({"errorDetail": {"message": message}, "error": message}),
+                    ))
+                    .await;
+            }
+        }
+    });
+    let mut resp = Response::new(body);
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(resp)
+}
+
 /// `GET /containers/{id}/changes`: the container's filesystem changes against its image.
 pub async fn changes(ctx: &Ctx, key: &str) -> Result<Response<Body>> {
     let id = ctx.daemon.containers.resolve(key)?;

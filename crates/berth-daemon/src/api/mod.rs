@@ -170,9 +170,8 @@ async fn route(daemon: Arc<Daemon>, req: Request<Incoming>) -> Result<Response<B
         (&Method::POST, ["images", "create"]) if ctx.query.get("fromSrc") == Some("-") => {
             images::import(&ctx, req).await
         }
-        (&Method::POST, ["images", "create"] | ["images", .., "push"]) => {
-            Err(Error::NotImplemented("pulling and pushing images"))
-        }
+        (&Method::POST, ["images", "create"]) => images::pull(&ctx, &req).await,
+        (&Method::POST, ["images", .., "push"]) => Err(Error::NotImplemented("pushing images")),
         _ => Err(Error::RouteNotFound),
     }
 }
