@@ -392,6 +392,8 @@ fn paginate(items: Vec<String>, query: &Query) -> Result<(Vec<String>, Option<us
         None => None,
     };
     match n {
+        // A zero page size is an empty page with no link to follow (it would never advance).
+        Some(0) => Ok((Vec::new(), None)),
         Some(n) if items.len() > n => {
             items.truncate(n);
             Ok((items, Some(n)))

@@ -106,6 +106,8 @@ pub struct Descriptor {
 #[serde(rename_all = "camelCase")]
 pub struct ManifestDoc {
     #[serde(default)]
+    pub schema_version: Option<u64>,
+    #[serde(default)]
     pub media_type: Option<String>,
     #[serde(default)]
     pub artifact_type: Option<String>,
@@ -412,6 +414,14 @@ impl Store {
         };
         let doc: ManifestDoc =
             serde_json::from_slice(body).map_err(|e| StoreError::ManifestInvalid(e.to_string()))?;
+        // Only schema 2 (OCI, and Docker's v2 schema 2 and manifest lists) is accepted: garbage
+        // collection can read its references; Docker schema 1 is long deprecated.
+        if doc.schema_version != Some(2) {
+            return Err(StoreError::ManifestInvalid(format!(
+                "schemaVersion {:?} is not supported, only 2",
+                doc.schema_version
+            )));
+        }
         let content_type = content_type
             .map(|c| c.split(';').next().unwrap_or(c).trim())
             .filter(|c| !c.is_empty());
@@ -791,10 +801,12 @@ pub(crate) mod tests {
             ),
             Err(StoreError::ManifestInvalid(_))
         ));
-        assert!(matches!(
-            store.put_manifest("r", &tag, b"not json", None, &[]),
-            Err(StoreError::ManifestInvalid(_))
-        ));
+        for bad in [&b"not json"[..], br#"{"schemaVersion":1,"fsLayers":[]}"#] {
+            assert!(matches!(
+                store.put_manifest("r", &tag, bad, None, &[]),
+                Err(StoreError::ManifestInvalid(_))
+            ));
+        }
 
         let referrer = format!(
             r#"{{"schemaVersion":2,"config":{{"mediaType":"application/x.sig","digest":"{}","size":0}},"subject":{{"mediaType":"x","digest":"{}","size":1}}}}"#,

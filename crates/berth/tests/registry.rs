@@ -378,6 +378,9 @@ fn tags_paginate_with_link_header() {
     let page = srv.req("GET", "/v2/paged/tags/list?n=2&last=d", &[], b"");
     assert_eq!(page.json()["tags"], serde_json::json!(["e"]));
     assert!(page.header("Link").is_none());
+    let empty = srv.req("GET", "/v2/paged/tags/list?n=0", &[], b"");
+    assert_eq!(empty.json()["tags"], serde_json::json!([]));
+    assert!(empty.header("Link").is_none());
 
     // Deleting a tag leaves the manifest and the other tags.
     assert_eq!(
