@@ -74,6 +74,11 @@ impl DnsServer {
         let udp = UdpSocket::bind(addr)
             .await
             .map_err(|e| NetworkError::Dns(format!("bind udp {addr}: {e}")))?;
+        // Port 0 (tests) takes UDP's ephemeral port for TCP too.
+        let addr = match udp.local_addr() {
+            Ok(SocketAddr::V4(a)) => a,
+            _ => addr,
+        };
         let tcp = TcpListener::bind(addr)
             .await
             .map_err(|e| NetworkError::Dns(format!("bind tcp {addr}: {e}")))?;

@@ -27,7 +27,7 @@ pub fn render(table: &str, state: &State) -> String {
     // Port publishing: DNAT from anywhere that reaches a local address, including the
     // host itself (output hook) so 127.0.0.1 and the bridge address work.
     s.push_str("  chain prerouting {\n    type nat hook prerouting priority dstnat; policy accept;\n    fib daddr type local jump ports\n  }\n");
-    s.push_str("  chain output {\n    type nat hook output priority dstnat; policy accept;\n    fib daddr type local jump ports\n  }\n");
+    s.push_str("  chain output {\n    type nat hook output priority -100; policy accept;\n    fib daddr type local jump ports\n  }\n");
     s.push_str("  chain ports {\n");
     for n in &nets {
         for ep in n.endpoints.values() {
