@@ -219,3 +219,44 @@ async fn forward(upstreams: &[SocketAddr], q: &[u8]) -> Option<Vec<u8>> {
     }
     None
 }
+
+/// Keeps one [`DnsServer`] per user-defined network of a manager: call [`DnsRegistry::sync`]
+/// after creating or removing networks (and once at daemon start). The default `bridge`
+/// network gets none, as in Docker.
+#[derive(Debug, Default)]
+pub struct DnsRegistry {
+    servers: std::collections::BTreeMap<String, DnsServer>,
+}
+
+impl DnsRegistry {
+    /// Starts servers for new networks and stops those of removed ones. Upstreams come from
+    /// `resolv_conf` (normally the host's `/etc/resolv.conf`).
+    pub async fn sync(
+        &mut self,
+        mgr: &Arc<crate::NetworkManager>,
+        resolv_conf: &str,
+    ) -> Result<()> {
+        let nets = mgr.list();
+        self.servers
+            .retain(|id, _| nets.iter().any(|n| &n.id == id));
+        let upstreams = upstreams_from_resolv_conf(resolv_conf);
+        for n in nets.iter().filter(|n| !n.default_bridge) {
+            if !self.servers.contains_key(&n.id) {
+                let resolver: Arc<dyn NameResolver> = mgr.clone();
+                let server = DnsServer::start(
+                    SocketAddrV4::new(n.gateway, 53),
+                    resolver,
+                    upstreams.clone(),
+                )
+                .await?;
+                self.servers.insert(n.id.clone(), server);
+            }
+        }
+        Ok(())
+    }
+
+    /// The server address of a network, if one runs.
+    pub fn server_for(&self, network_id: &str) -> Option<SocketAddrV4> {
+        self.servers.get(network_id).map(DnsServer::local_addr)
+    }
+}

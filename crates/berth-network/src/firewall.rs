@@ -220,3 +220,77 @@ pub fn table_exists(table: &str) -> bool {
         .map(|s| s.success())
         .unwrap_or(false)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipam::Allocations;
+    use crate::ports::{PortMapping, Proto};
+    use crate::store::{EndpointRecord, NetworkRecord};
+    use std::net::Ipv4Addr;
+
+    fn net(name: &str, bridge: &str, subnet: &str, internal: bool) -> NetworkRecord {
+        let subnet = subnet.parse().unwrap();
+        NetworkRecord {
+            id: name.into(),
+            name: name.into(),
+            bridge: bridge.into(),
+            subnet,
+            gateway: Ipv4Addr::new(10, 0, 0, 1),
+            ip_range: subnet,
+            mtu: 1500,
+            internal,
+            default_bridge: false,
+            labels: Default::default(),
+            ipam: Allocations::default(),
+            endpoints: Default::default(),
+        }
+    }
+
+    #[test]
+    fn renders_nat_ports_and_isolation() {
+        let mut a = net("a", "bra", "10.0.0.0/24", false);
+        a.endpoints.insert(
+            "c1".into(),
+            EndpointRecord {
+                container_id: "c1".into(),
+                name: "web".into(),
+                aliases: vec![],
+                links: vec![],
+                ip: Ipv4Addr::new(10, 0, 0, 2),
+                mac: String::new(),
+                host_veth: "v1".into(),
+                netns: "/x".into(),
+                ports: vec![
+                    PortMapping {
+                        host_ip: Ipv4Addr::UNSPECIFIED,
+                        host_port: 8080,
+                        container_port: 80,
+                        proto: Proto::Tcp,
+                    },
+                    PortMapping {
+                        host_ip: Ipv4Addr::LOCALHOST,
+                        host_port: 5353,
+                        container_port: 53,
+                        proto: Proto::Udp,
+                    },
+                ],
+            },
+        );
+        let b = net("b", "brb", "10.1.0.0/24", true);
+        let mut st = State::default();
+        st.networks.insert("a".into(), a);
+        st.networks.insert("b".into(), b);
+        let r = render("t", &st);
+        assert!(r.starts_with("table ip t\ndelete table ip t\ntable ip t {"));
+        assert!(r.contains("tcp dport 8080 dnat to 10.0.0.2:80"));
+        assert!(r.contains("ip daddr 127.0.0.1 udp dport 5353 dnat to 10.0.0.2:53"));
+        assert!(r.contains("ip saddr 10.0.0.0/24 oifname != \"bra\" masquerade"));
+        assert!(
+            !r.contains("ip saddr 10.1.0.0/24 oifname != \"brb\" masquerade"),
+            "internal: no NAT out"
+        );
+        assert!(r.contains("iifname \"bra\" oifname { \"brb\" } drop"));
+        assert!(r.contains("iifname \"brb\" oifname != \"brb\" drop"));
+    }
+}

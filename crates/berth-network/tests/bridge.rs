@@ -367,3 +367,61 @@ fn state_survives_restart_and_reconcile_removes_leftovers() {
     let reloaded = berth_network::NetworkManager::open(cfg).unwrap();
     assert_eq!(reloaded.inspect("r1").unwrap().endpoints.len(), 1);
 }
+
+#[test]
+fn default_and_internal_networks() {
+    let mut env = Env::new(4);
+    // The default network picks a Docker pool clear of host routes and existing networks.
+    let routes = netlink::host_routes().unwrap();
+    let def = env.mgr.ensure_default().unwrap();
+    assert_eq!(def.name, "bridge");
+    assert_eq!(def.bridge, env.mgr.config().default_bridge);
+    assert!(
+        routes.iter().all(|r| !r.overlaps(&def.subnet)),
+        "{} vs {routes:?}",
+        def.subnet
+    );
+    assert!(matches!(
+        env.mgr.remove_network("bridge"),
+        Err(NetworkError::Predefined(_))
+    ));
+    // Idempotent on daemon restart.
+    assert_eq!(env.mgr.ensure_default().unwrap().id, def.id);
+
+    let int = env
+        .mgr
+        .create_network(CreateNetwork {
+            name: "int".into(),
+            subnet: Some("10.77.7.0/24".into()),
+            gateway: Some("10.77.7.254".into()),
+            internal: true,
+            mtu: Some(1400),
+            bridge_name: Some(env.bridge("i")),
+            ..Default::default()
+        })
+        .unwrap();
+    let ns = env.netns("c1");
+    let ep = env
+        .mgr
+        .connect(
+            "int",
+            ConnectRequest {
+                container_id: "c1".into(),
+                name: "c1".into(),
+                ip: Some(Ipv4Addr::new(10, 77, 7, 42)),
+                netns: ns.clone(),
+                ifname: Some("eth1".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(ep.ip, Ipv4Addr::new(10, 77, 7, 42));
+    let link = ok_in(&ns, &["ip", "link", "show", "eth1"]);
+    assert!(link.contains("mtu 1400"), "{link}");
+    assert!(
+        !ok_in(&ns, &["ip", "route"]).contains("default"),
+        "internal networks have no route out"
+    );
+    ok_in(&ns, &["busybox", "ping", "-c1", "-W2", "10.77.7.254"]);
+    assert!(env.mgr.inspect(&int.id[..10]).is_ok(), "id prefix lookup");
+}
