@@ -293,10 +293,16 @@ mod tests {
         )
         .unwrap();
         let hub = cfg.credentials_for("docker.io").unwrap();
-        assert_eq!((hub.username.as_str(), hub.password.as_str()), ("user", "pa:ss"));
+        assert_eq!(
+            (hub.username.as_str(), hub.password.as_str()),
+            ("user", "pa:ss")
+        );
         assert_eq!(cfg.credentials_for("127.0.0.1:5000").unwrap().password, "b");
         assert_eq!(
-            cfg.credentials_for("quay.io").unwrap().identity_token.as_deref(),
+            cfg.credentials_for("quay.io")
+                .unwrap()
+                .identity_token
+                .as_deref(),
             Some("tok")
         );
         assert!(cfg.credentials_for("example.com").is_none());

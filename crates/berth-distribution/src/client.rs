@@ -23,6 +23,8 @@ use crate::error::{http, Error, Result};
 pub const DOCKER_HUB_REGISTRY: &str = "registry-1.docker.io";
 /// Redirects followed per request (blob GETs are commonly redirected to object storage).
 pub const MAX_REDIRECTS: usize = 5;
+/// How long an HTTPS probe of an insecure registry may take before plain HTTP is tried.
+pub const HTTPS_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Registry settings, the daemon.json `insecure-registries` / `registry-mirrors` equivalents.
 #[derive(Debug, Clone)]
@@ -178,10 +180,16 @@ impl Client {
             None => &["https"],
         };
         let mut last = None;
-        for scheme in schemes {
+        for (i, scheme) in schemes.iter().enumerate() {
             let base = format!("{scheme}://{host}");
             let url = format!("{base}/v2/");
-            match self.http_for(host).get(&url).send().await {
+            let mut req = self.http_for(host).get(&url);
+            if i + 1 < schemes.len() {
+                // A plain-HTTP server may never answer a TLS hello: do not wait long before
+                // falling back.
+                req = req.timeout(HTTPS_PROBE_TIMEOUT);
+            }
+            match req.send().await {
                 Ok(resp) => {
                     let challenge = if resp.status() == StatusCode::UNAUTHORIZED {
                         resp.headers()
@@ -196,8 +204,7 @@ impl Client {
                         domain: host.to_string(),
                         challenge,
                     };
-                    self.lock_endpoints()
-                        .insert(domain.to_string(), ep.clone());
+                    self.lock_endpoints().insert(domain.to_string(), ep.clone());
                     return Ok(ep);
                 }
                 Err(e) => last = Some(Error::Http { url, source: e }),
@@ -269,7 +276,10 @@ impl Client {
         creds: Option<&Credentials>,
         scope: &str,
     ) -> Option<HeaderValue> {
-        if let Some((tok, exp)) = self.lock_tokens().get(&(ep.base.clone(), scope.to_string())) {
+        if let Some((tok, exp)) = self
+            .lock_tokens()
+            .get(&(ep.base.clone(), scope.to_string()))
+        {
             if *exp > Instant::now() {
                 return HeaderValue::from_str(&format!("Bearer {tok}")).ok();
             }
@@ -394,9 +404,7 @@ impl Client {
         let domain = normalise_login_server(server);
         let ep = self.endpoint(&domain).await?;
         let url = format!("{}/v2/", ep.base);
-        let resp = self
-            .send(&ep, Some(creds), "", |h| h.get(&url))
-            .await?;
+        let resp = self.send(&ep, Some(creds), "", |h| h.get(&url)).await?;
         if !resp.status().is_success() {
             return Err(status_error("login", resp).await);
         }
@@ -435,11 +443,19 @@ fn cidr_contains(cidr: &str, ip: IpAddr) -> bool {
     };
     match (net, ip) {
         (IpAddr::V4(n), IpAddr::V4(i)) if bits <= 32 => {
-            let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
+            let mask = if bits == 0 {
+                0
+            } else {
+                u32::MAX << (32 - bits)
+            };
             u32::from(n) & mask == u32::from(i) & mask
         }
         (IpAddr::V6(n), IpAddr::V6(i)) if bits <= 128 => {
-            let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
+            let mask = if bits == 0 {
+                0
+            } else {
+                u128::MAX << (128 - bits)
+            };
             u128::from(n) & mask == u128::from(i) & mask
         }
         _ => false,
@@ -507,8 +523,14 @@ mod tests {
 
     #[test]
     fn login_server_names() {
-        assert_eq!(normalise_login_server("https://index.docker.io/v1/"), "docker.io");
+        assert_eq!(
+            normalise_login_server("https://index.docker.io/v1/"),
+            "docker.io"
+        );
         assert_eq!(normalise_login_server(""), "docker.io");
-        assert_eq!(normalise_login_server("http://127.0.0.1:5000"), "127.0.0.1:5000");
+        assert_eq!(
+            normalise_login_server("http://127.0.0.1:5000"),
+            "127.0.0.1:5000"
+        );
     }
 }

@@ -307,7 +307,9 @@ impl Client {
 
         let chains = chain_ids(&config.rootfs.diff_ids);
         let downloaded = self
-            .pull_layers(store, &ep, &r, creds, &manifest, &chains, &config, &progress)
+            .pull_layers(
+                store, &ep, &r, creds, &manifest, &chains, &config, &progress,
+            )
             .await?;
 
         // Blobs for the image record: config, the chosen manifest, and the index we resolved.
@@ -397,9 +399,15 @@ impl Client {
         let mut todo = Vec::new();
         for (i, l) in manifest.layers.iter().enumerate() {
             if store.has_blob(&l.digest) {
-                progress(ProgressMessage::with_id("Already exists", short_id(&l.digest)));
+                progress(ProgressMessage::with_id(
+                    "Already exists",
+                    short_id(&l.digest),
+                ));
             } else {
-                progress(ProgressMessage::with_id("Pulling fs layer", short_id(&l.digest)));
+                progress(ProgressMessage::with_id(
+                    "Pulling fs layer",
+                    short_id(&l.digest),
+                ));
                 todo.push(i);
             }
         }
@@ -407,11 +415,14 @@ impl Client {
         let jobs = todo.iter().map(|&i| {
             let sem = sem.clone();
             async move {
-                let _permit = sem.acquire().await.map_err(|e| Error::Task(
-                    manifest.layers[i].digest.to_string(),
-                    e.to_string(),
-                ))?;
-                let parent = if i == 0 { None } else { Some(chains[i - 1].clone()) };
+                let _permit = sem.acquire().await.map_err(|e| {
+                    Error::Task(manifest.layers[i].digest.to_string(), e.to_string())
+                })?;
+                let parent = if i == 0 {
+                    None
+                } else {
+                    Some(chains[i - 1].clone())
+                };
                 self.pull_layer(
                     store,
                     ep,
@@ -451,7 +462,9 @@ impl Client {
         let unpack = tokio::task::spawn_blocking(move || {
             s.put_layer(ChannelReader::new(rx), Some(&digest), parent.as_ref())
         });
-        let fed = self.feed_blob(ep, r, creds, layer, &tx, progress, &id).await;
+        let fed = self
+            .feed_blob(ep, r, creds, layer, &tx, progress, &id)
+            .await;
         drop(tx);
         let stored = unpack
             .await
@@ -538,7 +551,9 @@ impl Client {
                     if offset + chunk.len() as u64 > total {
                         return Err(Error::BlobSize {
                             digest: layer.digest.to_string(),
-                            reason: format!("body is longer than the {total} bytes its descriptor says"),
+                            reason: format!(
+                                "body is longer than the {total} bytes its descriptor says"
+                            ),
                         });
                     }
                     offset += chunk.len() as u64;

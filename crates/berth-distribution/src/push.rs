@@ -272,7 +272,8 @@ impl Client {
                 }
             }
             let mut put = location.clone();
-            put.query_pairs_mut().append_pair("digest", d.digest.as_str());
+            put.query_pairs_mut()
+                .append_pair("digest", d.digest.as_str());
             let resp = self
                 .send(ep, creds, &scope, |h| {
                     h.put(put.clone()).header(CONTENT_LENGTH, 0)
@@ -283,7 +284,8 @@ impl Client {
             }
         } else {
             let mut put = location.clone();
-            put.query_pairs_mut().append_pair("digest", d.digest.as_str());
+            put.query_pairs_mut()
+                .append_pair("digest", d.digest.as_str());
             let prog = progress.clone();
             let pid = id.clone();
             let resp = self

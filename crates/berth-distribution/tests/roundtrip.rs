@@ -4,8 +4,7 @@ mod common;
 
 use base64::Engine as _;
 use berth_distribution::{
-    no_progress, Client, Credentials, DockerConfig, Error, PullOptions, PushOptions,
-    RegistryConfig,
+    no_progress, Client, Credentials, DockerConfig, Error, PullOptions, PushOptions, RegistryConfig,
 };
 use berth_image::Store;
 use common::*;
@@ -18,45 +17,86 @@ fn client() -> Client {
 async fn push_pull_round_trip_skip_and_mount() {
     let reg = BerthRegistry::start(None).await;
     let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (a, b) = (Store::open(a_dir.path()).unwrap(), Store::open(b_dir.path()).unwrap());
+    let (a, b) = (
+        Store::open(a_dir.path()).unwrap(),
+        Store::open(b_dir.path()).unwrap(),
+    );
     let name = format!("{}/test/app:v1", reg.host());
     let id = make_image(&a, &name, "one");
     let c = client();
 
     let ev = Events::default();
-    let pushed = c.push(&a, &name, &PushOptions::default(), ev.sink()).await.unwrap();
+    let pushed = c
+        .push(&a, &name, &PushOptions::default(), ev.sink())
+        .await
+        .unwrap();
     assert_eq!((pushed.uploaded, pushed.skipped, pushed.mounted), (3, 0, 0));
     let st = ev.statuses();
     assert!(st.iter().any(|s| s == "Pushed"), "{st:?}");
-    assert!(st.iter().any(|s| s.starts_with("v1: digest: sha256:")), "{st:?}");
+    assert!(
+        st.iter().any(|s| s.starts_with("v1: digest: sha256:")),
+        "{st:?}"
+    );
 
     let ev = Events::default();
-    let pulled = c.pull(&b, &name, &PullOptions::default(), ev.sink()).await.unwrap();
+    let pulled = c
+        .pull(&b, &name, &PullOptions::default(), ev.sink())
+        .await
+        .unwrap();
     assert_eq!(pulled.id, id);
     assert_eq!(pulled.digest, pushed.digest);
     assert_eq!(pulled.layers_downloaded, 2);
     assert!(pulled.updated);
     let st = ev.statuses();
-    assert_eq!(st.iter().filter(|s| *s == "Pull complete").count(), 2, "{st:?}");
+    assert_eq!(
+        st.iter().filter(|s| *s == "Pull complete").count(),
+        2,
+        "{st:?}"
+    );
     assert!(st.contains(&format!("Digest: {}", pushed.digest)), "{st:?}");
-    assert!(st.contains(&format!("Status: Downloaded newer image for {name}")), "{st:?}");
-    let downloading = ev.0.lock().unwrap().iter().filter(|m| m.status == "Downloading").count();
+    assert!(
+        st.contains(&format!("Status: Downloaded newer image for {name}")),
+        "{st:?}"
+    );
+    let downloading =
+        ev.0.lock()
+            .unwrap()
+            .iter()
+            .filter(|m| m.status == "Downloading")
+            .count();
     assert!(downloading > 0);
     assert_eq!(b.image_id(&name).unwrap(), id);
     let ia = a.inspect(&name).unwrap();
     let ib = b.inspect(&name).unwrap();
     assert_eq!(ia.root_fs.layers, ib.root_fs.layers);
-    assert_eq!(ib.repo_digests, vec![format!("{}/test/app@{}", reg.host(), pushed.digest)]);
+    assert_eq!(
+        ib.repo_digests,
+        vec![format!("{}/test/app@{}", reg.host(), pushed.digest)]
+    );
     assert_fsck(&b);
 
     // Everything present: nothing downloaded, nothing uploaded.
     let ev = Events::default();
-    let again = c.pull(&b, &name, &PullOptions::default(), ev.sink()).await.unwrap();
+    let again = c
+        .pull(&b, &name, &PullOptions::default(), ev.sink())
+        .await
+        .unwrap();
     assert_eq!(again.layers_downloaded, 0);
     assert!(!again.updated);
-    assert!(ev.statuses().contains(&format!("Status: Image is up to date for {name}")));
-    assert_eq!(ev.statuses().iter().filter(|s| *s == "Already exists").count(), 2);
-    let re = c.push(&a, &name, &PushOptions::default(), no_progress()).await.unwrap();
+    assert!(ev
+        .statuses()
+        .contains(&format!("Status: Image is up to date for {name}")));
+    assert_eq!(
+        ev.statuses()
+            .iter()
+            .filter(|s| *s == "Already exists")
+            .count(),
+        2
+    );
+    let re = c
+        .push(&a, &name, &PushOptions::default(), no_progress())
+        .await
+        .unwrap();
     assert_eq!((re.uploaded, re.skipped), (0, 3));
     assert_eq!(re.digest, pushed.digest);
 
@@ -64,7 +104,10 @@ async fn push_pull_round_trip_skip_and_mount() {
     let other = format!("{}/other/app:v2", reg.host());
     b.tag(&name, &other).unwrap();
     let ev = Events::default();
-    let m = c.push(&b, &other, &PushOptions::default(), ev.sink()).await.unwrap();
+    let m = c
+        .push(&b, &other, &PushOptions::default(), ev.sink())
+        .await
+        .unwrap();
     assert_eq!((m.mounted, m.uploaded), (3, 0));
     assert!(ev.statuses().iter().any(|s| s == "Mounted from test/app"));
     assert_eq!(m.digest, pushed.digest);
@@ -72,19 +115,33 @@ async fn push_pull_round_trip_skip_and_mount() {
     // Chunked upload of a different image, pulled by digest.
     let chunked = format!("{}/test/chunked:1", reg.host());
     let id2 = make_image(&a, &chunked, "two");
-    let opts = PushOptions { chunk_size: Some(1 << 20), ..Default::default() };
+    let opts = PushOptions {
+        chunk_size: Some(1 << 20),
+        ..Default::default()
+    };
     let p2 = c.push(&a, &chunked, &opts, no_progress()).await.unwrap();
     let by_digest = format!("{}/test/chunked@{}", reg.host(), p2.digest);
-    let pulled2 = c.pull(&b, &by_digest, &PullOptions::default(), no_progress()).await.unwrap();
+    let pulled2 = c
+        .pull(&b, &by_digest, &PullOptions::default(), no_progress())
+        .await
+        .unwrap();
     assert_eq!(pulled2.id, id2);
-    assert_eq!(pulled2.layers_downloaded, 1, "the shared gzip layer was already present");
+    assert_eq!(
+        pulled2.layers_downloaded, 1,
+        "the shared gzip layer was already present"
+    );
     assert_fsck(&b);
 
     // Distribution inspect and unknown tags.
     let di = c.inspect_distribution(&name, None).await.unwrap();
     assert_eq!(di.descriptor["digest"], pushed.digest.to_string());
     let missing = c
-        .pull(&b, &format!("{}/test/app:nope", reg.host()), &PullOptions::default(), no_progress())
+        .pull(
+            &b,
+            &format!("{}/test/app:nope", reg.host()),
+            &PullOptions::default(),
+            no_progress(),
+        )
         .await
         .unwrap_err();
     assert!(matches!(missing, Error::ManifestNotFound(_)), "{missing}");
@@ -111,30 +168,54 @@ async fn bearer_token_auth_with_docker_config() {
         serde_json::to_vec(&serde_json::json!({"auths": {reg.host(): {"auth": b64}}})).unwrap(),
     )
     .unwrap();
-    let creds = DockerConfig::load(&conf).unwrap().credentials_for(&reg.host()).cloned();
+    let creds = DockerConfig::load(&conf)
+        .unwrap()
+        .credentials_for(&reg.host())
+        .cloned();
     assert!(creds.is_some());
 
     let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (a, b) = (Store::open(a_dir.path()).unwrap(), Store::open(b_dir.path()).unwrap());
+    let (a, b) = (
+        Store::open(a_dir.path()).unwrap(),
+        Store::open(b_dir.path()).unwrap(),
+    );
     let name = format!("{}/secure/app:1", reg.host());
     let id = make_image(&a, &name, "auth");
     let c = client();
 
     // Anonymous: refused with a clear error, nothing stored.
-    let err = c.push(&a, &name, &PushOptions::default(), no_progress()).await.unwrap_err();
+    let err = c
+        .push(&a, &name, &PushOptions::default(), no_progress())
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Unauthorized(_)), "{err}");
     assert_eq!(err.kind(), berth_distribution::ErrorKind::Unauthorized);
 
     // Wrong password: login fails; right one: succeeds.
-    let bad = c.login(&reg.host(), &Credentials::basic("alice", "nope")).await.unwrap_err();
+    let bad = c
+        .login(&reg.host(), &Credentials::basic("alice", "nope"))
+        .await
+        .unwrap_err();
     assert!(matches!(bad, Error::Unauthorized(_)), "{bad}");
-    let ok = c.login(&format!("http://{}", reg.host()), creds.as_ref().unwrap()).await.unwrap();
+    let ok = c
+        .login(&format!("http://{}", reg.host()), creds.as_ref().unwrap())
+        .await
+        .unwrap();
     assert_eq!(ok, "Login Succeeded");
 
-    let push = PushOptions { credentials: creds.clone(), ..Default::default() };
+    let push = PushOptions {
+        credentials: creds.clone(),
+        ..Default::default()
+    };
     let pushed = c.push(&a, &name, &push, no_progress()).await.unwrap();
-    let pull = PullOptions { credentials: creds.clone(), ..Default::default() };
-    let err = c.pull(&b, &name, &PullOptions::default(), no_progress()).await.unwrap_err();
+    let pull = PullOptions {
+        credentials: creds.clone(),
+        ..Default::default()
+    };
+    let err = c
+        .pull(&b, &name, &PullOptions::default(), no_progress())
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::Unauthorized(_)), "{err}");
     let pulled = c.pull(&b, &name, &pull, no_progress()).await.unwrap();
     assert_eq!(pulled.id, id);

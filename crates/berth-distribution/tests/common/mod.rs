@@ -106,7 +106,10 @@ pub fn make_image(store: &Store, reference: &str, salt: &str) -> Digest {
     let (config, manifest) = image_docs(&[&l1, &l2]);
     store.put_blob(&config[..], None, None).unwrap();
     store
-        .put_manifest(&manifest, Some(&Reference::parse_tagged(reference).unwrap()))
+        .put_manifest(
+            &manifest,
+            Some(&Reference::parse_tagged(reference).unwrap()),
+        )
         .unwrap()
 }
 
@@ -120,7 +123,12 @@ impl Events {
         Arc::new(move |m| v.lock().unwrap().push(m))
     }
     pub fn statuses(&self) -> Vec<String> {
-        self.0.lock().unwrap().iter().map(|m| m.status.clone()).collect()
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|m| m.status.clone())
+            .collect()
     }
 }
 
@@ -156,7 +164,7 @@ impl BerthRegistry {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
-            let _ = berth_registry::server::serve(listener, registry, None).await;
+            berth_registry::server::serve(listener, registry, None, std::future::pending()).await;
         });
         BerthRegistry {
             addr,
@@ -215,6 +223,15 @@ impl Hostile {
                 tokio::spawn(async move {
                     let mut head = Vec::new();
                     let mut buf = [0u8; 1024];
+                    // A TLS hello: answer as an HTTP server does, so the client falls back.
+                    if let Ok(1..) = conn.peek(&mut buf[..1]).await {
+                        if buf[0] == 0x16 {
+                            let _ = conn
+                                .write_all(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n")
+                                .await;
+                            return;
+                        }
+                    }
                     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
                         match conn.read(&mut buf).await {
                             Ok(0) | Err(_) => return,
@@ -226,7 +243,11 @@ impl Hostile {
                     let path = first.split(' ').nth(1).unwrap_or("").to_string();
                     let range = head
                         .lines()
-                        .find_map(|l| l.to_ascii_lowercase().strip_prefix("range: bytes=").map(|r| r.trim().trim_end_matches('-').to_string()))
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("range: bytes=")
+                                .map(|r| r.trim().trim_end_matches('-').to_string())
+                        })
                         .and_then(|r| r.parse::<usize>().ok());
                     log.lock().unwrap().push(match range {
                         Some(r) => format!("{first} range={r}"),
@@ -257,7 +278,9 @@ async fn answer(
         None if path == "/v2/" => Reply::Ok(b"{}".to_vec(), "application/json"),
         None => {
             return conn
-                .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                .write_all(
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                )
                 .await
         }
     };
@@ -282,10 +305,10 @@ async fn answer(
             conn.write_all(&body).await
         }
         Reply::CutOnce(body, cut) => {
-            routes
-                .lock()
-                .unwrap()
-                .insert(path.to_string(), Reply::Ok(body.clone(), "application/octet-stream"));
+            routes.lock().unwrap().insert(
+                path.to_string(),
+                Reply::Ok(body.clone(), "application/octet-stream"),
+            );
             let h = format!(
                 "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                 body.len()
@@ -295,10 +318,17 @@ async fn answer(
             conn.flush().await
         }
         Reply::Endless => {
-            conn.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
-                .await?;
+            conn.write_all(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+            )
+            .await?;
             let chunk = vec![0u8; 64 * 1024];
-            let framed = [format!("{:x}\r\n", chunk.len()).into_bytes(), chunk, b"\r\n".to_vec()].concat();
+            let framed = [
+                format!("{:x}\r\n", chunk.len()).into_bytes(),
+                chunk,
+                b"\r\n".to_vec(),
+            ]
+            .concat();
             for _ in 0..4096 {
                 conn.write_all(&framed).await?;
             }
@@ -314,7 +344,12 @@ async fn answer(
 }
 
 /// Routes serving an image (`repo:latest`) from the hostile registry.
-pub fn image_routes(repo: &str, layers: &[&Layer], config: &[u8], manifest: &[u8]) -> HashMap<String, Reply> {
+pub fn image_routes(
+    repo: &str,
+    layers: &[&Layer],
+    config: &[u8],
+    manifest: &[u8],
+) -> HashMap<String, Reply> {
     let mut m = HashMap::new();
     m.insert(
         format!("/v2/{repo}/manifests/latest"),
