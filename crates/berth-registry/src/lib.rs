@@ -85,6 +85,7 @@ pub fn main(args: &[OsString]) -> i32 {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     match cli.command {
         Command::Serve { addr, root, config } => match run_serve(addr, root, config) {
@@ -178,14 +179,13 @@ fn run_serve(
         let local = listener.local_addr()?;
         eprintln!("berth registry listening on {local}");
         tracing::info!("serving {} on {scheme}://{local}", root.display());
-        tokio::select! {
-            r = server::serve(listener, registry, tls) => r?,
-            _ = shutdown_signal() => tracing::info!("shutting down"),
-        }
+        server::serve(listener, registry, tls, shutdown_signal()).await;
+        tracing::info!("stopped");
         Ok(())
     })
 }
 
+/// Completes on SIGTERM or SIGINT.
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     match signal(SignalKind::terminate()) {

@@ -41,15 +41,20 @@ pub struct Registry {
 
 type ApiResult = Result<Response<Body>, ApiError>;
 
-/// Accepts connections on `listener` forever, serving each over HTTP/1.1, behind TLS when
-/// an acceptor is given. Also sweeps expired upload sessions.
+/// How long in-flight requests may run on after shutdown is requested.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Accepts connections on `listener` until `shutdown` completes, serving each over HTTP/1.1,
+/// behind TLS when an acceptor is given; then lets in-flight requests finish (up to
+/// [`SHUTDOWN_GRACE`]). Also sweeps expired upload sessions.
 pub async fn serve(
     listener: TcpListener,
     registry: Arc<Registry>,
     tls: Option<tokio_rustls::TlsAcceptor>,
-) -> io::Result<()> {
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     let sweeper = registry.store.clone();
-    tokio::spawn(async move {
+    let sweep = tokio::spawn(async move {
         let mut tick = tokio::time::interval(SWEEP_INTERVAL);
         loop {
             tick.tick().await;
@@ -61,8 +66,14 @@ pub async fn serve(
             }
         }
     });
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = match accepted {
             Ok(conn) => conn,
             Err(e) => {
                 // Out of descriptors and the like: back off rather than spin.
@@ -73,6 +84,7 @@ pub async fn serve(
         };
         let registry = registry.clone();
         let tls = tls.clone();
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let registry = registry.clone();
@@ -81,15 +93,19 @@ pub async fn serve(
             let builder = hyper::server::conn::http1::Builder::new();
             let result = match tls {
                 Some(acceptor) => match acceptor.accept(stream).await {
-                    Ok(s) => builder.serve_connection(TokioIo::new(s), service).await,
+                    Ok(s) => {
+                        watcher
+                            .watch(builder.serve_connection(TokioIo::new(s), service))
+                            .await
+                    }
                     Err(e) => {
                         tracing::debug!("tls handshake with {peer}: {e}");
                         return;
                     }
                 },
                 None => {
-                    builder
-                        .serve_connection(TokioIo::new(stream), service)
+                    watcher
+                        .watch(builder.serve_connection(TokioIo::new(stream), service))
                         .await
                 }
             };
@@ -97,6 +113,15 @@ pub async fn serve(
                 tracing::debug!("connection from {peer}: {e}");
             }
         });
+    }
+    tracing::info!("shutting down: no new connections, waiting for requests in flight");
+    sweep.abort();
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(SHUTDOWN_GRACE) => {
+            tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}; stopping anyway");
+        }
     }
 }
 

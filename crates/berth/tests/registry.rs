@@ -789,3 +789,13 @@ fn tls_and_bearer_tokens_work_with_skopeo() {
     );
     assert_eq!(sha256(&out.stdout), md);
 }
+
+#[test]
+fn serve_stops_cleanly_on_sigterm() {
+    let mut srv = Server::start();
+    assert_eq!(srv.req("GET", "/v2/", &[], b"").status, 200);
+    let pid = nix::unistd::Pid::from_raw(srv.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("send SIGTERM");
+    let status = srv.child.wait().expect("wait for registry");
+    assert!(status.success(), "{status}");
+}
