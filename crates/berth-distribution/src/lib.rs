@@ -28,6 +28,6 @@ pub mod push;
 pub use auth::{Credentials, DockerConfig};
 pub use client::{Client, RegistryConfig};
 pub use error::{Error, ErrorKind, Result};
-pub use progress::{no_progress, Progress, ProgressDetail, ProgressMessage};
+pub use progress::{error_json_line, no_progress, Progress, ProgressDetail, ProgressMessage};
 pub use pull::{DistributionInspect, PullOptions, PullResult};
 pub use push::{PushOptions, PushResult};

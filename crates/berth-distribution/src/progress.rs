@@ -50,12 +50,53 @@ impl ProgressMessage {
     }
 }
 
+impl ProgressMessage {
+    /// One line of the response body: the JSON object and a newline.
+    pub fn to_json_line(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec(self).unwrap_or_default();
+        v.push(b'\n');
+        v
+    }
+}
+
+/// The line Docker ends a failed pull or push stream with:
+/// `{"errorDetail":{"message":"…"},"error":"…"}`.
+pub fn error_json_line(message: &str) -> Vec<u8> {
+    let mut v = serde_json::to_vec(&serde_json::json!({
+        "errorDetail": {"message": message},
+        "error": message,
+    }))
+    .unwrap_or_default();
+    v.push(b'\n');
+    v
+}
+
 /// Where progress goes; the daemon passes a closure that forwards into its response stream.
 pub type Progress = std::sync::Arc<dyn Fn(ProgressMessage) + Send + Sync>;
 
 /// A progress sink that drops everything.
 pub fn no_progress() -> Progress {
     std::sync::Arc::new(|_| {})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_shapes() {
+        let m = ProgressMessage::bytes("Downloading", "0123456789ab", 5, 10);
+        assert_eq!(
+            String::from_utf8(m.to_json_line()).unwrap(),
+            "{\"status\":\"Downloading\",\"progressDetail\":{\"current\":5,\"total\":10},\"id\":\"0123456789ab\"}\n"
+        );
+        assert_eq!(
+            String::from_utf8(ProgressMessage::status("Digest: x").to_json_line()).unwrap(),
+            "{\"status\":\"Digest: x\"}\n"
+        );
+        let e: serde_json::Value = serde_json::from_slice(&error_json_line("boom")).unwrap();
+        assert_eq!(e["errorDetail"]["message"], "boom");
+    }
 }
 
 /// Docker's short layer id: the first 12 hex digits.

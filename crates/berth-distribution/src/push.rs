@@ -122,6 +122,7 @@ impl Client {
         blobs.push(&manifest.config);
         let sem = Arc::new(Semaphore::new(self.config.max_concurrent_uploads.max(1)));
         let counts = std::sync::Mutex::new((0usize, 0usize, 0usize));
+        let config_digest = &manifest.config.digest;
         let jobs: Vec<_> = blobs
             .iter()
             .map(|d| {
@@ -136,8 +137,11 @@ impl Client {
                         .acquire()
                         .await
                         .map_err(|e| Error::Task(d.digest.to_string(), e.to_string()))?;
+                    let is_config = &d.digest == config_digest;
                     let outcome = self
-                        .push_blob(store, ep, r, creds, d, mount_from, opts, progress)
+                        .push_blob(
+                            store, ep, r, creds, d, is_config, mount_from, opts, progress,
+                        )
                         .await?;
                     let mut c = counts.lock().unwrap_or_else(|p| p.into_inner());
                     match outcome {
@@ -179,6 +183,17 @@ impl Client {
             "{tag}: digest: {mdigest} size: {}",
             manifest_bytes.len()
         )));
+        // Record the RepoDigest locally, as Docker does after a push.
+        {
+            let s = store.clone();
+            let rd = r.with_digest(mdigest.clone());
+            let bytes = manifest_bytes.clone();
+            crate::pull::blocking("push record", move || {
+                s.put_manifest(&bytes, Some(&rd))?;
+                Ok(())
+            })
+            .await?;
+        }
         let (uploaded, mounted, skipped) = counts.into_inner().unwrap_or_else(|p| p.into_inner());
         Ok(PushResult {
             digest: mdigest,
@@ -198,12 +213,12 @@ impl Client {
         r: &Reference,
         creds: Option<&Credentials>,
         d: &Descriptor,
+        is_config: bool,
         mount_from: &[String],
         opts: &PushOptions,
         progress: &Progress,
     ) -> Result<BlobOutcome> {
         let id = short_id(&d.digest);
-        let is_config = d.media_type.contains("config");
         let scope = repo_scope(r, true);
         let blob_url = format!("{}/v2/{}/blobs/{}", ep.base, r.path(), d.digest);
         let resp = self

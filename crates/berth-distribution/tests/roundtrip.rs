@@ -93,6 +93,11 @@ async fn push_pull_round_trip_skip_and_mount() {
             .count(),
         2
     );
+    assert_eq!(
+        a.inspect(&name).unwrap().repo_digests,
+        vec![format!("{}/test/app@{}", reg.host(), pushed.digest)],
+        "push records the RepoDigest"
+    );
     let re = c
         .push(&a, &name, &PushOptions::default(), no_progress())
         .await
