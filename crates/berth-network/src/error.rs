@@ -81,6 +81,8 @@ pub enum NetworkError {
     },
     #[error("dns: {0}")]
     Dns(String),
+    #[error("{0} worker thread panicked")]
+    WorkerPanicked(&'static str),
 }
 
 /// Convenience alias.

@@ -68,6 +68,8 @@ pub fn render(table: &str, state: &State) -> String {
     }
     s.push_str("  }\n");
     s.push_str("  chain forward {\n    type filter hook forward priority filter; policy accept;\n");
+    // A published port is meant to be reachable, also from other networks via the host.
+    s.push_str("    ct status dnat accept\n");
     for n in &nets {
         let br = &n.bridge;
         // Isolation: nothing crosses from one Berth network to another.

@@ -375,7 +375,13 @@ impl NetworkManager {
             }
             None => ipam.allocate(&net.subnet, &net.ip_range, &req.container_id)?,
         };
-        let ports = ports::resolve(&req.ports, &Self::published(&guard))?;
+        // As in Docker, internal networks publish nothing: there is no way in from outside.
+        let wanted = if net.internal {
+            &[][..]
+        } else {
+            &req.ports[..]
+        };
+        let ports = ports::resolve(wanted, &Self::published(&guard))?;
         let hash = short_hash(&format!("{}/{}", net.id, req.container_id));
         let host_veth = format!(
             "{}{}",

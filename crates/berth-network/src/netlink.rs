@@ -48,7 +48,7 @@ where
             })
         })
         .join()
-        .unwrap_or_else(|_| Err(NetworkError::Dns("netlink worker thread panicked".into())))
+        .unwrap_or_else(|_| Err(NetworkError::WorkerPanicked("netlink")))
     })
 }
 

@@ -174,6 +174,11 @@ fn two_containers_ping_http_dns_ports_isolation() {
         !http_in(&ns3, "10.77.1.2", 80).contains("hello"),
         "isolation broken (tcp)"
     );
+    // ...but published ports stay reachable through the host, as in Docker.
+    assert!(
+        http_in(&ns3, "10.77.2.1", hp).contains("hello from web"),
+        "published port from netb"
+    );
 
     // Removing a network with endpoints is refused; disconnect releases veth, IP and DNAT.
     assert!(matches!(
@@ -249,7 +254,11 @@ fn bad_input_leaves_nothing_behind() {
 
     // A host port already bound fails the connect without leaving a veth or using the IP.
     let ns = env.netns("c1");
-    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // Below the kernel's ephemeral range, so no outgoing connection of a parallel test
+    // grabs the port between our drop and the retry.
+    let busy = (20000u16..30000)
+        .find_map(|p| std::net::TcpListener::bind(("127.0.0.1", p)).ok())
+        .unwrap();
     let port = busy.local_addr().unwrap().port();
     let req = ConnectRequest {
         container_id: "cx".into(),
