@@ -79,6 +79,11 @@ pub fn no_progress() -> Progress {
     std::sync::Arc::new(|_| {})
 }
 
+/// Docker's short layer id: the first 12 hex digits.
+pub fn short_id(digest: &berth_image::Digest) -> String {
+    digest.hex()[..12].to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,9 +102,4 @@ mod tests {
         let e: serde_json::Value = serde_json::from_slice(&error_json_line("boom")).unwrap();
         assert_eq!(e["errorDetail"]["message"], "boom");
     }
-}
-
-/// Docker's short layer id: the first 12 hex digits.
-pub fn short_id(digest: &berth_image::Digest) -> String {
-    digest.hex()[..12].to_string()
 }
