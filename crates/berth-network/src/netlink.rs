@@ -48,7 +48,7 @@ where
             })
         })
         .join()
-        .unwrap_or_else(|_| Err(NetworkError::WorkerPanicked("netlink")))
+        .unwrap_or(Err(NetworkError::WorkerPanicked("netlink")))
     })
 }
 

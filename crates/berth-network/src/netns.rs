@@ -38,7 +38,7 @@ pub fn create(path: &Path) -> Result<()> {
         })
     })
     .join()
-    .unwrap_or_else(|_| Err(NetworkError::WorkerPanicked("netns")));
+    .unwrap_or(Err(NetworkError::WorkerPanicked("netns")));
     if r.is_err() {
         let _ = std::fs::remove_file(path);
     }
