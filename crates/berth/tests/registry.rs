@@ -682,6 +682,24 @@ fn basic_auth_guards_every_route() {
         srv.req("POST", "/v2/a/blobs/uploads/", &good, b"").status,
         202
     );
+    drop(srv);
+
+    // With anonymousPull, reads need no credentials but writes still do.
+    let cfg = write_config(
+        dir.path(),
+        serde_json::json!({"auth": {"htpasswd": users, "anonymousPull": true}}),
+    );
+    let srv = Server::start_with(&["--config", &cfg]);
+    assert_eq!(srv.req("GET", "/v2/", &[], b"").status, 200);
+    assert_eq!(srv.req("GET", "/v2/_catalog", &[], b"").status, 200);
+    assert_eq!(
+        srv.req("POST", "/v2/a/blobs/uploads/", &[], b"").status,
+        401
+    );
+    assert_eq!(
+        srv.req("POST", "/v2/a/blobs/uploads/", &good, b"").status,
+        202
+    );
 }
 
 /// A self-signed certificate for 127.0.0.1, made with the openssl command line.
