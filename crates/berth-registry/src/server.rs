@@ -41,6 +41,9 @@ pub struct Registry {
 
 type ApiResult = Result<Response<Body>, ApiError>;
 
+/// How long a client may take to send a request head.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How long in-flight requests may run on after shutdown is requested.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
@@ -90,7 +93,11 @@ pub async fn serve(
                 let registry = registry.clone();
                 async move { Ok::<_, Infallible>(handle(&registry, req, peer).await) }
             });
-            let builder = hyper::server::conn::http1::Builder::new();
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            // Clients that never finish their request head must not hold a connection forever.
+            builder
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT);
             let result = match tls {
                 Some(acceptor) => match acceptor.accept(stream).await {
                     Ok(s) => {
@@ -511,8 +518,15 @@ async fn put_manifest(
         .collect()
         .await
         .map_err(|e| {
-            ApiError::new(Code::SizeInvalid, format!("reading manifest: {e}"))
+            if e.is::<http_body_util::LengthLimitError>() {
+                ApiError::new(
+                    Code::SizeInvalid,
+                    format!("manifest exceeds the limit of {MAX_MANIFEST_SIZE} bytes"),
+                )
                 .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+            } else {
+                ApiError::new(Code::ManifestInvalid, format!("reading manifest: {e}"))
+            }
         })?
         .to_bytes();
     let (n, tags) = (name.clone(), extra_tags.clone());
