@@ -276,7 +276,7 @@ impl Store {
 
     /// Starts an upload session for `name`; returns its id.
     pub fn upload_start(&self, name: &str) -> Result<String> {
-        let id = hex::encode(rand::random::<[u8; 16]>());
+        let id = new_upload_id();
         let dir = self.upload_dir(&id);
         fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
         write_atomic(&dir.join("repo"), name.as_bytes())?;
@@ -288,7 +288,8 @@ impl Store {
     /// The data file of upload `id`, checked to belong to `name`.
     pub fn upload_data(&self, name: &str, id: &str) -> Result<PathBuf> {
         let unknown = || StoreError::UploadUnknown(id.to_string());
-        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        // Ids are made here (see `new_upload_id`); anything else, `..` included, is unknown.
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
             return Err(unknown());
         }
         let dir = self.upload_dir(id);
@@ -609,6 +610,22 @@ impl Store {
     pub(crate) fn unlink_layer(&self, name: &str, d: &Digest) -> Result<()> {
         remove_file(&self.layer_link(name, d))
     }
+}
+
+/// A random (version 4) UUID naming an upload session.
+fn new_upload_id() -> String {
+    let mut b: [u8; 16] = rand::random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = hex::encode(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }
 
 /// Finds repositories: folders holding `_layers` or `_manifests`.
