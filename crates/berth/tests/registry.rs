@@ -702,6 +702,53 @@ fn basic_auth_guards_every_route() {
     );
 }
 
+#[test]
+fn bearer_tokens_come_from_the_token_endpoint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let users = htpasswd(dir.path());
+    let cfg = write_config(
+        dir.path(),
+        serde_json::json!({"auth": {"htpasswd": users, "scheme": "bearer"}}),
+    );
+    let srv = Server::start_with(&["--config", &cfg]);
+    let r = srv.req("GET", "/v2/app/tags/list", &[], b"");
+    assert_eq!(r.status, 401);
+    let realm = format!("http://{}/token", srv.addr);
+    assert_eq!(
+        r.header("WWW-Authenticate"),
+        Some(
+            format!(
+                "Bearer realm=\"{realm}\",service=\"berth-registry\",scope=\"repository:app:pull\""
+            )
+            .as_str()
+        )
+    );
+    let bad = srv.req(
+        "GET",
+        "/token?service=berth-registry",
+        &[("Authorization", "Basic YWxpY2U6d3Jvbmc=")],
+        b"",
+    );
+    assert_eq!(bad.status, 401);
+    let ok = srv.req(
+        "GET",
+        "/token?service=berth-registry&scope=repository:app:pull,push",
+        &[("Authorization", "Basic YWxpY2U6c2VjcmV0")],
+        b"",
+    );
+    assert_eq!(ok.status, 200);
+    let token = ok.json()["token"].as_str().expect("token").to_string();
+    let bearer = format!("Bearer {token}");
+    let auth = [("Authorization", bearer.as_str())];
+    assert_eq!(srv.req("GET", "/v2/", &auth, b"").status, 200);
+    assert_eq!(
+        srv.req("POST", "/v2/app/blobs/uploads/", &auth, b"").status,
+        202
+    );
+    let forged = [("Authorization", "Bearer 0123")];
+    assert_eq!(srv.req("GET", "/v2/", &forged, b"").status, 401);
+}
+
 /// A self-signed certificate for 127.0.0.1, made with the openssl command line.
 fn self_signed(dir: &Path) -> Option<(PathBuf, PathBuf)> {
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
@@ -727,12 +774,12 @@ fn self_signed(dir: &Path) -> Option<(PathBuf, PathBuf)> {
 
 #[test]
 fn tls_and_bearer_tokens_work_with_skopeo() {
-    let tools = ["skopeo", "openssl", "curl"];
+    let tools = ["skopeo", "openssl"];
     if tools
         .iter()
         .any(|t| Command::new(t).arg("--version").output().is_err())
     {
-        eprintln!("skopeo, openssl or curl missing; skipping");
+        eprintln!("skopeo or openssl missing; skipping");
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -746,37 +793,6 @@ fn tls_and_bearer_tokens_work_with_skopeo() {
         }),
     );
     let srv = Server::start_with(&["--config", &cfg]);
-    let curl = |args: &[&str]| -> String {
-        let out = Command::new("curl")
-            .args(["-sk", "--cacert"])
-            .arg(&cert)
-            .args(args)
-            .output()
-            .expect("run curl");
-        String::from_utf8_lossy(&out.stdout).to_string()
-    };
-    let base = format!("https://{}", srv.addr);
-    let head = curl(&["-D", "-", "-o", "/dev/null", &format!("{base}/v2/")]);
-    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
-    assert!(
-        head.contains(&format!("www-authenticate: Bearer realm=\"{base}/token\"")),
-        "{head}"
-    );
-    let token: serde_json::Value =
-        serde_json::from_str(&curl(&["-u", "alice:secret", &format!("{base}/token")]))
-            .expect("token json");
-    let token = token["token"].as_str().expect("token").to_string();
-    let code = curl(&[
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        "-H",
-        &format!("Authorization: Bearer {token}"),
-        &format!("{base}/v2/"),
-    ]);
-    assert_eq!(code, "200");
-
     let src = dir.path().join("src");
     let md = busybox_layout(&src);
     let dest = format!("docker://{}/secure/busybox:1", srv.addr);
