@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use bollard_stubs::models::{
     ContainerConfig, ContainerCreateBody, HostConfig, HostConfigLogConfig, RestartPolicyNameEnum,
@@ -36,8 +37,9 @@ pub struct Daemon {
     pub runtime: berth_runtime::Runtime,
     /// Exec instances.
     pub execs: crate::exec::ExecStore,
-    /// The registry client (pulls).
-    pub registry: berth_distribution::Client,
+    /// The registry client, built on first use: loading the system's root certificates
+    /// costs memory an idle daemon does not need.
+    registry: std::sync::Mutex<Option<Arc<berth_distribution::Client>>>,
 }
 
 /// Options of `GET /containers/json`.
@@ -77,14 +79,8 @@ impl Daemon {
         let engine_id = engine_id(&config.data_root)?;
         let images = berth_image::Store::open(config.data_root.join("image"))?;
         let runtime = berth_runtime::Runtime::new(config.exec_root.join("runtime"));
-        let registry = berth_distribution::Client::new(berth_distribution::RegistryConfig {
-            insecure_registries: config.insecure_registries.clone(),
-            mirrors: config.registry_mirrors.clone(),
-            ..Default::default()
-        })
-        .map_err(|e| Error::Config(format!("registry client: {e}")))?;
         let daemon = Daemon {
-            registry,
+            registry: Default::default(),
             runtime,
             execs: Default::default(),
             config,
@@ -95,6 +91,23 @@ impl Daemon {
             images,
         };
         Ok(daemon)
+    }
+
+    /// The registry client (created on first use).
+    pub fn registry(&self) -> Result<Arc<berth_distribution::Client>> {
+        let mut slot = crate::events::lock(&self.registry);
+        if let Some(c) = slot.as_ref() {
+            return Ok(Arc::clone(c));
+        }
+        let client = berth_distribution::Client::new(berth_distribution::RegistryConfig {
+            insecure_registries: self.config.insecure_registries.clone(),
+            mirrors: self.config.registry_mirrors.clone(),
+            ..Default::default()
+        })
+        .map_err(|e| Error::Config(format!("registry client: {e}")))?;
+        let client = Arc::new(client);
+        *slot = Some(Arc::clone(&client));
+        Ok(client)
     }
 
     /// `POST /containers/create`: validates the request, resolves the image, merges the image

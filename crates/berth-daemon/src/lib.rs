@@ -48,6 +48,13 @@ pub fn run(args: &DaemonArgs) -> i32 {
         }
     };
     init_tracing(&config.log_level);
+    // One malloc arena: the daemon's threads mostly wait, and per-thread arenas would each
+    // keep their own freed memory resident.
+    // SAFETY: mallopt only adjusts allocator parameters; it is called before any other thread
+    // exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(8)

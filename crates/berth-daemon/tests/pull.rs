@@ -35,7 +35,8 @@ async fn docker_pull_from_a_local_registry() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let registry_task = tokio::spawn(async move {
-        let _ = berth_registry::server::serve(listener, registry, None).await;
+        // Runs until the test aborts the task.
+        berth_registry::server::serve(listener, registry, None, std::future::pending()).await;
     });
 
     // An image pushed there from a scratch store.

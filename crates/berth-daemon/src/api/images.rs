@@ -362,6 +362,7 @@ pub async fn pull(ctx: &Ctx, req: &Request<Incoming>) -> Result<Response<Body>> 
             .filter(|p| !p.is_empty())
             .map(str::to_string),
     };
+    let registry = ctx.daemon.registry()?;
     let (tx, body) = channel_body();
     let d = ctx.daemon.clone();
     tokio::spawn(async move {
@@ -374,11 +375,7 @@ pub async fn pull(ctx: &Ctx, req: &Request<Incoming>) -> Result<Response<Body>> 
                 let _ = progress_tx.try_send(line(&v));
             }
         });
-        match d
-            .registry
-            .pull(&d.images, &reference, &opts, progress)
-            .await
-        {
+        match registry.pull(&d.images, &reference, &opts, progress).await {
             Ok(r) => {
                 let familiar = berth_image::Reference::parse(&r.reference)
                     .map(|x| x.familiar())
