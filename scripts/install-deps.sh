@@ -6,7 +6,7 @@ packages=(
   libseccomp-dev pkg-config   # libseccomp for the runtime's seccomp filters
   busybox-static              # the rootfs of every test image (no registry access here)
   runc crun skopeo hyperfine  # peers the tests and benchmarks compare against
-  jq iproute2 util-linux
+  jq iproute2 util-linux openssl
 )
 
 missing=()
