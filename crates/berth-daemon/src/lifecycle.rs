@@ -343,7 +343,7 @@ impl Daemon {
         self.restore_running().await;
         // Then, as dockerd does at boot, start what the restart policies say should run.
         for record in self.containers.list() {
-            if record.state.running || record.has_been_manually_stopped {
+            if record.state.running {
                 continue;
             }
             let policy = record
@@ -351,11 +351,14 @@ impl Daemon {
                 .restart_policy
                 .as_ref()
                 .and_then(|p| p.name);
-            if matches!(
-                policy,
-                Some(RestartPolicyNameEnum::ALWAYS | RestartPolicyNameEnum::UNLESS_STOPPED)
-            ) {
-                if let Err(err) = self.run_container(&record.id).await {
+            // `always` brings back even a container a user stopped; `unless-stopped` does not.
+            let start = match policy {
+                Some(RestartPolicyNameEnum::ALWAYS) => true,
+                Some(RestartPolicyNameEnum::UNLESS_STOPPED) => !record.has_been_manually_stopped,
+                _ => false,
+            };
+            if start {
+                if let Err(err) = self.start_container(&record.id).await {
                     tracing::warn!(id = %record.id, %err, "cannot start container at boot");
                 }
             }
