@@ -358,9 +358,10 @@ impl Client {
                 ("client_id", "berth"),
             ])
         } else {
+            // Several scopes (a mount needs pull on the source too) go as repeated params.
             let mut q: Vec<(&str, &str)> = vec![("service", service.as_str())];
-            if !scope.is_empty() {
-                q.push(("scope", scope));
+            for s in scope.split(' ').filter(|s| !s.is_empty()) {
+                q.push(("scope", s));
             }
             let mut r = http.get(realm).query(&q);
             if let Some(c) = creds {

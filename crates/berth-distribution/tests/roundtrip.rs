@@ -227,3 +227,67 @@ async fn bearer_token_auth_with_docker_config() {
     assert_eq!(pulled.digest, pushed.digest);
     assert_fsck(&b);
 }
+
+/// Throughput of a pull of one large layer over loopback; run with
+/// `cargo test -p berth-distribution --release --test roundtrip -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement, not a check"]
+async fn measure_pull_throughput() {
+    let reg = BerthRegistry::start(None).await;
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (
+        Store::open(a_dir.path()).unwrap(),
+        Store::open(b_dir.path()).unwrap(),
+    );
+    // 4 layers of 32 MiB of poorly compressible data each.
+    let mut state = 0x1234_5678u64;
+    let layers: Vec<Layer> = (0..4)
+        .map(|i| {
+            let data: Vec<u8> = (0..32 << 20)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    (state >> 24) as u8
+                })
+                .collect();
+            layer_gzip(&[(&format!("data/{i}"), &data)])
+        })
+        .collect();
+    let mut parent = None;
+    for l in &layers {
+        let (_, chain) = a
+            .put_layer(&l.blob[..], Some(&l.digest), parent.as_ref())
+            .unwrap();
+        parent = Some(chain);
+    }
+    let refs: Vec<&Layer> = layers.iter().collect();
+    let (config, manifest) = image_docs(&refs);
+    a.put_blob(&config[..], None, None).unwrap();
+    let name = format!("{}/bench/big:1", reg.host());
+    a.put_manifest(
+        &manifest,
+        Some(&berth_image::Reference::parse_tagged(&name).unwrap()),
+    )
+    .unwrap();
+    let total: usize = layers.iter().map(|l| l.blob.len()).sum();
+    let c = client();
+    let t = std::time::Instant::now();
+    c.push(&a, &name, &PushOptions::default(), no_progress())
+        .await
+        .unwrap();
+    let push = t.elapsed();
+    let t = std::time::Instant::now();
+    c.pull(&b, &name, &PullOptions::default(), no_progress())
+        .await
+        .unwrap();
+    let pull = t.elapsed();
+    let mib = total as f64 / (1 << 20) as f64;
+    println!(
+        "{mib:.0} MiB in 4 layers: push {:.2}s ({:.0} MiB/s), pull+verify+unpack {:.2}s ({:.0} MiB/s)",
+        push.as_secs_f64(),
+        mib / push.as_secs_f64(),
+        pull.as_secs_f64(),
+        mib / pull.as_secs_f64()
+    );
+}
