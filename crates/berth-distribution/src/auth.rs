@@ -185,6 +185,24 @@ impl DockerConfig {
     }
 }
 
+/// The credentials for pulling or pushing `reference`: the `X-Registry-Auth` header when it
+/// carries any (the docker CLI sends `e30=`, i.e. `{}`, when it has none), else the config
+/// file's entry for the reference's registry.
+pub fn resolve_credentials(
+    reference: &str,
+    registry_auth_header: Option<&str>,
+    config: &DockerConfig,
+) -> Result<Option<Credentials>> {
+    if let Some(h) = registry_auth_header.filter(|h| !h.trim().is_empty()) {
+        let c = Credentials::from_registry_auth_header(h)?;
+        if !c.is_empty() {
+            return Ok(Some(c));
+        }
+    }
+    let r = berth_image::Reference::parse(reference)?;
+    Ok(config.credentials_for(r.domain()).cloned())
+}
+
 /// One parsed `WWW-Authenticate` challenge.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Challenge {
@@ -307,6 +325,19 @@ mod tests {
         );
         assert!(cfg.credentials_for("example.com").is_none());
         assert!(DockerConfig::parse(br#"{"auths":{"x":{"auth":"!!"}}}"#).is_err());
+    }
+
+    #[test]
+    fn resolves_header_then_config() {
+        let cfg = DockerConfig::parse(br#"{"auths":{"reg:5000":{"auth":"YTpi"}}}"#).unwrap();
+        let empty = base64::engine::general_purpose::URL_SAFE.encode(b"{}");
+        let c = resolve_credentials("reg:5000/x/y:1", Some(&empty), &cfg).unwrap();
+        assert_eq!(c, Some(Credentials::basic("a", "b")));
+        let h =
+            base64::engine::general_purpose::URL_SAFE.encode(br#"{"username":"u","password":"p"}"#);
+        let c = resolve_credentials("reg:5000/x/y:1", Some(&h), &cfg).unwrap();
+        assert_eq!(c, Some(Credentials::basic("u", "p")));
+        assert_eq!(resolve_credentials("busybox", None, &cfg).unwrap(), None);
     }
 
     #[test]

@@ -13,6 +13,26 @@
 //! | `POST /auth` | [`Client::login`] |
 //! | `GET /distribution/{name}/json` | [`Client::inspect_distribution`] |
 //!
+//! # Wiring into the daemon
+//!
+//! Build one [`Client`] at start-up from daemon.json (`insecure-registries`,
+//! `registry-mirrors`, `max-concurrent-downloads`/`uploads` map onto [`RegistryConfig`]) and
+//! share it in an `Arc`. Per request:
+//!
+//! - credentials: [`resolve_credentials`]`(reference, X-Registry-Auth header, &DockerConfig)`
+//!   (the header wins; otherwise `DockerConfig::load_default()` of the daemon's user);
+//! - `POST /images/create?fromImage=NAME&tag=TAG&platform=P`: reference `NAME:TAG` (or
+//!   `NAME@TAG` when TAG is a digest); call [`Client::pull`] with a [`Progress`] closure that
+//!   sends [`ProgressMessage::to_json_line`] into the chunked `application/json` response; on
+//!   error write [`error_json_line`] (Docker keeps the 200 status once streaming started);
+//! - `POST /images/{name}/push?tag=T`: [`Client::push`] the same way;
+//! - `POST /auth` (`{"username","password","serveraddress"}`): [`Client::login`], answer
+//!   `{"Status": <returned text>, "IdentityToken": ""}`; map [`ErrorKind::Unauthorized`] to 401;
+//! - `GET /distribution/{name}/json`: [`Client::inspect_distribution`], serialise as is.
+//!
+//! [`Error::kind`] gives the status for errors before streaming started (404 for unknown
+//! manifests, 401, 400 for bad names, 500 otherwise).
+//!
 //! Every call is async (tokio); store work runs on the blocking pool. Hostile registries are
 //! bounded: manifests and configs by [`pull::MAX_MANIFEST_SIZE`], blobs by their descriptor
 //! size, redirects by [`client::MAX_REDIRECTS`], resumes by [`pull::MAX_RESUMES`]; every blob is
@@ -25,7 +45,7 @@ pub mod progress;
 pub mod pull;
 pub mod push;
 
-pub use auth::{Credentials, DockerConfig};
+pub use auth::{resolve_credentials, Credentials, DockerConfig};
 pub use client::{Client, RegistryConfig};
 pub use error::{Error, ErrorKind, Result};
 pub use progress::{error_json_line, no_progress, Progress, ProgressDetail, ProgressMessage};
