@@ -260,3 +260,31 @@ async fn index_platforms_and_docker_io_mirror() {
     assert_eq!(di.platforms.len(), 2);
     assert_fsck(&case.store);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_tokens_are_cached_per_scope() {
+    let (l1, l2) = good_layers();
+    let (config, manifest) = image_docs(&[&l1, &l2]);
+    let routes = image_routes("tok/app", &[&l1, &l2], &config, &manifest);
+    let h = Hostile::start_with_token(routes, Some("t0ken")).await;
+    let case = store();
+    let c = Client::new(RegistryConfig::default()).unwrap();
+    let name = format!("{}/tok/app:latest", h.host());
+    let r = c
+        .pull(&case.store, &name, &PullOptions::default(), no_progress())
+        .await
+        .unwrap();
+    assert_eq!(r.id, Digest::of(&config));
+    let log = h.log.lock().unwrap().clone();
+    let tokens: Vec<&String> = log.iter().filter(|l| l.contains("/token")).collect();
+    // One token for repository:tok/app:pull, reused for the manifest, config and layers,
+    // each fetched once (no 401 round trip).
+    assert_eq!(tokens.len(), 1, "{log:?}");
+    assert!(
+        tokens[0].contains("scope=repository%3Atok%2Fapp%3Apull"),
+        "{log:?}"
+    );
+    let blob_requests = log.iter().filter(|l| l.contains("/blobs/")).count();
+    assert_eq!(blob_requests, 3, "{log:?}");
+    assert_fsck(&case.store);
+}

@@ -155,12 +155,21 @@ async fn push_pull_round_trip_skip_and_mount() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bearer_token_auth_with_docker_config() {
+    auth_round_trip("bearer").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_auth_with_docker_config() {
+    auth_round_trip("basic").await;
+}
+
+async fn auth_round_trip(scheme: &str) {
     let auth_dir = tempfile::tempdir().unwrap();
     let htpasswd = auth_dir.path().join("htpasswd");
     let line = berth_registry::auth::htpasswd_line("alice", "s3cret").unwrap();
     std::fs::write(&htpasswd, format!("{line}\n")).unwrap();
     let cfg: berth_registry::auth::AuthConfig = serde_json::from_value(serde_json::json!({
-        "htpasswd": htpasswd, "scheme": "bearer", "tokenTtlSecs": 300
+        "htpasswd": htpasswd, "scheme": scheme, "tokenTtlSecs": 300
     }))
     .unwrap();
     let reg = BerthRegistry::start(Some(cfg)).await;

@@ -208,6 +208,15 @@ impl Drop for Hostile {
 
 impl Hostile {
     pub async fn start(routes: HashMap<String, Reply>) -> Hostile {
+        Self::start_with_token(routes, None).await
+    }
+
+    /// Like [`Hostile::start`], but every route except `/token` wants `Bearer <token>`, which
+    /// `/token` hands out (requests to it are logged like the others).
+    pub async fn start_with_token(
+        routes: HashMap<String, Reply>,
+        token: Option<&'static str>,
+    ) -> Hostile {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
@@ -253,6 +262,22 @@ impl Hostile {
                         Some(r) => format!("{first} range={r}"),
                         None => first.clone(),
                     });
+                    if let Some(tok) = token {
+                        let want = format!("authorization: bearer {tok}");
+                        let authed = head.lines().any(|l| l.to_ascii_lowercase() == want);
+                        if path.starts_with("/token") {
+                            let body = format!(r#"{{"token":"{tok}","expires_in":300}}"#);
+                            let h = format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                            let _ = conn.write_all(h.as_bytes()).await;
+                            return;
+                        }
+                        if !authed {
+                            let local = conn.local_addr().unwrap();
+                            let h = format!("HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"http://{local}/token\",service=\"hostile\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                            let _ = conn.write_all(h.as_bytes()).await;
+                            return;
+                        }
+                    }
                     let reply = routes.lock().unwrap().get(&path).cloned();
                     let _ = answer(&mut conn, &path, reply, range, &routes).await;
                 });
