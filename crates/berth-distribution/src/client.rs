@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, WWW_AUTHENTICATE};
-use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use reqwest::{RequestBuilder, Response, StatusCode};
 use serde::Deserialize;
 
 use crate::auth::{parse_challenge, Challenge, Credentials};
@@ -494,10 +494,6 @@ pub(crate) async fn status_error(what: &str, resp: Response) -> Error {
 
 pub(crate) fn header_str<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
-}
-
-pub(crate) fn method_head() -> Method {
-    Method::HEAD
 }
 
 #[cfg(test)]

@@ -62,6 +62,14 @@ pub enum Error {
     /// A docker config file that cannot be read or parsed.
     #[error("docker config {path}: {reason}")]
     Config { path: String, reason: String },
+    /// Reading a local file (a blob being pushed) failed.
+    #[error("{context} {}: {source}", path.display())]
+    Io {
+        context: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// A blocking store task panicked or was cancelled.
     #[error("store task for {0} did not finish: {1}")]
     Task(String, String),

@@ -501,10 +501,6 @@ impl Client {
         let mut offset = 0u64;
         let mut resumes = 0usize;
         let mut last_report = 0u64;
-        let fail = |e: Error| {
-            let msg = e.to_string();
-            (e, msg)
-        };
         loop {
             let attempt: Result<()> = async {
                 let resp = self
@@ -575,15 +571,12 @@ impl Client {
                     resumes += 1;
                     tracing::info!(blob = %layer.digest, offset, "download interrupted, resuming");
                 }
-                Ok(()) => {
-                    let e = size_lie(&layer.digest, total, offset);
-                    let (e, msg) = fail(e);
-                    let _ = tx.send(Err(io::Error::other(msg))).await;
-                    return Err(e);
-                }
-                Err(e) => {
-                    let (e, msg) = fail(e);
-                    let _ = tx.send(Err(io::Error::other(msg))).await;
+                outcome => {
+                    let e = outcome
+                        .err()
+                        .unwrap_or_else(|| size_lie(&layer.digest, total, offset));
+                    // Make the store fail too instead of seeing a clean end of stream.
+                    let _ = tx.send(Err(io::Error::other(e.to_string()))).await;
                     return Err(e);
                 }
             }

@@ -16,7 +16,7 @@ use reqwest::{StatusCode, Url};
 use tokio::sync::Semaphore;
 
 use crate::auth::Credentials;
-use crate::client::{header_str, method_head, status_error, Client, Endpoint};
+use crate::client::{header_str, status_error, Client, Endpoint};
 use crate::error::{Error, Result};
 use crate::progress::{short_id, Progress, ProgressMessage};
 use crate::pull::{join_all_fail_fast, repo_scope};
@@ -221,9 +221,7 @@ impl Client {
         let id = short_id(&d.digest);
         let scope = repo_scope(r, true);
         let blob_url = format!("{}/v2/{}/blobs/{}", ep.base, r.path(), d.digest);
-        let resp = self
-            .send(ep, creds, &scope, |h| h.request(method_head(), &blob_url))
-            .await?;
+        let resp = self.send(ep, creds, &scope, |h| h.head(&blob_url)).await?;
         if resp.status().is_success() {
             if !is_config {
                 progress(ProgressMessage::with_id("Layer already exists", id));
@@ -252,18 +250,35 @@ impl Client {
         let mut location = next_location(&resp, &uploads)?;
         let path = blob_path(store, &d.digest);
         let total = d.size;
+        // Fail here, with the path, rather than as a confusing upload error.
+        let meta = std::fs::metadata(&path).map_err(|e| Error::Io {
+            context: "stat blob",
+            path: path.clone(),
+            source: e,
+        })?;
+        if meta.len() != total {
+            return Err(Error::BlobSize {
+                digest: d.digest.to_string(),
+                reason: format!(
+                    "local blob has {} bytes, its descriptor {total}",
+                    meta.len()
+                ),
+            });
+        }
         if let Some(chunk) = opts.chunk_size.filter(|c| *c > 0) {
-            let mut file = std::fs::File::open(&path).map_err(|e| Error::Invalid {
-                what: path.display().to_string(),
-                reason: e.to_string(),
+            let mut file = std::fs::File::open(&path).map_err(|e| Error::Io {
+                context: "open blob",
+                path: path.clone(),
+                source: e,
             })?;
             let mut offset = 0u64;
             while offset < total {
                 let n = chunk.min(total - offset) as usize;
                 let mut buf = vec![0u8; n];
-                file.read_exact(&mut buf).map_err(|e| Error::Invalid {
-                    what: path.display().to_string(),
-                    reason: e.to_string(),
+                file.read_exact(&mut buf).map_err(|e| Error::Io {
+                    context: "read blob",
+                    path: path.clone(),
+                    source: e,
                 })?;
                 let body = bytes::Bytes::from(buf);
                 let range = format!("{offset}-{}", offset + n as u64 - 1);
