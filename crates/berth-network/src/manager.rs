@@ -95,6 +95,9 @@ pub struct ReconcileReport {
 pub struct NetworkManager {
     cfg: Config,
     state: Mutex<State>,
+    /// The ruleset last loaded into nftables. Most container starts publish no port and do
+    /// not change it, so they skip the `nft` run (tens of milliseconds) entirely.
+    applied: Mutex<Option<String>>,
 }
 
 fn short_hash(s: &str) -> String {
@@ -126,6 +129,7 @@ impl NetworkManager {
         Ok(Self {
             cfg,
             state: Mutex::new(state),
+            applied: Mutex::new(None),
         })
     }
 
@@ -142,13 +146,26 @@ impl NetworkManager {
         self.cfg.state_dir.join("networks.json")
     }
 
+    /// Loads the rules `st` implies unless they are what nftables already holds.
+    fn sync_firewall(&self, st: &State, force: bool) -> Result<()> {
+        let script = firewall::render(&self.cfg.table, st);
+        let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
+        if !force && applied.as_deref() == Some(script.as_str()) {
+            return Ok(());
+        }
+        *applied = None;
+        firewall::apply(&self.cfg.table, st)?;
+        *applied = Some(script);
+        Ok(())
+    }
+
     fn commit(&self, guard: &mut State, new: State) -> Result<()> {
-        if let Err(e) = firewall::apply(&self.cfg.table, &new) {
-            let _ = firewall::apply(&self.cfg.table, guard);
+        if let Err(e) = self.sync_firewall(&new, false) {
+            let _ = self.sync_firewall(guard, true);
             return Err(e);
         }
         if let Err(e) = store::save(&self.state_path(), &new) {
-            let _ = firewall::apply(&self.cfg.table, guard);
+            let _ = self.sync_firewall(guard, true);
             return Err(e);
         }
         *guard = new;
@@ -174,7 +191,7 @@ impl NetworkManager {
         if let Ok(n) = self.inspect(DEFAULT_NETWORK) {
             netlink::ensure_bridge(&n.bridge, n.gateway, n.subnet.prefix(), n.mtu)?;
             let st = self.lock();
-            firewall::apply(&self.cfg.table, &st)?;
+            self.sync_firewall(&st, true)?;
             return Ok(n);
         }
         self.create_inner(
@@ -474,6 +491,8 @@ impl NetworkManager {
     pub fn reconcile(&self, live: &HashSet<String>) -> Result<ReconcileReport> {
         let mut report = ReconcileReport::default();
         let mut guard = self.lock();
+        // Whatever nftables holds now, reload it from state.
+        *self.applied.lock().unwrap_or_else(|e| e.into_inner()) = None;
         let mut new = guard.clone();
         for n in new.networks.values_mut() {
             let dead: Vec<String> = n
