@@ -163,7 +163,18 @@ async fn basic_auth_with_docker_config() {
     auth_round_trip("basic").await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_auth_over_tls() {
+    auth_round_trip_with("bearer", true).await;
+}
+
 async fn auth_round_trip(scheme: &str) {
+    auth_round_trip_with(scheme, false).await;
+}
+
+/// With `tls` the registry speaks only HTTPS (self-signed, accepted because loopback
+/// registries are insecure as in Docker), so success proves the HTTPS path.
+async fn auth_round_trip_with(scheme: &str, tls: bool) {
     let auth_dir = tempfile::tempdir().unwrap();
     let htpasswd = auth_dir.path().join("htpasswd");
     let line = berth_registry::auth::htpasswd_line("alice", "s3cret").unwrap();
@@ -172,7 +183,7 @@ async fn auth_round_trip(scheme: &str) {
         "htpasswd": htpasswd, "scheme": scheme, "tokenTtlSecs": 300
     }))
     .unwrap();
-    let reg = BerthRegistry::start(Some(cfg)).await;
+    let reg = BerthRegistry::start_with(Some(cfg), tls).await;
 
     // A docker config file as `docker login` writes it.
     let conf = auth_dir.path().join("config.json");
@@ -211,10 +222,7 @@ async fn auth_round_trip(scheme: &str) {
         .await
         .unwrap_err();
     assert!(matches!(bad, Error::Unauthorized(_)), "{bad}");
-    let ok = c
-        .login(&format!("http://{}", reg.host()), creds.as_ref().unwrap())
-        .await
-        .unwrap();
+    let ok = c.login(&reg.host(), creds.as_ref().unwrap()).await.unwrap();
     assert_eq!(ok, "Login Succeeded");
 
     let push = PushOptions {

@@ -153,9 +153,25 @@ impl Drop for BerthRegistry {
 
 impl BerthRegistry {
     pub async fn start(auth: Option<berth_registry::auth::AuthConfig>) -> BerthRegistry {
+        Self::start_with(auth, false).await
+    }
+
+    /// With `tls`, serves HTTPS with a fresh self-signed certificate for 127.0.0.1.
+    pub async fn start_with(
+        auth: Option<berth_registry::auth::AuthConfig>,
+        tls: bool,
+    ) -> BerthRegistry {
         let root = tempfile::tempdir().unwrap();
         let store = berth_registry::storage::Store::open(root.path()).unwrap();
-        let auth = auth.map(|a| berth_registry::auth::Auth::load(a, false).unwrap());
+        let auth = auth.map(|a| berth_registry::auth::Auth::load(a, tls).unwrap());
+        let tls = tls.then(|| {
+            let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+            let (c, k) = (root.path().join("cert.pem"), root.path().join("key.pem"));
+            std::fs::write(&c, cert.cert.pem()).unwrap();
+            std::fs::write(&k, cert.key_pair.serialize_pem()).unwrap();
+            berth_registry::tls::acceptor(&berth_registry::tls::TlsConfig { cert: c, key: k })
+                .unwrap()
+        });
         let registry = Arc::new(berth_registry::server::Registry {
             store,
             read_only: false,
@@ -164,7 +180,7 @@ impl BerthRegistry {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
-            berth_registry::server::serve(listener, registry, None, std::future::pending()).await;
+            berth_registry::server::serve(listener, registry, tls, std::future::pending()).await;
         });
         BerthRegistry {
             addr,
