@@ -434,3 +434,77 @@ fn default_and_internal_networks() {
     ok_in(&ns, &["busybox", "ping", "-c1", "-W2", "10.77.7.254"]);
     assert!(env.mgr.inspect(&int.id[..10]).is_ok(), "id prefix lookup");
 }
+
+/// A UDP echo server bound inside `ns` by a thread that joined it; stops when dropped.
+struct UdpEcho(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl UdpEcho {
+    fn start(ns: &std::path::Path, port: u16) -> Self {
+        use std::os::fd::AsFd;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (flag, ns) = (stop.clone(), std::fs::File::open(ns).unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            nix::sched::setns(ns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let s = std::net::UdpSocket::bind(("0.0.0.0", port)).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            tx.send(()).unwrap();
+            let mut buf = [0u8; 512];
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok((n, peer)) = s.recv_from(&mut buf) {
+                    let _ = s.send_to(&buf[..n], peer);
+                }
+            }
+        });
+        rx.recv().unwrap();
+        UdpEcho(stop)
+    }
+}
+
+impl Drop for UdpEcho {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn udp_published_port() {
+    let mut env = Env::new(5);
+    env.mgr
+        .create_network(CreateNetwork {
+            name: "u".into(),
+            subnet: Some("10.77.8.0/24".into()),
+            bridge_name: Some(env.bridge("u")),
+            ..Default::default()
+        })
+        .unwrap();
+    let ns = env.netns("c1");
+    let spec = berth_network::parse_port_spec("127.0.0.1::5353/udp").unwrap();
+    let ep = env
+        .mgr
+        .connect(
+            "u",
+            ConnectRequest {
+                container_id: "u1".into(),
+                name: "u1".into(),
+                netns: ns.clone(),
+                ports: vec![spec],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let hp = ep.ports[0].host_port;
+    let _echo = UdpEcho::start(&ns, 5353);
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    sock.send_to(b"ping", ("127.0.0.1", hp)).unwrap();
+    let mut buf = [0u8; 16];
+    let (n, from) = sock.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"ping");
+    assert_eq!(
+        from.port(),
+        hp,
+        "reply is un-NATed back to the published port"
+    );
+}
