@@ -8,6 +8,19 @@
 //! embedded DNS server ([`dns`]), `/etc/hosts`-style files ([`files`]) and `--network` modes
 //! ([`mode`]). [`NetworkManager`] is the entry point the daemon calls; its methods are
 //! blocking, so call them from `spawn_blocking` inside tokio.
+//!
+//! # Wiring into the daemon
+//!
+//! - Start: `NetworkManager::open(Config::new(<data-root>/network))`, then
+//!   `reconcile(&running_container_ids)`, `ensure_default()`, and
+//!   `DnsRegistry::sync(&mgr, &host_resolv_conf)` (keep the registry; sync again after every
+//!   network create/remove).
+//! - Container start, for bridge modes ([`mode::NetworkMode::network`] is `Some`): create
+//!   `netns::create(&mode::netns_path(exec_root, id))`, `connect(network, ConnectRequest{..})`,
+//!   write `files::{hosts_file, hostname_file, resolv_conf}` (embedded DNS = the network's
+//!   gateway for user networks, none for the default bridge), then hand the namespace path to
+//!   the runtime as the OCI network namespace path, so the container joins a ready namespace.
+//! - Container stop: `disconnect_all(id)` then `netns::remove(path)`.
 
 pub mod dns;
 pub mod error;
