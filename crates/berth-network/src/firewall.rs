@@ -295,4 +295,25 @@ mod tests {
         assert!(r.contains("iifname \"bra\" oifname { \"brb\" } drop"));
         assert!(r.contains("iifname \"brb\" oifname != \"brb\" drop"));
     }
+
+    #[test]
+    fn iptables_forward_accepts_follow_drop_policy() {
+        // In a private network namespace, so the host's FORWARD chain is untouched.
+        std::thread::spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let rules = || iptables(&["-S", "FORWARD"]).unwrap_or_default();
+            sync_iptables_forward("t", &["brx"]);
+            assert!(!rules().contains("brx"), "ACCEPT policy needs no rule");
+            iptables(&["-P", "FORWARD", "DROP"]).unwrap();
+            sync_iptables_forward("t", &["brx"]);
+            sync_iptables_forward("t", &["brx"]);
+            let r = rules();
+            assert_eq!(r.matches("t-bridge").count(), 2, "{r}");
+            assert!(r.contains("-i brx") && r.contains("-o brx"), "{r}");
+            sync_iptables_forward("t", &[]);
+            assert!(!rules().contains("brx"), "stale rules removed");
+        })
+        .join()
+        .unwrap();
+    }
 }
