@@ -202,6 +202,10 @@ pub enum Reply {
     /// Declares the full length, sends the first `cut` bytes and closes; the next request
     /// (with or without Range) is answered properly.
     CutOnce(Vec<u8>, usize),
+    /// 200 with the whole body whatever `Range` asks (a server without range support).
+    OkIgnoringRange(Vec<u8>),
+    /// Like `CutOnce`, but the retry is answered by a server without range support.
+    CutOnceNoRange(Vec<u8>, usize),
     /// Streams bytes forever (bounded at 256 MiB so the server stops by itself).
     Endless,
     /// 307 to the same path.
@@ -325,6 +329,7 @@ async fn answer(
                 .await
         }
     };
+    let honour_range = !matches!(reply, Reply::CutOnceNoRange(..));
     match reply {
         Reply::Ok(body, ct) => {
             let (status, body) = match range {
@@ -345,11 +350,21 @@ async fn answer(
             conn.write_all(h.as_bytes()).await?;
             conn.write_all(&body).await
         }
-        Reply::CutOnce(body, cut) => {
-            routes.lock().unwrap().insert(
-                path.to_string(),
-                Reply::Ok(body.clone(), "application/octet-stream"),
+        Reply::OkIgnoringRange(body) => {
+            let h = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
             );
+            conn.write_all(h.as_bytes()).await?;
+            conn.write_all(&body).await
+        }
+        Reply::CutOnce(body, cut) | Reply::CutOnceNoRange(body, cut) => {
+            let next = if honour_range {
+                Reply::Ok(body.clone(), "application/octet-stream")
+            } else {
+                Reply::OkIgnoringRange(body.clone())
+            };
+            routes.lock().unwrap().insert(path.to_string(), next);
             let h = format!(
                 "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                 body.len()
