@@ -72,6 +72,8 @@ pub fn error_json_line(message: &str) -> Vec<u8> {
 }
 
 /// Where progress goes; the daemon passes a closure that forwards into its response stream.
+/// It is called from async tasks, so it must not block (use an unbounded channel or
+/// `try_send`).
 pub type Progress = std::sync::Arc<dyn Fn(ProgressMessage) + Send + Sync>;
 
 /// A progress sink that drops everything.

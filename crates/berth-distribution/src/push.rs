@@ -205,6 +205,40 @@ impl Client {
         })
     }
 
+    /// `docker push REPO` without a tag: push every local tag of the repository, in tag
+    /// order, as Docker does. Fails if the repository has no tags.
+    pub async fn push_all_tags(
+        &self,
+        store: &Store,
+        repository: &str,
+        opts: &PushOptions,
+        progress: Progress,
+    ) -> Result<Vec<PushResult>> {
+        let repo = Reference::parse(repository)?;
+        let s = store.clone();
+        let summaries = crate::pull::blocking("list images", move || Ok(s.list()?)).await?;
+        let mut tags: Vec<String> = summaries
+            .iter()
+            .flat_map(|i| i.repo_tags.iter())
+            .filter_map(|t| Reference::parse(t).ok())
+            .filter(|t| t.name() == repo.name() && t.tag().is_some())
+            .map(|t| t.to_string())
+            .collect();
+        tags.sort();
+        tags.dedup();
+        if tags.is_empty() {
+            return Err(Error::Store(berth_image::Error::ImageNotFound(format!(
+                "{}: no tags to push",
+                repo.familiar_name()
+            ))));
+        }
+        let mut out = Vec::with_capacity(tags.len());
+        for t in tags {
+            out.push(self.push(store, &t, opts, progress.clone()).await?);
+        }
+        Ok(out)
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn push_blob(
         &self,

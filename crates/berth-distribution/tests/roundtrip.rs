@@ -137,6 +137,22 @@ async fn push_pull_round_trip_skip_and_mount() {
     );
     assert_fsck(&b);
 
+    // `docker push REPO` pushes every tag of it.
+    a.tag(&chunked, &format!("{}/test/chunked:2", reg.host()))
+        .unwrap();
+    let all = c
+        .push_all_tags(
+            &a,
+            &format!("{}/test/chunked", reg.host()),
+            &PushOptions::default(),
+            no_progress(),
+        )
+        .await
+        .unwrap();
+    let tags: Vec<&str> = all.iter().map(|p| p.tag.as_str()).collect();
+    assert_eq!(tags, ["1", "2"]);
+    assert!(all.iter().all(|p| p.digest == p2.digest && p.uploaded == 0));
+
     // Distribution inspect and unknown tags.
     let di = c.inspect_distribution(&name, None).await.unwrap();
     assert_eq!(di.descriptor["digest"], pushed.digest.to_string());
