@@ -15,6 +15,13 @@ pub fn create(path: &Path) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io_err("create", dir))?;
     }
+    if is_netns(path) {
+        return Err(NetworkError::Io {
+            op: "create netns",
+            path: path.to_path_buf(),
+            source: std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+        });
+    }
     File::create(path).map_err(io_err("create", path))?;
     let target = path.to_path_buf();
     let r = std::thread::spawn(move || -> Result<()> {
@@ -43,6 +50,12 @@ pub fn create(path: &Path) -> Result<()> {
         let _ = std::fs::remove_file(path);
     }
     r
+}
+
+/// True if `path` is a mounted namespace file (nsfs), e.g. left by a previous daemon run.
+pub fn is_netns(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
 }
 
 /// Unmounts and removes a namespace file made by [`create`]; missing files are fine.

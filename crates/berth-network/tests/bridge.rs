@@ -410,6 +410,11 @@ fn default_and_internal_networks() {
         })
         .unwrap();
     let ns = env.netns("c1");
+    assert!(berth_network::netns::is_netns(&ns));
+    assert!(
+        berth_network::netns::create(&ns).is_err(),
+        "no stacked netns mounts"
+    );
     let ep = env
         .mgr
         .connect(
