@@ -303,7 +303,10 @@ impl Client {
                 ),
             });
         }
-        let before = store.image_id(&r.to_string()).ok();
+        let before = {
+            let (s, name) = (store.clone(), r.to_string());
+            blocking("image lookup", move || Ok(s.image_id(&name).ok())).await?
+        };
 
         let chains = chain_ids(&config.rootfs.diff_ids);
         let downloaded = self
