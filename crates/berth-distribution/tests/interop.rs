@@ -82,4 +82,43 @@ async fn skopeo_round_trips() {
     .await
     .unwrap();
     assert!(out.join("manifest.json").exists());
+
+    // A Docker schema2 manifest (skopeo converts; gzip layers only) pulls to the same image.
+    let l = layer_gzip(&[("etc/v2s2", b"docker\n")]);
+    let (config, manifest) = image_docs(&[&l]);
+    a.put_layer(&l.blob[..], Some(&l.digest), None).unwrap();
+    a.put_blob(&config[..], None, None).unwrap();
+    let oci = format!("{}/interop/oci:1", reg.host());
+    let id2 = a
+        .put_manifest(
+            &manifest,
+            Some(&berth_image::Reference::parse_tagged(&oci).unwrap()),
+        )
+        .unwrap();
+    c.push(&a, &oci, &PushOptions::default(), no_progress())
+        .await
+        .unwrap();
+    let v2s2 = format!("{}/interop/v2s2:1", reg.host());
+    let (src, dst) = (format!("docker://{oci}"), format!("docker://{v2s2}"));
+    tokio::task::spawn_blocking(move || {
+        run_skopeo(&[
+            "copy",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+            "--format=v2s2",
+            &src,
+            &dst,
+        ]);
+    })
+    .await
+    .unwrap();
+    let pulled = c
+        .pull(&b, &v2s2, &PullOptions::default(), no_progress())
+        .await
+        .unwrap();
+    assert_eq!(pulled.id, id2);
+    let raw = b.read_blob(&pulled.digest).unwrap();
+    let m: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(m["mediaType"], berth_image::spec::MT_DOCKER_MANIFEST);
+    assert_fsck(&b);
 }
