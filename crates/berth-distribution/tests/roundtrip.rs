@@ -315,7 +315,24 @@ async fn measure_pull_throughput() {
         .await
         .unwrap();
     let pull = t.elapsed();
+    // The same download by skopeo (verify only, no unpack) for reference.
+    let dir = b_dir.path().join("skopeo-dir");
+    let t = std::time::Instant::now();
+    let sk = std::process::Command::new("skopeo")
+        .args(["--insecure-policy", "copy", "--src-tls-verify=false"])
+        .arg(format!("docker://{name}"))
+        .arg(format!("dir:{}", dir.display()))
+        .status()
+        .is_ok_and(|s| s.success());
+    let skopeo = t.elapsed();
     let mib = total as f64 / (1 << 20) as f64;
+    if sk {
+        println!(
+            "skopeo copy to dir: {:.2}s ({:.0} MiB/s)",
+            skopeo.as_secs_f64(),
+            mib / skopeo.as_secs_f64()
+        );
+    }
     println!(
         "{mib:.0} MiB in 4 layers: push {:.2}s ({:.0} MiB/s), pull+verify+unpack {:.2}s ({:.0} MiB/s)",
         push.as_secs_f64(),
