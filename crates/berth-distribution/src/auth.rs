@@ -78,9 +78,16 @@ impl Credentials {
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct ConfigFile {
     #[serde(default)]
     auths: HashMap<String, AuthEntry>,
+    /// `docker-credential-<name>` for every registry.
+    #[serde(default)]
+    creds_store: Option<String>,
+    /// `docker-credential-<name>` per registry.
+    #[serde(default)]
+    cred_helpers: HashMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -101,6 +108,8 @@ struct AuthEntry {
 #[derive(Debug, Clone, Default)]
 pub struct DockerConfig {
     auths: HashMap<String, Credentials>,
+    creds_store: Option<String>,
+    cred_helpers: HashMap<String, String>,
 }
 
 /// Docker Hub's key in config files.
@@ -176,18 +185,100 @@ impl DockerConfig {
             };
             auths.insert(key, creds);
         }
-        Ok(DockerConfig { auths })
+        Ok(DockerConfig {
+            auths,
+            creds_store: file.creds_store.filter(|s| !s.is_empty()),
+            cred_helpers: file
+                .cred_helpers
+                .into_iter()
+                .map(|(k, v)| (normalise_server(&k), v))
+                .collect(),
+        })
     }
 
     /// Credentials for a registry domain as written in references (`docker.io`, `host:5000`).
     pub fn credentials_for(&self, domain: &str) -> Option<&Credentials> {
         self.auths.get(&normalise_server(domain))
     }
+
+    /// Credentials for a registry domain, asking the configured credential helper
+    /// (`credHelpers`, else `credsStore`) first, as the docker CLI does, then `auths`.
+    /// Runs the helper, so call it off the async threads.
+    pub fn lookup(&self, domain: &str) -> Result<Option<Credentials>> {
+        let key = normalise_server(domain);
+        let helper = self.cred_helpers.get(&key).or(self.creds_store.as_ref());
+        if let Some(h) = helper {
+            // Docker Hub is stored under its v1 URL by every helper.
+            let server = if key == "docker.io" {
+                HUB_CONFIG_KEY
+            } else {
+                key.as_str()
+            };
+            if let Some(c) = run_helper(h, server)? {
+                return Ok(Some(c));
+            }
+        }
+        Ok(self.auths.get(&key).cloned())
+    }
+}
+
+/// `docker-credential-<helper> get` with the server on stdin; `None` when it has nothing.
+fn run_helper(helper: &str, server: &str) -> Result<Option<Credentials>> {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let program = format!("docker-credential-{helper}");
+    let err = |reason: String| Error::Config {
+        path: program.clone(),
+        reason,
+    };
+    let mut child = Command::new(&program)
+        .arg("get")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| err(format!("run: {e}")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(server.as_bytes())
+            .map_err(|e| err(format!("write server: {e}")))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| err(format!("wait: {e}")))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        // The helper protocol's "no such entry" answer.
+        if stdout.contains("credentials not found") {
+            return Ok(None);
+        }
+        return Err(err(format!("get {server}: {}", stdout.trim())));
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct HelperAnswer {
+        #[serde(default)]
+        username: String,
+        #[serde(default)]
+        secret: String,
+    }
+    let a: HelperAnswer =
+        serde_json::from_slice(&out.stdout).map_err(|e| err(format!("answer: {e}")))?;
+    // Helpers return `<token>` as the username for identity tokens.
+    Ok(Some(if a.username == "<token>" {
+        Credentials {
+            identity_token: Some(a.secret),
+            ..Default::default()
+        }
+    } else {
+        Credentials::basic(a.username, a.secret)
+    }))
 }
 
 /// The credentials for pulling or pushing `reference`: the `X-Registry-Auth` header when it
 /// carries any (the docker CLI sends `e30=`, i.e. `{}`, when it has none), else the config
-/// file's entry for the reference's registry.
+/// file's credential helper or entry for the reference's registry (see
+/// [`DockerConfig::lookup`]; this may run a helper program).
 pub fn resolve_credentials(
     reference: &str,
     registry_auth_header: Option<&str>,
@@ -200,7 +291,7 @@ pub fn resolve_credentials(
         }
     }
     let r = berth_image::Reference::parse(reference)?;
-    Ok(config.credentials_for(r.domain()).cloned())
+    config.lookup(r.domain())
 }
 
 /// One parsed `WWW-Authenticate` challenge.

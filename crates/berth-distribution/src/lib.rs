@@ -2,7 +2,7 @@
 //!
 //! Owns pulling images from registries into a [`berth_image::Store`] and pushing them out,
 //! registry authentication (anonymous, basic, bearer-token challenges with per-scope token
-//! caching, Docker config-file credentials, `docker login` checks), the registry settings
+//! caching, Docker config-file credentials and credential helpers, `docker login` checks), the registry settings
 //! Docker has (insecure registries, docker.io mirrors, Hub host mapping), and progress events
 //! in Docker's JSON progress shape.
 //!
@@ -20,7 +20,8 @@
 //! share it in an `Arc`. Per request:
 //!
 //! - credentials: [`resolve_credentials`]`(reference, X-Registry-Auth header, &DockerConfig)`
-//!   (the header wins; otherwise `DockerConfig::load_default()` of the daemon's user);
+//!   (the header wins; otherwise `DockerConfig::load_default()` of the daemon's user, whose
+//!   `credsStore`/`credHelpers` programs it may run: call it under `spawn_blocking`);
 //! - `POST /images/create?fromImage=NAME&tag=TAG&platform=P`: reference `NAME:TAG` (or
 //!   `NAME@TAG` when TAG is a digest); call [`Client::pull`] with a [`Progress`] closure that
 //!   sends [`ProgressMessage::to_json_line`] into the chunked `application/json` response; on
