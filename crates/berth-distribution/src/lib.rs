@@ -2,9 +2,9 @@
 //!
 //! Owns pulling images from registries into a [`berth_image::Store`] and pushing them out,
 //! registry authentication (anonymous, basic, bearer-token challenges with per-scope token
-//! caching, Docker config-file credentials and credential helpers, `docker login` checks), the registry settings
-//! Docker has (insecure registries, docker.io mirrors, Hub host mapping), and progress events
-//! in Docker's JSON progress shape.
+//! caching, Docker config-file credentials and credential helpers, `docker login` checks),
+//! the registry settings Docker has (insecure registries, docker.io mirrors, Hub host
+//! mapping), and progress events in Docker's JSON progress shape.
 //!
 //! | Docker API | call |
 //! |---|---|
