@@ -37,6 +37,8 @@ pub struct Daemon {
     pub runtime: berth_runtime::Runtime,
     /// Exec instances.
     pub execs: crate::exec::ExecStore,
+    /// Container networking.
+    pub network: crate::network::Networking,
     /// The registry client, built on first use: loading the system's root certificates
     /// costs memory an idle daemon does not need.
     registry: std::sync::Mutex<Option<Arc<berth_distribution::Client>>>,
@@ -79,7 +81,9 @@ impl Daemon {
         let engine_id = engine_id(&config.data_root)?;
         let images = berth_image::Store::open(config.data_root.join("image"))?;
         let runtime = berth_runtime::Runtime::new(config.exec_root.join("runtime"));
+        let network = crate::network::Networking::open(&config.data_root, &config.exec_root)?;
         let daemon = Daemon {
+            network,
             registry: Default::default(),
             runtime,
             execs: Default::default(),
@@ -287,6 +291,7 @@ impl Daemon {
                 "NetworkSettings": {"Networks": {}},
                 "Mounts": [],
             });
+            (summary["Ports"], summary["NetworkSettings"]) = self.network_summary(&r);
             if opts.size {
                 summary["SizeRw"] = json!(self.size_rw(&r.id));
             }
@@ -345,6 +350,7 @@ impl Daemon {
                 "Networks": {},
             },
         });
+        v["NetworkSettings"] = self.network_settings(&r);
         if size {
             v["SizeRw"] = json!(self.size_rw(&r.id));
         }
@@ -392,6 +398,7 @@ impl Daemon {
         }
         let record = self.containers.remove(&record.id)?;
         self.remove_rootfs(&record.id);
+        self.network_teardown(&record.id);
         let paths = self.run_paths(&record.id);
         if self.runtime.exists(&record.id) {
             if let Err(err) = self.runtime.delete(&record.id, true) {

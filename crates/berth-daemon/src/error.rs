@@ -81,6 +81,12 @@ pub enum Error {
     /// A handler panicked; the panic was contained to its request.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The operation is not allowed in the object's state (Docker's 403 cases).
+    #[error("{0}")]
+    Forbidden(String),
+    /// Container networking failed.
+    #[error(transparent)]
+    Network(berth_network::NetworkError),
 }
 
 impl Error {
@@ -121,6 +127,8 @@ impl Error {
                 berth_image::ErrorKind::InvalidInput => StatusCode::BAD_REQUEST,
                 berth_image::ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             },
+            Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::Network(e) => network_status(e),
             Error::Runtime(_)
             | Error::Config(_)
             | Error::Io { .. }
@@ -137,5 +145,26 @@ impl From<berth_image::Error> for Error {
             berth_image::Error::ImageNotFound(name) => Error::NoSuchImage(name),
             other => Error::Image(other),
         }
+    }
+}
+
+/// Docker's status for each kind of networking failure.
+fn network_status(e: &berth_network::NetworkError) -> StatusCode {
+    use berth_network::NetworkError as N;
+    match e {
+        N::NetworkNotFound(_) => StatusCode::NOT_FOUND,
+        N::NetworkExists(_) => StatusCode::CONFLICT,
+        N::InvalidCidr(_)
+        | N::InvalidAddress(_)
+        | N::InvalidPortSpec { .. }
+        | N::InvalidName(_)
+        | N::OutsideSubnet { .. } => StatusCode::BAD_REQUEST,
+        N::SubnetOverlap { .. }
+        | N::ActiveEndpoints { .. }
+        | N::AlreadyConnected { .. }
+        | N::NotConnected { .. }
+        | N::Predefined(_)
+        | N::AddressInUse { .. } => StatusCode::FORBIDDEN,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

@@ -27,6 +27,7 @@ pub mod host;
 pub mod lifecycle;
 pub mod logs;
 pub mod names;
+pub mod network;
 pub mod server;
 pub mod store;
 pub mod time;

@@ -182,8 +182,12 @@ impl Daemon {
             cmd: c.cmd.clone(),
             working_dir: c.working_dir.clone().filter(|w| !w.is_empty()),
         };
-        let opts = run_options(r)?;
-        let spec = spec::build_spec(&r.id, &rootfs.path, &defaults, &opts)?;
+        let mut opts = run_options(r)?;
+        let net = self.network_setup(r)?;
+        opts.network = net.mode;
+        opts.mounts.splice(0..0, net.mounts);
+        let spec = spec::build_spec(&r.id, &rootfs.path, &defaults, &opts);
+        let spec = spec.inspect_err(|_| self.network_teardown(&r.id))?;
         spec::write_bundle(&paths.bundle, &spec)?;
         let log_opts = r
             .host_config
@@ -222,6 +226,7 @@ impl Daemon {
             Err(err) => {
                 let _ = self.runtime.delete(&r.id, true);
                 let _ = self.images.unmount_rootfs(&r.id);
+                self.network_teardown(&r.id);
                 Err(err.into())
             }
         }
@@ -291,6 +296,7 @@ impl Daemon {
             if let Err(err) = d.images.unmount_rootfs(&rid) {
                 tracing::warn!(id = %rid, %err, "cannot unmount rootfs");
             }
+            d.network_teardown(&rid);
         })
         .await;
         if oom {
@@ -340,6 +346,7 @@ impl Daemon {
     /// recorded from its exit file, a live monitor is watched again, anything else is marked
     /// exited.
     pub async fn restore(self: &Arc<Self>) {
+        self.network_start().await;
         self.restore_running().await;
         // Then, as dockerd does at boot, start what the restart policies say should run.
         for record in self.containers.list() {
@@ -717,9 +724,7 @@ fn run_options(r: &ContainerRecord) -> Result<RunOptions> {
     }
     let network = match hc.network_mode.as_deref() {
         Some("host") => NetworkMode::Host,
-        Some(m) if m.starts_with("container:") => {
-            return Err(Error::NotImplemented("container network mode"))
-        }
+        // Bridge and container modes are filled in by `network_setup`.
         _ => NetworkMode::None,
     };
     let security = hc.security_opt.clone().unwrap_or_default();

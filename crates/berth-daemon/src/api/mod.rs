@@ -7,6 +7,7 @@ mod attach;
 mod containers;
 mod exec;
 mod images;
+mod networks;
 mod system;
 
 use std::convert::Infallible;
@@ -172,6 +173,15 @@ async fn route(daemon: Arc<Daemon>, req: Request<Incoming>) -> Result<Response<B
         }
         (&Method::POST, ["images", "create"]) => images::pull(&ctx, &req).await,
         (&Method::POST, ["images", .., "push"]) => Err(Error::NotImplemented("pushing images")),
+        (&Method::GET, ["networks"]) => networks::list(&ctx),
+        (&Method::POST, ["networks", "create"]) => networks::create(&ctx, req).await,
+        (&Method::POST, ["networks", "prune"]) => networks::prune(&ctx).await,
+        (&Method::GET, ["networks", id]) => networks::inspect(&ctx, id),
+        (&Method::DELETE, ["networks", id]) => networks::remove(&ctx, id).await,
+        (&Method::POST, ["networks", id, "connect"]) => networks::connect(&ctx, id, req).await,
+        (&Method::POST, ["networks", id, "disconnect"]) => {
+            networks::disconnect(&ctx, id, req).await
+        }
         _ => Err(Error::RouteNotFound),
     }
 }

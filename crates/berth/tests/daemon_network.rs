@@ -1,0 +1,194 @@
+//! Container networking through the daemon with the real docker CLI: the default bridge,
+//! user networks with name resolution by the embedded DNS, published ports reached from the
+//! host on loopback, isolation between user networks, and cleanup of bridges and rules.
+//! Traffic only goes to loopback and to addresses on bridges the test made.
+
+mod daemon_common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Duration;
+
+use daemon_common::{import_busybox, ok, Daemon, DOCKER};
+
+fn have_tools() -> bool {
+    let ok = std::path::Path::new(DOCKER).exists()
+        && std::path::Path::new("/bin/busybox").exists()
+        && Command::new("nft").arg("--version").output().is_ok();
+    if !ok {
+        eprintln!("skipping: docker CLI, busybox-static or nft missing");
+    }
+    ok
+}
+
+/// Removes the test's containers and networks even when an assertion failed.
+struct Cleanup<'a> {
+    d: &'a Daemon,
+    networks: Vec<&'static str>,
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        let ids = self.d.docker(&["ps", "-aq"]);
+        for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
+            let _ = self.d.docker(&["rm", "-f", id]);
+        }
+        for n in &self.networks {
+            let _ = self.d.docker(&["network", "rm", n]);
+        }
+    }
+}
+
+fn links() -> String {
+    let out = Command::new("ip").args(["-o", "link"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn http_get(port: u16) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to published port");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body
+}
+
+const HTTPD: &str =
+    "mkdir -p /www && echo hello-berth > /www/index.html && exec httpd -f -p 80 -h /www";
+
+#[test]
+fn bridge_networks_dns_ports_and_isolation() {
+    if !have_tools() {
+        return;
+    }
+    let d = Daemon::start();
+    import_busybox(&d);
+    let _cleanup = Cleanup {
+        d: &d,
+        networks: vec!["bt-front", "bt-other"],
+    };
+
+    // The default bridge.
+    let out = ok(d.docker(&[
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        "ip -o -4 addr show eth0",
+    ]));
+    assert!(
+        out.contains("inet "),
+        "no address on the default bridge: {out}"
+    );
+
+    let front = ok(d.docker(&["network", "create", "bt-front"]))
+        .trim()
+        .to_string();
+    let other = ok(d.docker(&["network", "create", "bt-other"]))
+        .trim()
+        .to_string();
+    let ls = ok(d.docker(&["network", "ls", "--format", "{{.Name}}"]));
+    for n in ["bridge", "bt-front", "bt-other"] {
+        assert!(ls.lines().any(|l| l == n), "{n} missing from: {ls}");
+    }
+
+    ok(d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "bt-front",
+        "--network-alias",
+        "www",
+        "-p",
+        "127.0.0.1::80",
+        "busybox",
+        "sh",
+        "-c",
+        HTTPD,
+    ]));
+    let ip = ok(d.docker(&[
+        "inspect",
+        "-f",
+        "{{(index .NetworkSettings.Networks \"bt-front\").IPAddress}}",
+        "web",
+    ]))
+    .trim()
+    .to_string();
+    assert!(
+        ip.parse::<std::net::Ipv4Addr>().is_ok(),
+        "bad IPAddress {ip:?}"
+    );
+    let port = ok(d.docker(&["port", "web", "80/tcp"]));
+    let port: u16 = port
+        .trim()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("bad docker port output {port:?}"));
+
+    // By name and by alias from a container on the same network (retried while httpd starts).
+    let fetch = |net: &str, host: &str| {
+        d.docker(&[
+            "run", "--rm", "--network", net, "busybox", "sh", "-c",
+            &format!(
+                "for i in 1 2 3 4 5 6 7 8 9 10; do printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {host} 80 && exit 0; sleep 0.5; done; exit 1"
+            ),
+        ])
+    };
+    let out = ok(fetch("bt-front", "web"));
+    assert!(out.contains("hello-berth"), "fetch by name: {out}");
+    let out = ok(fetch("bt-front", "www"));
+    assert!(out.contains("hello-berth"), "fetch by alias: {out}");
+
+    // From the host through the published port on loopback.
+    let body = http_get(port);
+    assert!(
+        body.contains("hello-berth"),
+        "fetch by published port: {body}"
+    );
+
+    // Not from another user network, not even by address.
+    let out = d.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "bt-other",
+        "busybox",
+        "sh",
+        "-c",
+        &format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {ip} 80"),
+    ]);
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("hello-berth"),
+        "bt-other reached bt-front"
+    );
+
+    // Inspect shows the endpoint.
+    let net = d.http("GET", "/networks/bt-front", None).json();
+    assert_eq!(net["Name"], "bt-front");
+    let eps = net["Containers"].as_object().expect("Containers");
+    assert_eq!(eps.len(), 1, "{net}");
+
+    ok(d.docker(&["rm", "-f", "web"]));
+    ok(d.docker(&["network", "rm", "bt-front", "bt-other"]));
+    let links = links();
+    for id in [&front, &other] {
+        let bridge = format!("bb-{}", &id[..12]);
+        assert!(
+            !links.contains(&bridge),
+            "bridge {bridge} left behind: {links}"
+        );
+    }
+    let rules = Command::new("nft")
+        .args(["list", "ruleset"])
+        .output()
+        .unwrap();
+    let rules = String::from_utf8_lossy(&rules.stdout);
+    for id in [&front, &other] {
+        assert!(!rules.contains(&id[..12]), "rules of {id} left behind");
+    }
+}
