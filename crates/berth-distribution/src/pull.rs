@@ -95,9 +95,12 @@ impl Platform {
                 && (self.variant.is_none() || p.variant == self.variant)
         })
     }
-    fn is_host(&self) -> bool {
-        let (os, arch) = host_platform();
-        self.os == os && self.arch == arch
+    fn to_spec(&self) -> berth_image::spec::Platform {
+        berth_image::spec::Platform {
+            architecture: self.arch.clone(),
+            os: self.os.clone(),
+            variant: self.variant.clone(),
+        }
     }
     fn render(&self) -> String {
         match &self.variant {
@@ -321,7 +324,9 @@ impl Client {
         let mb = manifest_bytes.clone();
         let md = manifest_digest.clone();
         let top_is_index = top_digest != manifest_digest;
-        let (reg_bytes, reg_digest) = if top_is_index && platform.is_host() {
+        // For an index the image is its `platform` entry while the RepoDigest is the index's
+        // digest, whichever platform was asked for (as Docker records it).
+        let (reg_bytes, reg_digest) = if top_is_index {
             (top.clone(), top_digest.clone())
         } else {
             (manifest_bytes.clone(), manifest_digest.clone())
@@ -330,6 +335,7 @@ impl Client {
             Some(t) => r.with_tag(t)?,
             None => r.clone(),
         };
+        let spec_platform = platform.to_spec();
         let id = blocking("image record", move || {
             blob_store.put_blob(io::Cursor::new(&config_bytes), Some(&cfg_digest), None)?;
             blob_store.put_blob(io::Cursor::new(&mb), Some(&md), None)?;
@@ -338,7 +344,7 @@ impl Client {
             } else {
                 tagged.with_digest(reg_digest.clone())
             };
-            Ok(blob_store.put_manifest(&reg_bytes, Some(&reference))?)
+            Ok(blob_store.put_manifest_for(&reg_bytes, Some(&reference), &spec_platform)?)
         })
         .await?;
 

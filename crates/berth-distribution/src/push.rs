@@ -5,7 +5,6 @@
 //! the registry computed.
 
 use std::io::Read;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use berth_image::spec::{Descriptor, Manifest, MT_OCI_MANIFEST};
@@ -50,29 +49,6 @@ enum BlobOutcome {
     Uploaded,
 }
 
-/// The manifest an image was recorded with. `berth-image` has no public accessor yet, so this
-/// reads the store's documented `images.json` index (see the report: `Store::manifest_digest`).
-fn manifest_digest(store: &Store, id: &Digest) -> Result<Digest> {
-    let path = store.root().join("images.json");
-    let bad = |reason: String| Error::Invalid {
-        what: path.display().to_string(),
-        reason,
-    };
-    let data = std::fs::read(&path).map_err(|e| bad(e.to_string()))?;
-    let v: serde_json::Value = serde_json::from_slice(&data).map_err(|e| bad(e.to_string()))?;
-    v.get("images")
-        .and_then(|i| i.get(id.as_str()))
-        .and_then(|r| r.get("manifest"))
-        .and_then(|m| m.as_str())
-        .ok_or_else(|| bad(format!("no manifest recorded for image {id}")))?
-        .parse()
-        .map_err(|e: berth_image::Error| bad(e.to_string()))
-}
-
-fn blob_path(store: &Store, d: &Digest) -> PathBuf {
-    store.root().join("blobs/sha256").join(d.hex())
-}
-
 impl Client {
     /// Push the local image `reference` (`host:5000/a/b:tag`) to its registry.
     pub async fn push(
@@ -90,7 +66,7 @@ impl Client {
             let name = r.to_string();
             crate::pull::blocking("push source", move || {
                 let id = s.image_id(&name)?;
-                let md = manifest_digest(&s, &id)?;
+                let md = s.manifest_digest(id.as_str())?;
                 let bytes = s.read_blob(&md)?;
                 let repo_digests = s.inspect(&name)?.repo_digests;
                 Ok((id, bytes, md, repo_digests))
@@ -282,36 +258,26 @@ impl Client {
             return Err(status_error(&format!("POST {uploads}"), resp).await);
         }
         let mut location = next_location(&resp, &uploads)?;
-        let path = blob_path(store, &d.digest);
         let total = d.size;
-        // Fail here, with the path, rather than as a confusing upload error.
-        let meta = std::fs::metadata(&path).map_err(|e| Error::Io {
-            context: "stat blob",
-            path: path.clone(),
-            source: e,
-        })?;
-        if meta.len() != total {
+        // Fail here, naming the blob, rather than as a confusing upload error.
+        let mut blob = store.open_blob(&d.digest)?;
+        if blob.size() != total {
             return Err(Error::BlobSize {
                 digest: d.digest.to_string(),
                 reason: format!(
                     "local blob has {} bytes, its descriptor {total}",
-                    meta.len()
+                    blob.size()
                 ),
             });
         }
         if let Some(chunk) = opts.chunk_size.filter(|c| *c > 0) {
-            let mut file = std::fs::File::open(&path).map_err(|e| Error::Io {
-                context: "open blob",
-                path: path.clone(),
-                source: e,
-            })?;
             let mut offset = 0u64;
             while offset < total {
                 let n = chunk.min(total - offset) as usize;
                 let mut buf = vec![0u8; n];
-                file.read_exact(&mut buf).map_err(|e| Error::Io {
+                blob.read_exact(&mut buf).map_err(|e| Error::Io {
                     context: "read blob",
-                    path: path.clone(),
+                    path: d.digest.to_string().into(),
                     source: e,
                 })?;
                 let body = bytes::Bytes::from(buf);
@@ -335,6 +301,8 @@ impl Client {
                     progress(ProgressMessage::bytes("Pushing", &id, offset, total));
                 }
             }
+            // Only a blob that still hashes to its digest is committed.
+            blob.verify_rest()?;
             let mut put = location.clone();
             put.query_pairs_mut()
                 .append_pair("digest", d.digest.as_str());
@@ -347,6 +315,7 @@ impl Client {
                 return Err(status_error(&format!("PUT {put}"), resp).await);
             }
         } else {
+            drop(blob);
             let mut put = location.clone();
             put.query_pairs_mut()
                 .append_pair("digest", d.digest.as_str());
@@ -354,9 +323,10 @@ impl Client {
             let pid = id.clone();
             let resp = self
                 .send(ep, creds, &scope, |h| {
-                    let body = match file_body(&path, total, &prog, &pid, !is_config) {
-                        Ok(b) => b,
-                        // Surfaces as a request error carrying the path.
+                    // Each attempt (auth retries) streams the blob afresh.
+                    let body = match store.open_blob(&d.digest) {
+                        Ok(b) => blob_body(b, &prog, &pid, !is_config),
+                        // Fails the upload with a body the registry rejects by digest.
                         Err(e) => reqwest::Body::from(format!("{e}")),
                     };
                     h.put(put.clone())
@@ -376,30 +346,52 @@ impl Client {
     }
 }
 
-/// A request body streaming a store blob, reporting `Pushing` progress as it is read.
-fn file_body(
-    path: &PathBuf,
-    total: u64,
+/// A request body streaming a store blob, reporting `Pushing` progress as it is read. The
+/// blob is read on a blocking thread; a digest mismatch at its end fails the stream, so the
+/// upload is aborted rather than completed with corrupt content.
+fn blob_body(
+    mut blob: berth_image::BlobReader,
     progress: &Progress,
     id: &str,
     report: bool,
-) -> std::io::Result<reqwest::Body> {
-    let file = tokio::fs::File::from_std(std::fs::File::open(path)?);
+) -> reqwest::Body {
+    const CHUNK: usize = 256 * 1024;
+    let total = blob.size();
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(4);
+    tokio::task::spawn_blocking(move || loop {
+        let mut buf = vec![0u8; CHUNK];
+        match blob.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                buf.truncate(n);
+                if tx.blocking_send(Ok(bytes::Bytes::from(buf))).is_err() {
+                    break; // the request was dropped
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e));
+                break;
+            }
+        }
+    });
     let progress = progress.clone();
     let id = id.to_string();
     let mut sent = 0u64;
     let mut last = 0u64;
-    let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024).map(move |c| {
-        if let Ok(c) = &c {
-            sent += c.len() as u64;
-            if report && (sent - last >= 512 * 1024 || sent == total) {
-                last = sent;
-                progress(ProgressMessage::bytes("Pushing", &id, sent, total));
-            }
-        }
-        c
-    });
-    Ok(reqwest::Body::wrap_stream(stream))
+    let stream =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) })
+            .map(move |c| {
+                if let Ok(c) = &c {
+                    sent += c.len() as u64;
+                    if report && (sent - last >= 512 * 1024 || sent == total) {
+                        last = sent;
+                        progress(ProgressMessage::bytes("Pushing", &id, sent, total));
+                    }
+                }
+                c
+            });
+    reqwest::Body::wrap_stream(stream)
 }
 
 /// The upload session URL from a `Location` header, which may be relative.

@@ -280,6 +280,64 @@ async fn index_platforms_and_docker_io_mirror() {
     assert_fsck(&case.store);
 }
 
+/// `--platform` for a non-host entry of an index: the image is that entry's, the RepoDigest
+/// the index's (what Docker records), and a push sends the platform manifest, read through
+/// the store's API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_host_platform_records_index_repo_digest() {
+    let (l1, l2) = good_layers();
+    let (config, manifest) = image_docs(&[&l1, &l2]);
+    let (_, host_arch) = berth_image::spec::host_platform();
+    let other = if host_arch == "s390x" {
+        "riscv64"
+    } else {
+        "s390x"
+    };
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": berth_image::spec::MT_OCI_INDEX,
+        "manifests": [
+            {"mediaType": berth_image::spec::MT_OCI_MANIFEST,
+             "digest": Digest::of(&manifest).to_string(), "size": manifest.len(),
+             "platform": {"os": "linux", "architecture": other}},
+        ]
+    }))
+    .unwrap();
+    let mut routes = image_routes("plat/app", &[&l1, &l2], &config, &manifest);
+    routes.insert(
+        "/v2/plat/app/manifests/latest".into(),
+        Reply::Ok(index.clone(), berth_image::spec::MT_OCI_INDEX),
+    );
+    routes.insert(
+        format!("/v2/plat/app/manifests/{}", Digest::of(&manifest)),
+        Reply::Ok(manifest.clone(), berth_image::spec::MT_OCI_MANIFEST),
+    );
+    let h = Hostile::start(routes).await;
+    let c = Client::new(RegistryConfig::default()).unwrap();
+    let case = store();
+    let name = format!("{}/plat/app:latest", h.host());
+    let opts = PullOptions {
+        platform: Some(format!("linux/{other}")),
+        ..Default::default()
+    };
+    let r = c
+        .pull(&case.store, &name, &opts, no_progress())
+        .await
+        .unwrap();
+    assert_eq!(r.digest, Digest::of(&index));
+    assert_eq!(r.id, Digest::of(&config));
+    let inspect = case.store.inspect(&name).unwrap();
+    assert_eq!(
+        inspect.repo_digests,
+        vec![format!("{}/plat/app@{}", h.host(), Digest::of(&index))]
+    );
+    assert_eq!(
+        case.store.manifest_digest(&name).unwrap(),
+        Digest::of(&manifest)
+    );
+    assert_fsck(&case.store);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bearer_tokens_are_cached_per_scope() {
     let (l1, l2) = good_layers();

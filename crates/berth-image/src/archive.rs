@@ -334,7 +334,8 @@ impl Store {
         let mut out = Vec::new();
         for d in &index.manifests {
             let bytes = self.content().read(&d.digest)?;
-            let (mdigest, media_type) = self.resolve_platform_manifest(&d.digest, &bytes)?;
+            let (mdigest, media_type) =
+                self.resolve_platform_manifest(&d.digest, &bytes, &spec::Platform::host())?;
             let annotations = d.annotations.clone().unwrap_or_default();
             let name = annotations.get(spec::ANNOTATION_IMAGE_NAME).or_else(|| {
                 annotations

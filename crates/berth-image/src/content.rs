@@ -228,6 +228,86 @@ impl ContentStore {
     }
 }
 
+/// A stored blob opened for streaming (see [`crate::Store::open_blob`]). Reads hash the
+/// content; the read that reaches end of file fails with `InvalidData` if the bytes do not hash
+/// to the blob's digest or their count differs from the size seen at open, so a consumer that
+/// reads to the end never passes on a corrupted blob as good.
+pub struct BlobReader {
+    inner: HashingReader<File>,
+    digest: Digest,
+    size: u64,
+    path: PathBuf,
+    verified: bool,
+}
+
+impl BlobReader {
+    pub(crate) fn new(file: File, digest: Digest, size: u64, path: PathBuf) -> BlobReader {
+        BlobReader {
+            inner: HashingReader::new(file),
+            digest,
+            size,
+            path,
+            verified: false,
+        }
+    }
+
+    /// The digest the content is checked against.
+    pub fn digest(&self) -> &Digest {
+        &self.digest
+    }
+
+    /// The blob's size in bytes when it was opened.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Read whatever is left and check the digest, for consumers that stop after exactly
+    /// [`BlobReader::size`] bytes (and so never see end of file).
+    pub fn verify_rest(mut self) -> Result<()> {
+        io::copy(&mut self, &mut io::sink()).ctx("read blob", self.path.clone())?;
+        Ok(())
+    }
+
+    fn check_end(&mut self) -> io::Result<()> {
+        let (digest, n) = self.inner.digest_so_far();
+        if n != self.size || digest != self.digest {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "stored blob {} is corrupt: {n} bytes hashing to {digest}, expected {} bytes hashing to {}",
+                    self.path.display(),
+                    self.size,
+                    self.digest
+                ),
+            ));
+        }
+        self.verified = true;
+        Ok(())
+    }
+}
+
+impl Read for BlobReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let n = self.inner.read(buf)?;
+        if n == 0 && !self.verified {
+            self.check_end()?;
+        }
+        Ok(n)
+    }
+}
+
+impl std::fmt::Debug for BlobReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobReader")
+            .field("digest", &self.digest)
+            .field("size", &self.size)
+            .finish()
+    }
+}
+
 /// fsync a directory so a rename inside it is durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)

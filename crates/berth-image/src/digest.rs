@@ -123,6 +123,11 @@ impl<R: Read> HashingReader<R> {
         Ok((Digest::from_hasher(self.hasher), self.count, self.inner))
     }
 
+    /// Digest and size of what has been read so far (the stream is left where it is).
+    pub fn digest_so_far(&self) -> (Digest, u64) {
+        (Digest::from_hasher(self.hasher.clone()), self.count)
+    }
+
     /// The wrapped reader.
     pub fn get_mut(&mut self) -> &mut R {
         &mut self.inner

@@ -21,7 +21,7 @@
 //! | `docker image prune` | [`Store::prune`] | [`PruneReport`] |
 //! | `docker system df` | [`Store::disk_usage`] | [`DiskUsage`] |
 //! | container rootfs | [`Store::create_rootfs`], [`Store::mount_rootfs`], [`Store::unmount_rootfs`], [`Store::remove_rootfs`] | [`Rootfs`] |
-//! | registry client | [`Store::put_blob`], [`Store::put_layer`], [`Store::put_manifest`] | digests, image ID |
+//! | registry client | [`Store::put_blob`], [`Store::put_layer`], [`Store::put_manifest`], [`Store::put_manifest_for`], [`Store::manifest_digest`], [`Store::open_blob`] | digests, image ID, [`BlobReader`] |
 //! | maintenance | [`Store::gc`], [`Store::fsck`] | [`GcReport`], [`FsckReport`] |
 //!
 //! Errors are one [`Error`] enum; [`Error::kind`] maps it to not-found / conflict / invalid
@@ -54,6 +54,7 @@ mod unpack;
 
 pub use archive::{ArchiveFormat, LoadedImage};
 pub use commit::{Change, ChangeKind, CommitOptions, ImportOptions};
+pub use content::BlobReader;
 pub use digest::Digest;
 pub use error::{Error, ErrorKind, Result};
 pub use ops::{

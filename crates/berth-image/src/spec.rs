@@ -41,12 +41,32 @@ pub struct Descriptor {
     pub annotations: Option<BTreeMap<String, String>>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Platform {
     pub architecture: String,
     pub os: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
+}
+
+impl Platform {
+    /// The platform this host runs images for (no variant: any variant matches).
+    pub fn host() -> Platform {
+        let (os, arch) = host_platform();
+        Platform {
+            architecture: arch.to_string(),
+            os: os.to_string(),
+            variant: None,
+        }
+    }
+
+    /// Whether an index entry for `candidate` satisfies this (requested) platform: same OS
+    /// and architecture, and the same variant when one was asked for.
+    pub fn matches(&self, candidate: &Platform) -> bool {
+        candidate.os == self.os
+            && candidate.architecture == self.architecture
+            && (self.variant.is_none() || candidate.variant == self.variant)
+    }
 }
 
 /// An image manifest (OCI or Docker schema2; same shape).

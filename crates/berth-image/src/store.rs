@@ -23,12 +23,12 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::content::{atomic_write, ContentStore};
+use crate::content::{atomic_write, BlobReader, ContentStore};
 use crate::db::{lock, Db, DbFile, FileLock, ImageRecord};
 use crate::digest::{chain_ids, Digest};
 use crate::error::{json_err, Error, IoContext, Result};
 use crate::reference::Reference;
-use crate::spec::{host_platform, ImageConfig, Index, Manifest, ManifestOrIndex};
+use crate::spec::{ImageConfig, Index, Manifest, ManifestOrIndex, Platform};
 use crate::unpack::{unpack_layer, unpack_layer_with, LayerDigests};
 
 /// How container root filesystems are materialised.
@@ -224,9 +224,21 @@ impl Store {
     /// blobs must already be stored. Layers without a snapshot are unpacked from their blobs.
     /// Returns the image ID.
     pub fn put_manifest(&self, bytes: &[u8], reference: Option<&Reference>) -> Result<Digest> {
+        self.put_manifest_for(bytes, reference, &Platform::host())
+    }
+
+    /// [`Store::put_manifest`] for `platform`: when `bytes` is an index, the image recorded is
+    /// the index entry matching `platform` (which must already be stored) while the RepoDigest
+    /// is the index's digest, as Docker records it for `docker pull --platform`.
+    pub fn put_manifest_for(
+        &self,
+        bytes: &[u8],
+        reference: Option<&Reference>,
+        platform: &Platform,
+    ) -> Result<Digest> {
         let _l = self.lock_shared()?;
         let digest = self.content().put_bytes(bytes, None)?;
-        let (mdigest, media_type) = self.resolve_platform_manifest(&digest, bytes)?;
+        let (mdigest, media_type) = self.resolve_platform_manifest(&digest, bytes, platform)?;
         let mut tags = Vec::new();
         let mut repo_digest = None;
         if let Some(r) = reference {
@@ -238,11 +250,33 @@ impl Store {
         self.register(&mdigest, &media_type, &tags, repo_digest.as_ref(), None)
     }
 
-    /// Given a manifest-or-index blob, return the manifest for the host platform.
+    /// The digest of the manifest image `name` (reference, ID or ID prefix) was recorded with:
+    /// the platform manifest, never an index. This is what `docker push` uploads.
+    pub fn manifest_digest(&self, name: &str) -> Result<Digest> {
+        let db = self.read_db()?;
+        let id = self.resolve(&db, name)?;
+        db.images
+            .get(&id)
+            .map(|r| r.manifest.clone())
+            .ok_or_else(|| Error::ImageNotFound(name.to_string()))
+    }
+
+    /// Open a stored blob for streaming. The reader hashes what it returns and fails at end of
+    /// file if the content does not match `digest`, so a corrupted blob is never passed on as
+    /// good; [`BlobReader::size`] is known up front.
+    pub fn open_blob(&self, digest: &Digest) -> Result<BlobReader> {
+        let file = self.content().open(digest)?;
+        let path = self.content().path(digest);
+        let size = file.metadata().ctx("stat blob", &path)?.len();
+        Ok(BlobReader::new(file, digest.clone(), size, path))
+    }
+
+    /// Given a manifest-or-index blob, return the manifest for `platform`.
     pub(crate) fn resolve_platform_manifest(
         &self,
         digest: &Digest,
         bytes: &[u8],
+        platform: &Platform,
     ) -> Result<(Digest, String)> {
         match ManifestOrIndex::parse(bytes).map_err(json_err(format!("manifest {digest}")))? {
             ManifestOrIndex::Manifest(m) => Ok((
@@ -252,9 +286,9 @@ impl Store {
                     .unwrap_or_else(|| crate::spec::MT_OCI_MANIFEST.to_string()),
             )),
             ManifestOrIndex::Index(idx) => {
-                let d = pick_platform(&idx)?;
+                let d = pick_platform(&idx, platform)?;
                 let inner = self.content().read(&d.digest)?;
-                self.resolve_platform_manifest(&d.digest, &inner)
+                self.resolve_platform_manifest(&d.digest, &inner, platform)
             }
         }
     }
@@ -644,16 +678,14 @@ impl Store {
     }
 }
 
-/// Choose the host platform's manifest from an index.
-pub(crate) fn pick_platform(idx: &Index) -> Result<&crate::spec::Descriptor> {
-    let (os, arch) = host_platform();
+/// Choose `platform`'s manifest from an index; a lone entry without a platform is taken too.
+pub(crate) fn pick_platform<'a>(
+    idx: &'a Index,
+    platform: &Platform,
+) -> Result<&'a crate::spec::Descriptor> {
     idx.manifests
         .iter()
-        .find(|d| {
-            d.platform
-                .as_ref()
-                .is_some_and(|p| p.os == os && p.architecture == arch)
-        })
+        .find(|d| d.platform.as_ref().is_some_and(|p| platform.matches(p)))
         .or_else(|| {
             if idx.manifests.len() == 1 && idx.manifests[0].platform.is_none() {
                 idx.manifests.first()
@@ -661,7 +693,14 @@ pub(crate) fn pick_platform(idx: &Index) -> Result<&crate::spec::Descriptor> {
                 None
             }
         })
-        .ok_or_else(|| Error::NoMatchingPlatform(format!("{os}/{arch}")))
+        .ok_or_else(|| {
+            let mut s = format!("{}/{}", platform.os, platform.architecture);
+            if let Some(v) = &platform.variant {
+                s.push('/');
+                s.push_str(v);
+            }
+            Error::NoMatchingPlatform(s)
+        })
 }
 
 pub(crate) fn now_rfc3339() -> String {
