@@ -321,11 +321,14 @@ impl Client {
                 .append_pair("digest", d.digest.as_str());
             let prog = progress.clone();
             let pid = id.clone();
-            let resp = self
+            // A read error aborts the request; reqwest reports that without its cause, so
+            // the body leaves it here to be returned instead.
+            let read_error: ReadError = Default::default();
+            let sent = self
                 .send(ep, creds, &scope, |h| {
                     // Each attempt (auth retries) streams the blob afresh.
                     let body = match store.open_blob(&d.digest) {
-                        Ok(b) => blob_body(b, &prog, &pid, !is_config),
+                        Ok(b) => blob_body(b, &prog, &pid, !is_config, read_error.clone()),
                         // Fails the upload with a body the registry rejects by digest.
                         Err(e) => reqwest::Body::from(format!("{e}")),
                     };
@@ -334,7 +337,19 @@ impl Client {
                         .header(CONTENT_LENGTH, total)
                         .body(body)
                 })
-                .await?;
+                .await;
+            let taken = read_error.lock().ok().and_then(|mut e| e.take());
+            let resp = match (sent, taken) {
+                (Ok(resp), None) => resp,
+                (_, Some(source)) => {
+                    return Err(Error::Io {
+                        context: "stream blob",
+                        path: d.digest.as_str().into(),
+                        source,
+                    })
+                }
+                (Err(e), None) => return Err(e),
+            };
             if resp.status() != StatusCode::CREATED {
                 return Err(status_error(&format!("PUT {put}"), resp).await);
             }
@@ -346,6 +361,9 @@ impl Client {
     }
 }
 
+/// Where [`blob_body`] leaves the error that made it abort the upload.
+type ReadError = Arc<std::sync::Mutex<Option<std::io::Error>>>;
+
 /// A request body streaming a store blob, reporting `Pushing` progress as it is read. The
 /// blob is read on a blocking thread; a digest mismatch at its end fails the stream, so the
 /// upload is aborted rather than completed with corrupt content.
@@ -354,24 +372,45 @@ fn blob_body(
     progress: &Progress,
     id: &str,
     report: bool,
+    read_error: ReadError,
 ) -> reqwest::Body {
     const CHUNK: usize = 256 * 1024;
     let total = blob.size();
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(4);
-    tokio::task::spawn_blocking(move || loop {
-        let mut buf = vec![0u8; CHUNK];
-        match blob.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                buf.truncate(n);
-                if tx.blocking_send(Ok(bytes::Bytes::from(buf))).is_err() {
-                    break; // the request was dropped
+    // One chunk is held back until the next read: the last one is released only after the
+    // end-of-file read has checked the digest, so a corrupt blob never completes an upload.
+    tokio::task::spawn_blocking(move || {
+        let mut held: Option<bytes::Bytes> = None;
+        loop {
+            let mut buf = vec![0u8; CHUNK];
+            let next = match blob.read(&mut buf) {
+                Ok(n) => {
+                    buf.truncate(n);
+                    Ok(n)
                 }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                let _ = tx.blocking_send(Err(e));
-                break;
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(e),
+            };
+            match next {
+                Ok(n) => {
+                    if let Some(c) = held.take() {
+                        if tx.blocking_send(Ok(c)).is_err() {
+                            return; // the request was dropped
+                        }
+                    }
+                    if n == 0 {
+                        return;
+                    }
+                    held = Some(bytes::Bytes::from(buf));
+                }
+                Err(e) => {
+                    let kind = e.kind();
+                    if let Ok(mut slot) = read_error.lock() {
+                        *slot = Some(e);
+                    }
+                    let _ = tx.blocking_send(Err(std::io::Error::new(kind, "reading blob failed")));
+                    return;
+                }
             }
         }
     });

@@ -341,3 +341,47 @@ async fn measure_pull_throughput() {
         mib / pull.as_secs_f64()
     );
 }
+
+/// A layer blob corrupted on disk (same size) is never uploaded as good: the streaming PUT
+/// and the chunked upload both fail, and the registry never gets the blob.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_refuses_a_corrupted_local_blob() {
+    let reg = BerthRegistry::start(None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = Store::open(dir.path()).unwrap();
+    let name = format!("{}/test/corrupt:v1", reg.host());
+    make_image(&a, &name, "corrupt");
+    let md = a.manifest_digest(&name).unwrap();
+    let manifest: berth_image::spec::Manifest =
+        serde_json::from_slice(&a.read_blob(&md).unwrap()).unwrap();
+    let layer = &manifest.layers[0].digest;
+    let path = dir.path().join("blobs/sha256").join(layer.hex());
+    let mut bytes = std::fs::read(&path).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+
+    let c = client();
+    for chunk_size in [None, Some(1 << 20)] {
+        let opts = PushOptions {
+            chunk_size,
+            ..Default::default()
+        };
+        let err = c.push(&a, &name, &opts, no_progress()).await.unwrap_err();
+        let msg = err.to_string();
+        // Caught locally, not by the registry's digest check.
+        assert!(
+            msg.contains("is corrupt") && msg.contains(layer.hex()),
+            "{chunk_size:?}: {msg}"
+        );
+    }
+    let head = reqwest::Client::new()
+        .head(format!(
+            "http://{}/v2/test/corrupt/blobs/{layer}",
+            reg.host()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), reqwest::StatusCode::NOT_FOUND);
+}
