@@ -84,6 +84,9 @@ pub enum Error {
     /// The operation is not allowed in the object's state (Docker's 403 cases).
     #[error("{0}")]
     Forbidden(String),
+    /// A swarm operation on a node that is in no swarm (Berth never is).
+    #[error("This node is not part of a swarm")]
+    NotInSwarm,
     /// Container networking failed.
     #[error(transparent)]
     Network(berth_network::NetworkError),
@@ -128,6 +131,7 @@ impl Error {
                 berth_image::ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             },
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::NotInSwarm => StatusCode::SERVICE_UNAVAILABLE,
             Error::Network(e) => network_status(e),
             Error::Runtime(_)
             | Error::Config(_)

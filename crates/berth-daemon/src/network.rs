@@ -404,7 +404,15 @@ impl Daemon {
                 container_id: r.id.clone(),
                 name: r.name.trim_start_matches('/').to_string(),
                 aliases,
-                links: Vec::new(),
+                links: settings
+                    .and_then(|s| s.links.clone())
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|l| match l.split_once(':') {
+                        Some((name, alias)) => (name.to_string(), alias.to_string()),
+                        None => (l.clone(), l.clone()),
+                    })
+                    .collect(),
                 ip,
                 ports,
                 netns: netns.to_path_buf(),
@@ -461,9 +469,11 @@ impl Daemon {
                 r.name.trim_start_matches('/')
             )));
         }
-        let already = endpoint_settings(&r, &net.name).is_some()
-            || mode.network() == Some(net.name.as_str())
-            || net.endpoints.contains_key(&r.id);
+        let already = if r.state.running {
+            net.endpoints.contains_key(&r.id)
+        } else {
+            endpoint_settings(&r, &net.name).is_some()
+        };
         if already {
             return Err(Error::Forbidden(format!(
                 "endpoint with name {} already exists in network {}",
@@ -534,10 +544,6 @@ impl Daemon {
                 eps.remove(&net.name);
                 eps.remove(&net.id);
             }
-            if primary {
-                // Docker leaves such a container with no network at all.
-                rec.host_config.network_mode = Some("none".into());
-            }
             Ok(())
         })?;
         if connected {
@@ -573,7 +579,7 @@ impl Daemon {
             };
             let v = json!({
                 "IPAMConfig": endpoint_settings(r, &net.name).and_then(|s| s.ipam_config.clone()),
-                "Links": null,
+                "Links": endpoint_settings(r, &net.name).and_then(|s| s.links.clone()),
                 "Aliases": aliases,
                 "NetworkID": net.id,
                 "EndpointID": format!("{}{}", net.id.get(..32).unwrap_or(&net.id), short_id(&r.id)),

@@ -278,11 +278,12 @@ fn attach_veth_inner(
                 .gateway(gw)
                 .output_interface(idx)
                 .build();
-            h.route()
-                .add(route)
-                .execute()
-                .await
-                .map_err(nl("add default route", &name))?;
+            match h.route().add(route).execute().await {
+                // A second network of the container: the first one's default route stays,
+                // as in Docker.
+                Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => {}
+                r => r.map_err(nl("add default route", &name))?,
+            }
         }
         Ok(())
     })

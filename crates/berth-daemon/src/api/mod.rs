@@ -182,6 +182,7 @@ async fn route(daemon: Arc<Daemon>, req: Request<Incoming>) -> Result<Response<B
         (&Method::POST, ["networks", id, "disconnect"]) => {
             networks::disconnect(&ctx, id, req).await
         }
+        (_, ["swarm", ..]) => Err(Error::NotInSwarm),
         _ => Err(Error::RouteNotFound),
     }
 }
