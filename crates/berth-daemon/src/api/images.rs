@@ -168,7 +168,7 @@ pub async fn prune(ctx: &Ctx) -> Result<Response<Body>> {
 /// `POST /images/load`: the body is a docker-archive or OCI-archive tar.
 pub async fn load(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>> {
     let (spool, guard) = spool_body(ctx, req).await?;
-    let loaded = blocking(&ctx.daemon, move |d| {
+    let result = blocking(&ctx.daemon, move |d| {
         let _guard = guard;
         let f = std::fs::File::open(&spool)
             .map_err(|e| Error::io(format!("open {}", spool.display()), e))?;
@@ -179,7 +179,20 @@ pub async fn load(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>> {
         }
         Ok(loaded)
     })
-    .await?;
+    .await;
+    // As dockerd: once the archive is received, the answer is 200 and a failed load is an
+    // error message in the JSON stream (docker-py raises ImageLoadError from it).
+    let loaded = match result {
+        Ok(loaded) => loaded,
+        Err(err) => {
+            let line =
+                json!({"errorDetail": {"message": err.to_string()}, "error": err.to_string()});
+            let mut resp = Response::new(super::full(format!("{line}\n").into_bytes()));
+            resp.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            return Ok(resp);
+        }
+    };
     // `quiet` only suppresses progress, which this daemon does not report; the "Loaded
     // image" lines are the result and are always sent, as by dockerd.
     let mut out = Vec::new();
