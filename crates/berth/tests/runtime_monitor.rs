@@ -271,3 +271,34 @@ fn log_rotation_keeps_max_files() {
     let last = log_entries(&path);
     assert_eq!(last.last().unwrap()["log"], "line-299\n");
 }
+
+/// Attach clients that hang up while output is being forwarded must not take the monitor down:
+/// a client dropped on a failed write used to shift the indices the poll round still used, the
+/// monitor panicked and the exit was never recorded (the daemon then reported 255).
+#[test]
+fn clients_hanging_up_during_output_keep_the_monitor_alive() {
+    let c = TestContainer::new("mon-hangup", &["sh", "-c", "yes output-line"], |_| {});
+    let cfg = config(&c, "a", container_mode(&c));
+    let started = spawn_monitor(Path::new(berth_bin()), &cfg).unwrap();
+    let socket = cfg.attach_socket.clone().unwrap();
+    for _ in 0..30 {
+        let clients: Vec<UnixStream> = (0..3)
+            .map(|_| UnixStream::connect(&socket).unwrap())
+            .collect();
+        for mut client in clients {
+            // Wait until output is flowing to this client, then hang up mid-stream.
+            let mut buf = [0u8; 64];
+            client.read_exact(&mut buf).unwrap();
+            drop(client);
+        }
+        assert!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(started.monitor_pid), None).is_ok(),
+            "monitor died"
+        );
+    }
+    Runtime::new(&c.root)
+        .kill(&c.id, nix::sys::signal::Signal::SIGKILL, false)
+        .unwrap();
+    let status = wait_exit(&cfg.exit_file);
+    assert_eq!((status.exit_code, status.signal), (137, Some(9)));
+}

@@ -190,6 +190,12 @@ pub(super) fn run(config: MonitorConfig, status: Option<OwnedFd>, detach_self: b
 struct Client {
     stream: UnixStream,
     decoder: Decoder,
+    /// Set when the client failed or hung up. Clients are only removed at the end of a poll
+    /// round ([`Monitor::drop_closed_clients`]): the round refers to them by index, and
+    /// removing one while forwarding output used to shift the indices of the rest, so a later
+    /// step of the same round indexed past the end and the monitor panicked without writing
+    /// its exit file.
+    closed: bool,
 }
 
 struct Monitor {
@@ -442,11 +448,12 @@ impl Monitor {
             if listener_ready {
                 self.accept();
             }
-            for i in (0..clients_ready.len()).rev() {
-                if clients_ready[i] {
+            for (i, ready) in clients_ready.into_iter().enumerate() {
+                if ready {
                     self.read_client(i, &mut buf);
                 }
             }
+            self.drop_closed_clients();
         }
         if let Some(log) = &mut self.log {
             let _ = log.flush();
@@ -519,8 +526,11 @@ impl Monitor {
                 } else {
                     attach::encode(stream, data)
                 };
-                self.clients
-                    .retain_mut(|c| c.stream.write_all(&frame).is_ok());
+                for c in self.clients.iter_mut().filter(|c| !c.closed) {
+                    if c.stream.write_all(&frame).is_err() {
+                        c.closed = true;
+                    }
+                }
             }
             Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => {}
             Err(_) => {
@@ -540,14 +550,22 @@ impl Monitor {
             self.clients.push(Client {
                 stream,
                 decoder: Decoder::default(),
+                closed: false,
             });
         }
     }
 
+    fn drop_closed_clients(&mut self) {
+        self.clients.retain(|c| !c.closed);
+    }
+
     fn read_client(&mut self, idx: usize, buf: &mut [u8]) {
-        let n = match self.clients[idx].stream.read(buf) {
+        let Some(client) = self.clients.get_mut(idx).filter(|c| !c.closed) else {
+            return;
+        };
+        let n = match client.stream.read(buf) {
             Ok(0) => {
-                self.clients.remove(idx);
+                client.closed = true;
                 return;
             }
             Ok(n) => n,
@@ -555,17 +573,17 @@ impl Monitor {
                 return
             }
             Err(_) => {
-                self.clients.remove(idx);
+                client.closed = true;
                 return;
             }
         };
-        self.clients[idx].decoder.push(&buf[..n]);
+        client.decoder.push(&buf[..n]);
         loop {
             match self.clients[idx].decoder.next_frame() {
                 Ok(Some((stream, payload))) => self.handle_frame(stream, payload),
                 Ok(None) => break,
                 Err(_) => {
-                    self.clients.remove(idx);
+                    self.clients[idx].closed = true;
                     return;
                 }
             }
