@@ -193,6 +193,11 @@ enum Command {
         #[command(subcommand)]
         command: ContainerCommand,
     },
+    /// Manage networks
+    Network {
+        #[command(subcommand)]
+        command: commands::NetworkCommand,
+    },
     /// Manage Berth
     System {
         #[command(subcommand)]
@@ -460,6 +465,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Image {
             command: ImageCommand::Prune { all, force },
         } => cmd::image_prune(c, all, force).await,
+        Command::Network { command } => cmd::network(c, command).await,
     }
 }
 

@@ -23,19 +23,26 @@ fn have_tools() -> bool {
 }
 
 /// Removes the test's containers and networks even when an assertion failed.
-struct Cleanup<'a> {
-    d: &'a Daemon,
+struct Cleanup {
+    host: String,
     networks: Vec<&'static str>,
 }
 
-impl Drop for Cleanup<'_> {
+impl Cleanup {
+    fn docker(&self, args: &[&str]) -> Option<std::process::Output> {
+        Command::new(DOCKER).arg("-H").arg(&self.host).args(args).output().ok()
+    }
+}
+
+impl Drop for Cleanup {
     fn drop(&mut self) {
-        let ids = self.d.docker(&["ps", "-aq"]);
-        for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
-            let _ = self.d.docker(&["rm", "-f", id]);
+        if let Some(ids) = self.docker(&["ps", "-aq"]) {
+            for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
+                let _ = self.docker(&["rm", "-f", id]);
+            }
         }
         for n in &self.networks {
-            let _ = self.d.docker(&["network", "rm", n]);
+            let _ = self.docker(&["network", "rm", n]);
         }
     }
 }
@@ -54,6 +61,14 @@ fn http_get(port: u16) -> String {
     body
 }
 
+/// Daemons of one host share the default bridge and Berth's nftables table, and each
+/// reconciles them at start: the tests of this file run one daemon at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 const HTTPD: &str =
     "mkdir -p /www && echo hello-berth > /www/index.html && exec httpd -f -p 80 -h /www";
 
@@ -62,10 +77,11 @@ fn bridge_networks_dns_ports_and_isolation() {
     if !have_tools() {
         return;
     }
+    let _serial = serial();
     let d = Daemon::start();
     import_busybox(&d);
     let _cleanup = Cleanup {
-        d: &d,
+        host: d.host(),
         networks: vec!["bt-front", "bt-other"],
     };
 
@@ -191,4 +207,116 @@ fn bridge_networks_dns_ports_and_isolation() {
     for id in [&front, &other] {
         assert!(!rules.contains(&id[..12]), "rules of {id} left behind");
     }
+}
+
+#[test]
+fn berth_cli_network_commands_and_restart() {
+    if !have_tools() {
+        return;
+    }
+    let _serial = serial();
+    let mut d = Daemon::start();
+    import_busybox(&d);
+    let _cleanup = Cleanup {
+        host: d.host(),
+        networks: vec!["bt-cli"],
+    };
+    let id = ok(d.berth(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.231.7.0/24",
+        "--label",
+        "k=v",
+        "bt-cli",
+    ]))
+    .trim()
+    .to_string();
+    let ls = ok(d.berth(&[
+        "network",
+        "ls",
+        "--filter",
+        "label=k=v",
+        "--format",
+        "{{.Name}}",
+    ]));
+    assert_eq!(ls.trim(), "bt-cli");
+    let sub = ok(d.berth(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{json .IPAM.Config}}",
+        "bt-cli",
+    ]));
+    assert!(sub.contains("10.231.7.0/24"), "{sub}");
+
+    ok(d.berth(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "bt-cli",
+        "--ip",
+        "10.231.7.50",
+        "--network-alias",
+        "www",
+        "-p",
+        "127.0.0.1::80",
+        "busybox",
+        "sh",
+        "-c",
+        HTTPD,
+    ]));
+    let ip = ok(d.docker(&[
+        "inspect",
+        "-f",
+        "{{(index .NetworkSettings.Networks \"bt-cli\").IPAddress}}",
+        "web",
+    ]));
+    assert_eq!(ip.trim(), "10.231.7.50");
+    let ports = d.http("GET", "/containers/web/json", None).json();
+    let port: u16 = ports["NetworkSettings"]["Ports"]["80/tcp"][0]["HostPort"]
+        .as_str()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no published port: {}", ports["NetworkSettings"]));
+
+    // A restarted daemon keeps the running container's namespace, address and port.
+    d.stop();
+    d.spawn();
+    let ip = ok(d.docker(&[
+        "inspect",
+        "-f",
+        "{{(index .NetworkSettings.Networks \"bt-cli\").IPAddress}}",
+        "web",
+    ]));
+    assert_eq!(ip.trim(), "10.231.7.50");
+    let mut body = String::new();
+    for _ in 0..20 {
+        body = http_get(port);
+        if body.contains("hello-berth") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(body.contains("hello-berth"), "after restart: {body}");
+
+    // A running container is connected into its namespace at once.
+    ok(d.docker(&["run", "-d", "--name", "idle", "busybox", "sleep", "1000"]));
+    ok(d.berth(&["network", "connect", "--alias", "side", "bt-cli", "idle"]));
+    let out = ok(d.docker(&["exec", "idle", "sh", "-c", "ip -o -4 addr show eth1"]));
+    assert!(
+        out.contains("10.231.7."),
+        "no address on the second network: {out}"
+    );
+    ok(d.berth(&["network", "disconnect", "bt-cli", "idle"]));
+    let out = d.docker(&["exec", "idle", "sh", "-c", "ip -o -4 addr show eth1"]);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("10.231.7."));
+
+    let rm = d.berth(&["network", "rm", "bt-cli"]);
+    assert!(!rm.status.success(), "removed a network in use");
+    ok(d.docker(&["rm", "-f", "web", "idle"]));
+    let pruned = ok(d.berth(&["network", "prune", "-f"]));
+    assert!(pruned.contains("bt-cli"), "prune: {pruned}");
+    assert!(!links().contains(&format!("bb-{}", &id[..12])));
 }

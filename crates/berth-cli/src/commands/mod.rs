@@ -3,6 +3,7 @@
 
 mod containers;
 mod images;
+mod network;
 mod run;
 mod system;
 
@@ -11,6 +12,7 @@ pub use containers::{InspectArgs, LogsArgs, PruneArgs, PsArgs, RmArgs};
 pub use images::{
     history, images, import, load, prune as image_prune, pull, rmi, save, tag, ImagesArgs,
 };
+pub use network::{network, NetworkCommand};
 pub use run::{
     create, exec, kill, pause, restart, run, start, stop, top, wait, CreateArgs, ExecArgs, RunArgs,
     StopArgs,

@@ -53,6 +53,18 @@ pub struct CreateArgs {
     /// Connect a container to a network (host, none, bridge)
     #[arg(long)]
     network: Option<String>,
+    /// Publish a container's port(s) to the host
+    #[arg(short, long = "publish")]
+    publish: Vec<String>,
+    /// Publish all exposed ports to random ports
+    #[arg(short = 'P', long)]
+    publish_all: bool,
+    /// IPv4 address (e.g., 172.30.100.104)
+    #[arg(long)]
+    ip: Option<String>,
+    /// Add network-scoped alias for the container
+    #[arg(long)]
+    network_alias: Vec<String>,
     /// Give extended privileges to this container
     #[arg(long)]
     privileged: bool,
@@ -191,6 +203,16 @@ fn create_body(a: &CreateArgs) -> Result<Value> {
     if let Some(t) = a.stop_timeout {
         body["StopTimeout"] = json!(t);
     }
+    super::network::apply_run_flags(
+        &mut body,
+        &super::network::RunNetworkFlags {
+            network: a.network.as_deref().unwrap_or("default"),
+            publish: &a.publish,
+            publish_all: a.publish_all,
+            ip: a.ip.as_deref(),
+            aliases: &a.network_alias,
+        },
+    )?;
     Ok(body)
 }
 
