@@ -406,16 +406,16 @@ impl Store {
         let mut out = Vec::new();
         match meta.driver {
             Driver::Overlay => {
-                let lowers: Vec<PathBuf> = meta
-                    .chain_ids
-                    .iter()
-                    .rev()
-                    .map(|c| self.snapshot_dir(c).join("fs"))
-                    .collect();
+                // The init layer is part of the base, so its mountpoint stubs are no change.
+                let lowers = self.container_lowers(&dir, &meta.chain_ids);
                 self.overlay_changes(&dir.join("upper"), Path::new(""), &lowers, &mut out)?;
             }
             Driver::Copy => {
                 let base = self.materialize(&meta.chain_ids)?;
+                let init = dir.join(crate::rootfs::INIT_DIR);
+                if init.is_dir() {
+                    apply_layer_copy(&init, base.path())?;
+                }
                 naive_changes(base.path(), &dir.join("merged"), Path::new(""), &mut out)?;
             }
         }

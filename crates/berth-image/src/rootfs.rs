@@ -2,6 +2,11 @@
 //! in the lower list) with a per-container upper and work dir, or, where overlayfs is not
 //! available, a plain copy of the layers with whiteouts applied by deleting.
 //!
+//! Between the image and the container's writable layer sits a per-container init layer
+//! (`containers/<id>/init`), as in Docker: it holds the mountpoints the runtime and the daemon
+//! mount over (`/proc`, `/sys`, `/dev/pts`, `/etc/hosts`, …), so creating them never writes to
+//! the writable layer and they are neither reported by `docker diff` nor committed.
+//!
 //! Lower layers are passed one by one with the new mount API (`lowerdir+`), which has no
 //! page-size limit; if that API is missing the classic `lowerdir=a:b:…` option string is used
 //! while it fits in a page.
@@ -9,7 +14,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -113,6 +118,12 @@ impl Store {
             for d in ["upper", "work", "merged", "lower"] {
                 fs::create_dir(dir.join(d)).ctx("create directory", dir.join(d))?;
             }
+            let image_layers: Vec<PathBuf> = chains
+                .iter()
+                .rev()
+                .map(|c| self.snapshot_dir(c).join("fs"))
+                .collect();
+            setup_init_layer(&dir.join(INIT_DIR), &image_layers)?;
             fs::set_permissions(dir.join("merged"), fs::Permissions::from_mode(0o755))
                 .ctx("chmod", dir.join("merged"))?;
             let mut driver = self.inner.options.driver.unwrap_or(Driver::Overlay);
@@ -130,6 +141,7 @@ impl Store {
                 for chain in &chains {
                     apply_layer_copy(&self.snapshot_dir(chain).join("fs"), &dir.join("merged"))?;
                 }
+                apply_layer_copy(&dir.join(INIT_DIR), &dir.join("merged"))?;
             }
             let meta = ContainerMeta {
                 image_id: img.id.clone(),
@@ -156,12 +168,19 @@ impl Store {
         }
     }
 
+    /// The read-only layers of a container, topmost first: its init layer (absent for
+    /// containers created before it existed), then the image's snapshots.
+    pub(crate) fn container_lowers(&self, dir: &Path, chains: &[Digest]) -> Vec<PathBuf> {
+        let init = dir.join(INIT_DIR);
+        init.is_dir()
+            .then_some(init)
+            .into_iter()
+            .chain(chains.iter().rev().map(|c| self.snapshot_dir(c).join("fs")))
+            .collect()
+    }
+
     fn mount_overlay(&self, dir: &Path, chains: &[Digest]) -> Result<()> {
-        let mut lowers: Vec<PathBuf> = chains
-            .iter()
-            .rev()
-            .map(|c| self.snapshot_dir(c).join("fs"))
-            .collect();
+        let mut lowers = self.container_lowers(dir, chains);
         if lowers.is_empty() {
             // overlayfs needs at least one lower layer.
             lowers.push(dir.join("lower"));
@@ -261,6 +280,147 @@ impl Store {
             .map(|(k, m)| (k, m.image_id))
             .collect())
     }
+}
+
+/// The per-container init layer's directory name under `containers/<id>/`.
+pub(crate) const INIT_DIR: &str = "init";
+
+enum InitEntry {
+    Dir,
+    File,
+    Symlink(&'static str),
+}
+
+/// What the init layer provides (Docker's list): mountpoints for the runtime's `/proc`, `/sys`,
+/// `/dev/pts`, `/dev/shm` and console, the daemon's bind-mounted `/etc` files, the
+/// `/.dockerenv` marker, and `/etc/mtab` pointing at the kernel's mount table.
+const INIT_ENTRIES: &[(&str, InitEntry)] = &[
+    ("dev/pts", InitEntry::Dir),
+    ("dev/shm", InitEntry::Dir),
+    ("proc", InitEntry::Dir),
+    ("sys", InitEntry::Dir),
+    (".dockerenv", InitEntry::File),
+    ("etc/resolv.conf", InitEntry::File),
+    ("etc/hosts", InitEntry::File),
+    ("etc/hostname", InitEntry::File),
+    ("dev/console", InitEntry::File),
+    ("etc/mtab", InitEntry::Symlink("/proc/mounts")),
+];
+
+/// What the image shows at `rel` through its overlay-form layers (`layers` topmost first):
+/// whiteouts hide, a non-directory stops the merge below it, opaque directories end it.
+fn image_entry(layers: &[PathBuf], rel: &Path) -> Option<fs::Metadata> {
+    if rel.as_os_str().is_empty() {
+        return layers.first().and_then(|l| fs::symlink_metadata(l).ok());
+    }
+    let mut visible: Vec<&PathBuf> = layers.iter().collect();
+    let mut cur = PathBuf::new();
+    let mut found = None;
+    for comp in rel.components() {
+        cur.push(comp);
+        found = None;
+        let mut below = Vec::new();
+        for l in visible {
+            let p = l.join(&cur);
+            let Ok(m) = fs::symlink_metadata(&p) else {
+                continue;
+            };
+            if is_whiteout(&m) {
+                break;
+            }
+            let is_dir = m.is_dir();
+            match &found {
+                None => found = Some(m),
+                // Only directories merge with what is below them.
+                Some(top) if top.is_dir() && is_dir => {}
+                Some(_) => break,
+            }
+            if !is_dir {
+                break;
+            }
+            below.push(l);
+            if sys::lgetxattr(&p, OVERLAY_OPAQUE_XATTR)
+                .ok()
+                .flatten()
+                .is_some_and(|v| v == b"y")
+            {
+                break;
+            }
+        }
+        visible = below;
+        found.as_ref()?;
+    }
+    found
+}
+
+/// Create `path` in the init layer as a directory with `like`'s owner and mode (its times are
+/// copied once the layer is complete), so the merged view of a directory the image has is
+/// unchanged (overlayfs shows the topmost layer's attributes); a directory the image lacks
+/// is `0755` root-owned.
+fn init_dir(path: &Path, like: Option<&fs::Metadata>) -> Result<()> {
+    fs::create_dir(path).ctx("create directory", path)?;
+    match like {
+        Some(m) => {
+            std::os::unix::fs::lchown(path, Some(m.uid()), Some(m.gid())).ctx("chown", path)?;
+            fs::set_permissions(path, fs::Permissions::from_mode(m.mode() & 0o7777))
+                .ctx("chmod", path)
+        }
+        None => {
+            std::os::unix::fs::lchown(path, Some(0), Some(0)).ctx("chown", path)?;
+            fs::set_permissions(path, fs::Permissions::from_mode(0o755)).ctx("chmod", path)
+        }
+    }
+}
+
+/// Build a container's init layer in `init` over the image `layers` (topmost first), as
+/// Docker's does: a file or symlink in the image at a stub's path is replaced (the stub is
+/// mounted over anyway), an existing directory is kept, missing parents are created.
+pub(crate) fn setup_init_layer(init: &Path, layers: &[PathBuf]) -> Result<()> {
+    // Directories standing for the image's, whose times are set after their children exist.
+    let mut copied: Vec<(PathBuf, fs::Metadata)> = Vec::new();
+    let root = image_entry(layers, Path::new(""));
+    init_dir(init, root.as_ref())?;
+    copied.extend(root.map(|m| (init.to_path_buf(), m)));
+    for (path, kind) in INIT_ENTRIES {
+        let rel = Path::new(path);
+        let in_image = image_entry(layers, rel);
+        if in_image.as_ref().is_some_and(|m| m.is_dir()) {
+            continue;
+        }
+        let mut cur = PathBuf::new();
+        for comp in rel.parent().into_iter().flat_map(Path::components) {
+            cur.push(comp);
+            if fs::symlink_metadata(init.join(&cur)).is_ok() {
+                continue;
+            }
+            // A non-directory parent in the image is replaced by a directory, as Docker's
+            // unlink-then-mkdir does.
+            let like = image_entry(layers, &cur).filter(|m| m.is_dir());
+            init_dir(&init.join(&cur), like.as_ref())?;
+            copied.extend(like.map(|m| (init.join(&cur), m)));
+        }
+        let target = init.join(rel);
+        match kind {
+            InitEntry::Dir => init_dir(&target, None)?,
+            InitEntry::File => {
+                fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o755)
+                    .open(&target)
+                    .ctx("create", &target)?;
+                fs::set_permissions(&target, fs::Permissions::from_mode(0o755))
+                    .ctx("chmod", &target)?;
+            }
+            InitEntry::Symlink(to) => {
+                std::os::unix::fs::symlink(to, &target).ctx("create symlink", &target)?
+            }
+        }
+    }
+    for (path, m) in copied {
+        set_times_ns(&path, m.mtime(), m.mtime_nsec())?;
+    }
+    Ok(())
 }
 
 fn overlay_unsupported(e: &Error) -> bool {
@@ -391,11 +551,15 @@ fn filetime_of(m: &fs::Metadata) -> i64 {
 }
 
 fn set_times(p: &Path, secs: i64) -> Result<()> {
+    set_times_ns(p, secs, 0)
+}
+
+fn set_times_ns(p: &Path, secs: i64, nsecs: i64) -> Result<()> {
     let c = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(p.as_os_str()))
         .map_err(|_| Error::InvalidLayer(format!("path with NUL: {}", p.display())))?;
     let ts = libc::timespec {
         tv_sec: secs as libc::time_t,
-        tv_nsec: 0,
+        tv_nsec: nsecs as libc::c_long,
     };
     let times = [ts, ts];
     // SAFETY: valid C string and a two-element timespec array.

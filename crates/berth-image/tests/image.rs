@@ -262,10 +262,7 @@ fn check_whiteouts(ts: &TestStore) {
         !r.path.join("etc/passwd").exists(),
         "whiteout hides lower file"
     );
-    assert_eq!(
-        std::fs::read(r.path.join("etc/hostname")).unwrap(),
-        b"berth\n"
-    );
+    assert_eq!(std::fs::read(r.path.join("etc/motd")).unwrap(), b"berth\n");
     let data: Vec<_> = std::fs::read_dir(r.path.join("data"))
         .unwrap()
         .map(|e| e.unwrap().file_name())
@@ -278,14 +275,14 @@ fn check_whiteouts(ts: &TestStore) {
         .unwrap();
     assert!(st.success());
     // Deleting in the container and committing produces a whiteout the next image honours.
-    std::fs::remove_file(r.path.join("etc/hostname")).unwrap();
+    std::fs::remove_file(r.path.join("etc/motd")).unwrap();
     std::fs::remove_dir_all(r.path.join("data")).unwrap();
     std::fs::create_dir(r.path.join("data")).unwrap();
     std::fs::write(r.path.join("data/c"), b"c").unwrap();
     let diff = ts.store.diff("w").unwrap();
     assert!(
         diff.iter()
-            .any(|c| c.path == "/etc/hostname" && c.kind == ChangeKind::Deleted),
+            .any(|c| c.path == "/etc/motd" && c.kind == ChangeKind::Deleted),
         "{diff:?}"
     );
     let has = |p: &str, k: ChangeKind| diff.iter().any(|c| c.path == p && c.kind == k);
@@ -306,7 +303,7 @@ fn check_whiteouts(ts: &TestStore) {
         )
         .unwrap();
     let r2 = ts.store.create_rootfs("wh:1", "w2").unwrap();
-    assert!(!r2.path.join("etc/hostname").exists());
+    assert!(!r2.path.join("etc/motd").exists());
     let data: Vec<_> = std::fs::read_dir(r2.path.join("data"))
         .unwrap()
         .map(|e| e.unwrap().file_name())
@@ -523,4 +520,133 @@ fn import_accepts_gzip_and_zstd_and_rejects_bad_changes() {
         ..Default::default()
     };
     assert!(ts.store.import(tar.as_slice(), &bad_ref).is_err());
+}
+
+/// The runtime's and the daemon's mountpoints live in the container's init layer (as in
+/// Docker), so creating and mounting over them is no change to `docker diff` or commit.
+fn check_init_layer(ts: &TestStore) {
+    let bb = std::fs::read("/bin/busybox").unwrap();
+    let tar = Layer::new()
+        .dir("bin")
+        .file_mode("bin/busybox", &bb, 0o755)
+        .symlink("bin/sh", "busybox")
+        // An unusual mode the init layer's /etc must keep.
+        .raw(b"etc/", tar::EntryType::Directory, b"", b"")
+        .file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n")
+        .file("etc/hosts", b"127.0.0.1 image\n")
+        .symlink("etc/resolv.conf", "../run/systemd/resolve/stub-resolv.conf")
+        .dir("tmp")
+        .tar();
+    let opts = ImportOptions {
+        reference: Some("stubs:1".into()),
+        ..Default::default()
+    };
+    ts.store.import(tar.as_slice(), &opts).unwrap();
+    let r = ts.store.create_rootfs("stubs:1", "init").unwrap();
+    let p = |rel: &str| r.path.join(rel);
+    for d in ["proc", "sys", "dev/pts", "dev/shm"] {
+        assert!(p(d).is_dir(), "{d}");
+    }
+    for f in [".dockerenv", "etc/hosts", "etc/hostname", "etc/resolv.conf"] {
+        let m = std::fs::symlink_metadata(p(f)).unwrap();
+        assert!(m.is_file() && m.len() == 0, "{f}: {m:?}");
+    }
+    assert_eq!(
+        std::fs::read_link(p("etc/mtab")).unwrap(),
+        std::path::Path::new("/proc/mounts")
+    );
+    let etc = std::fs::metadata(p("etc")).unwrap();
+    assert_eq!(
+        etc.mode() & 0o7777,
+        0o644,
+        "the image's /etc attributes show"
+    );
+    assert!(p("etc/passwd").is_file());
+    assert!(ts.store.diff("init").unwrap().is_empty());
+
+    // What runc and the daemon do: create missing mountpoints (O_CREAT without writing,
+    // mkdir -p), mount /dev and bind-mount /etc/hosts (overlay only: the copy driver's
+    // naive diff would walk the mounts).
+    for d in ["proc", "sys", "dev/pts", "dev/shm"] {
+        std::fs::create_dir_all(p(d)).unwrap();
+    }
+    for f in [".dockerenv", "etc/hosts", "etc/hostname", "etc/resolv.conf"] {
+        let fd = nix::fcntl::open(
+            &p(f),
+            nix::fcntl::OFlag::O_CREAT | nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::from_bits_truncate(0o755),
+        )
+        .unwrap();
+        nix::unistd::close(fd).unwrap();
+    }
+    let host_hosts = ts.dir.path().join("hosts");
+    if r.driver == Driver::Overlay {
+        std::fs::write(&host_hosts, b"10.0.0.2 ctr\n").unwrap();
+        use nix::mount::{mount, MsFlags};
+        mount(
+            Some("tmpfs"),
+            &p("dev"),
+            Some("tmpfs"),
+            MsFlags::empty(),
+            None::<&str>,
+        )
+        .unwrap();
+        mount(
+            Some(&host_hosts),
+            &p("etc/hosts"),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .unwrap();
+        assert_eq!(std::fs::read(p("etc/hosts")).unwrap(), b"10.0.0.2 ctr\n");
+    }
+    std::fs::write(p("etc/new"), b"n").unwrap();
+    let diff: Vec<(String, ChangeKind)> = ts
+        .store
+        .diff("init")
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.path, c.kind))
+        .collect();
+    assert_eq!(
+        diff,
+        vec![
+            ("/etc".to_string(), ChangeKind::Modified),
+            ("/etc/new".to_string(), ChangeKind::Added)
+        ]
+    );
+    if r.driver == Driver::Overlay {
+        for m in ["etc/hosts", "dev"] {
+            nix::mount::umount2(&p(m), nix::mount::MntFlags::MNT_DETACH).unwrap();
+        }
+    }
+
+    // The stubs are not committed: the new image's only change is /etc/new.
+    let opts = CommitOptions {
+        reference: Some("stubs:2".into()),
+        ..Default::default()
+    };
+    ts.store.commit("init", &opts).unwrap();
+    r.remove().unwrap();
+    let r2 = ts.store.create_rootfs("stubs:2", "init2").unwrap();
+    assert_eq!(std::fs::read(r2.path.join("etc/new")).unwrap(), b"n");
+    assert_eq!(
+        std::fs::read(r2.path.join("etc/passwd")).unwrap(),
+        b"root:x:0:0:root:/root:/bin/sh\n"
+    );
+    assert!(ts.store.diff("init2").unwrap().is_empty());
+    r2.remove().unwrap();
+}
+
+#[test]
+fn init_layer_hides_mountpoints_with_overlay() {
+    check_init_layer(&TestStore::new());
+}
+
+#[test]
+fn init_layer_hides_mountpoints_with_copy_driver() {
+    check_init_layer(&TestStore::with(StoreOptions {
+        driver: Some(Driver::Copy),
+    }));
 }

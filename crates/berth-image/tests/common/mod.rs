@@ -223,7 +223,7 @@ pub fn multi_layer_image() -> Vec<(Vec<u8>, &'static str, Vec<u8>)> {
     let l1 = gz.finish().unwrap();
     let l2 = Layer::new()
         .dir("etc")
-        .file("etc/hostname", b"berth\n")
+        .file("etc/motd", b"berth\n")
         .file("etc/.wh.passwd", b"")
         .dir("data")
         .file("data/a", b"a")
