@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use berth_runtime::monitor::{
-    attach, read_exit, spawn_monitor, ExitStatus, LogConfig, MonitorConfig, MonitorMode,
+    attach, read_exit, spawn_monitor, spawn_monitor_created, ExitStatus, LogConfig, MonitorConfig,
+    MonitorMode,
 };
 use berth_runtime::Runtime;
 use common::{berth_bin, TestContainer};
@@ -301,4 +302,94 @@ fn clients_hanging_up_during_output_keep_the_monitor_alive() {
         .unwrap();
     let status = wait_exit(&cfg.exit_file);
     assert_eq!((status.exit_code, status.signal), (137, Some(9)));
+}
+
+/// Reads attach frames until the monitor closes the socket; returns (stdout, stderr).
+fn read_all_frames(mut s: UnixStream) -> (Vec<u8>, Vec<u8>) {
+    let mut bytes = Vec::new();
+    s.read_to_end(&mut bytes).unwrap();
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let mut rest = &bytes[..];
+    while rest.len() >= 8 {
+        let len = u32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]) as usize;
+        match rest[0] {
+            attach::STDOUT => out.extend_from_slice(&rest[8..8 + len]),
+            attach::STDERR => err.extend_from_slice(&rest[8..8 + len]),
+            other => panic!("unexpected stream {other}"),
+        }
+        rest = &rest[8 + len..];
+    }
+    assert!(rest.is_empty(), "truncated frame");
+    (out, err)
+}
+
+/// Two-phase start: a client connected between `created` and start sees every byte of a
+/// process that prints at once and exits, every time.
+#[test]
+fn attach_before_start_sees_all_output() {
+    for i in 0..50 {
+        let c = TestContainer::new(
+            "mon-2phase",
+            &["sh", "-c", "echo first; echo second >&2; echo third"],
+            |_| {},
+        );
+        let cfg = config(&c, "a", container_mode(&c));
+        let created = spawn_monitor_created(Path::new(berth_bin()), &cfg).unwrap();
+        assert_eq!(
+            Runtime::new(&c.root).state(&c.id).unwrap().status,
+            "created"
+        );
+        let client = UnixStream::connect(cfg.attach_socket.as_ref().unwrap()).unwrap();
+        created.start().unwrap();
+        let (out, err) = read_all_frames(client);
+        assert_eq!(out, b"first\nthird\n", "run {i}");
+        assert_eq!(err, b"second\n", "run {i}");
+        assert_eq!(wait_exit(&cfg.exit_file).exit_code, 0);
+        Runtime::new(&c.root).delete(&c.id, false).unwrap();
+    }
+}
+
+/// An exec attached before start sees all its output; a created monitor dropped without
+/// start removes its container and writes no exit file.
+#[test]
+fn two_phase_exec_and_abandon() {
+    let c = TestContainer::new("mon-2exec", &["sleep", "60"], |_| {});
+    let cfg = config(&c, "a", container_mode(&c));
+    spawn_monitor(Path::new(berth_bin()), &cfg).unwrap();
+    let mut exec = config(
+        &c,
+        "e",
+        MonitorMode::Exec {
+            args: vec!["sh".into(), "-c".into(), "echo from-exec; exit 4".into()],
+            env: vec![],
+            cwd: None,
+            uid: None,
+            gid: None,
+            additional_gids: vec![],
+            caps: vec![],
+            no_new_privileges: false,
+        },
+    );
+    exec.log = None;
+    let created = spawn_monitor_created(Path::new(berth_bin()), &exec).unwrap();
+    let client = UnixStream::connect(exec.attach_socket.as_ref().unwrap()).unwrap();
+    created.start().unwrap();
+    let (out, _) = read_all_frames(client);
+    assert_eq!(out, b"from-exec\n");
+    assert_eq!(wait_exit(&exec.exit_file).exit_code, 4);
+    Runtime::new(&c.root)
+        .kill(&c.id, nix::sys::signal::Signal::SIGKILL, false)
+        .unwrap();
+    wait_exit(&cfg.exit_file);
+
+    let c = TestContainer::new("mon-2drop", &["echo", "never"], |_| {});
+    let cfg = config(&c, "a", container_mode(&c));
+    let created = spawn_monitor_created(Path::new(berth_bin()), &cfg).unwrap();
+    drop(created);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c.root.join(&c.id).exists() || cfg.attach_socket.as_ref().unwrap().exists() {
+        assert!(Instant::now() < deadline, "abandoned container left behind");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(read_exit(&cfg.exit_file).unwrap().is_none());
 }

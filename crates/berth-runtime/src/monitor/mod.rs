@@ -11,6 +11,10 @@
 //!    its own pid and the container's pid to files, and reports `{"monitor_pid":..,
 //!    "container_pid":..}` or `{"error":"one line"}` on the status pipe. So the daemon's
 //!    `start` returns real errors.
+//!    With [`spawn_monitor_created`] (two-phase, as containerd's shim), it reports
+//!    `{"created":true}` once the container is created (its init blocked on the exec fifo)
+//!    and the attach socket listens, and starts the process only when the daemon asks, after
+//!    connecting its attach clients, so they see all of the output.
 //! 3. It then loops on `poll(2)`: container output goes to the json-file log ([`logfile`]) and
 //!    to attached clients; clients of the attach socket ([`attach`] documents the framing)
 //!    send stdin, resizes and close-stdin; `SIGCHLD` (through a signalfd) reaps the container.
@@ -129,37 +133,149 @@ pub struct ExitStatus {
 #[serde(untagged)]
 enum StatusReport {
     Started(MonitorStarted),
-    Failed { error: String },
+    /// Two-phase mode: the attach socket listens and the process is ready to start.
+    Created {
+        created: bool,
+    },
+    Failed {
+        error: String,
+    },
+}
+
+/// A monitor whose container is created but not started ([`spawn_monitor_created`]).
+///
+/// Its attach socket already listens: clients connected before [`CreatedMonitor::start`]
+/// receive all of the process's output. Dropping it without starting makes the monitor
+/// delete the container (or skip the exec) and exit without an exit file.
+#[derive(Debug)]
+pub struct CreatedMonitor {
+    id: String,
+    status: std::io::BufReader<std::fs::File>,
+    start: Option<std::fs::File>,
+}
+
+impl CreatedMonitor {
+    /// Asks the monitor to start the process and waits until it runs or fails.
+    pub fn start(mut self) -> Result<MonitorStarted> {
+        let mut start = self
+            .start
+            .take()
+            .ok_or_else(|| Error::Monitor(format!("monitor for {} already started", self.id)))?;
+        start
+            .write_all(b"s")
+            .map_err(|e| Error::io(format!("ask monitor for {} to start", self.id), e))?;
+        drop(start);
+        match read_report(&mut self.status, &self.id)? {
+            StatusReport::Started(s) => Ok(s),
+            StatusReport::Failed { error } => Err(Error::Monitor(error)),
+            StatusReport::Created { .. } => Err(Error::Monitor(format!(
+                "monitor for {} reported created twice",
+                self.id
+            ))),
+        }
+    }
+}
+
+fn read_report(status: &mut impl std::io::BufRead, id: &str) -> Result<StatusReport> {
+    let mut line = String::new();
+    status
+        .read_line(&mut line)
+        .map_err(|e| Error::io("read monitor status", e))?;
+    match serde_json::from_str::<StatusReport>(line.trim()) {
+        Ok(r) => Ok(r),
+        Err(_) if line.trim().is_empty() => Err(Error::Monitor(format!(
+            "monitor for {id} exited without reporting"
+        ))),
+        Err(_) => Err(Error::Monitor(line.trim().to_owned())),
+    }
 }
 
 /// Starts a monitor for `config` by running `binary monitor ...` (normally the `berth`
 /// executable itself) and waits until the container runs or fails. Safe to call from a
-/// multi-threaded process: it only spawns a subprocess.
+/// multi-threaded process: it only spawns a subprocess. Output produced before a client
+/// connects to the attach socket is only in the log; use [`spawn_monitor_created`] to attach
+/// first.
 pub fn spawn_monitor(binary: &Path, config: &MonitorConfig) -> Result<MonitorStarted> {
+    let (mut status, _) = spawn(binary, config, false)?;
+    match read_report(&mut status, &config.id)? {
+        StatusReport::Started(s) => Ok(s),
+        StatusReport::Failed { error } => Err(Error::Monitor(error)),
+        StatusReport::Created { .. } => Err(Error::Monitor(format!(
+            "monitor for {} waits for a start it was not told about",
+            config.id
+        ))),
+    }
+}
+
+/// Two-phase start, as containerd's shim does it: runs the monitor, which creates the
+/// container (its init waits on the exec fifo; an exec is not run yet) and listens on the
+/// attach socket, and returns once it reports `created`. Connect the attach clients, then
+/// call [`CreatedMonitor::start`].
+pub fn spawn_monitor_created(binary: &Path, config: &MonitorConfig) -> Result<CreatedMonitor> {
+    let (mut status, start) = spawn(binary, config, true)?;
+    match read_report(&mut status, &config.id)? {
+        StatusReport::Created { .. } => Ok(CreatedMonitor {
+            id: config.id.clone(),
+            status,
+            start,
+        }),
+        StatusReport::Failed { error } => Err(Error::Monitor(error)),
+        StatusReport::Started(_) => Err(Error::Monitor(format!(
+            "monitor for {} started without waiting",
+            config.id
+        ))),
+    }
+}
+
+/// Runs `binary monitor` with the status pipe on fd 3 and, with `two_phase`, the start pipe
+/// on fd 4; returns the status reader and the start writer.
+fn spawn(
+    binary: &Path,
+    config: &MonitorConfig,
+    two_phase: bool,
+) -> Result<(std::io::BufReader<std::fs::File>, Option<std::fs::File>)> {
     let text = serde_json::to_vec(config).map_err(|e| Error::json("encode monitor config", e))?;
-    let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| Error::sys("create status pipe", e))?;
-    let write_raw = write_end.as_raw_fd();
+    let cloexec = nix::fcntl::OFlag::O_CLOEXEC;
+    let (read_end, write_end) =
+        nix::unistd::pipe2(cloexec).map_err(|e| Error::sys("create status pipe", e))?;
+    let start_pipe = if two_phase {
+        Some(nix::unistd::pipe2(cloexec).map_err(|e| Error::sys("create start pipe", e))?)
+    } else {
+        None
+    };
+    // The child's fds 3 and 4: the status pipe's write end and the start pipe's read end.
+    let wanted: Vec<i32> = std::iter::once(write_end.as_raw_fd())
+        .chain(start_pipe.as_ref().map(|(r, _)| r.as_raw_fd()))
+        .collect();
     let mut cmd = Command::new(binary);
     cmd.arg("monitor")
         .arg("--config")
         .arg("-")
         .arg("--status-fd")
-        .arg("3")
-        .stdin(Stdio::piped())
+        .arg("3");
+    if two_phase {
+        cmd.arg("--start-fd").arg("4");
+    }
+    cmd.stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    // SAFETY: dup2 and fcntl are async-signal-safe; this runs in the forked child before
-    // exec. dup2 clears FD_CLOEXEC on the new descriptor (but is a no-op when the pipe already
-    // is fd 3, hence the fcntl), so only fd 3 survives exec.
+    // SAFETY: dup, dup2 and fcntl are async-signal-safe; this runs in the forked child before
+    // exec and allocates nothing. Sources are first moved above the targets so that placing
+    // one cannot overwrite another; dup2 clears FD_CLOEXEC on the new descriptors, so only
+    // fds 3 and 4 survive exec.
     unsafe {
         cmd.pre_exec(move || {
-            if write_raw == 3 {
-                if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+            let mut moved = [-1i32; 2];
+            for (i, fd) in wanted.iter().enumerate() {
+                moved[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 10);
+                if moved[i] < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-            } else if libc::dup2(write_raw, 3) < 0 {
-                return Err(std::io::Error::last_os_error());
+            }
+            for (i, fd) in moved.iter().take(wanted.len()).enumerate() {
+                if libc::dup2(*fd, 3 + i as i32) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
             Ok(())
         });
@@ -168,27 +284,21 @@ pub fn spawn_monitor(binary: &Path, config: &MonitorConfig) -> Result<MonitorSta
         .spawn()
         .map_err(|e| Error::io(format!("spawn {}", binary.display()), e))?;
     drop(write_end);
+    let start = start_pipe.map(|(r, w)| {
+        drop(r);
+        std::fs::File::from(w)
+    });
     if let Some(mut stdin) = child.stdin.take() {
         stdin
             .write_all(&text)
             .map_err(|e| Error::io("send monitor config", e))?;
     }
-    let mut report = Vec::new();
-    std::fs::File::from(read_end)
-        .read_to_end(&mut report)
-        .map_err(|e| Error::io("read monitor status", e))?;
-    // The direct child exits once the detached monitor is running.
+    // The direct child exits as soon as the detached monitor runs.
     let _ = child.wait();
-    let line = String::from_utf8_lossy(&report);
-    match serde_json::from_str::<StatusReport>(line.trim()) {
-        Ok(StatusReport::Started(s)) => Ok(s),
-        Ok(StatusReport::Failed { error }) => Err(Error::Monitor(error)),
-        Err(_) if line.trim().is_empty() => Err(Error::Monitor(format!(
-            "monitor for {} exited without reporting",
-            config.id
-        ))),
-        Err(_) => Err(Error::Monitor(line.trim().to_owned())),
-    }
+    Ok((
+        std::io::BufReader::new(std::fs::File::from(read_end)),
+        start,
+    ))
 }
 
 /// Reads an exit file; `Ok(None)` while the process still runs (no file yet).
@@ -224,6 +334,7 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
 struct Args {
     config: Option<PathBuf>,
     status_fd: Option<i32>,
+    start_fd: Option<i32>,
     foreground: bool,
 }
 
@@ -231,6 +342,7 @@ fn parse_args(args: &[OsString]) -> std::result::Result<Args, String> {
     let mut out = Args {
         config: None,
         status_fd: None,
+        start_fd: None,
         foreground: false,
     };
     let mut it = args.iter();
@@ -245,6 +357,13 @@ fn parse_args(args: &[OsString]) -> std::result::Result<Args, String> {
                     .and_then(|v| v.to_str())
                     .ok_or("--status-fd needs a value")?;
                 out.status_fd = Some(v.parse().map_err(|_| format!("bad --status-fd {v:?}"))?);
+            }
+            Some("--start-fd") => {
+                let v = it
+                    .next()
+                    .and_then(|v| v.to_str())
+                    .ok_or("--start-fd needs a value")?;
+                out.start_fd = Some(v.parse().map_err(|_| format!("bad --start-fd {v:?}"))?);
             }
             Some("--foreground") => out.foreground = true,
             _ => return Err(format!("unknown argument {arg:?}")),
@@ -269,7 +388,8 @@ fn load_config(path: &Path) -> Result<MonitorConfig> {
 /// Runs the monitor with the arguments that follow `monitor`; returns the exit code.
 ///
 /// `--config FILE|-` (JSON [`MonitorConfig`]), `--status-fd N` (where to report start-up),
-/// `--foreground` (do not detach; for debugging).
+/// `--start-fd N` (two-phase: report `created`, then start when a byte arrives on N, abort on
+/// EOF), `--foreground` (do not detach; for debugging).
 pub fn main(args: &[OsString]) -> i32 {
     let args = match parse_args(args) {
         Ok(a) => a,
@@ -280,8 +400,10 @@ pub fn main(args: &[OsString]) -> i32 {
     };
     // SAFETY: the fd was handed to us by our spawner and nothing else owns it.
     let status = args.status_fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
-    if let Some(fd) = &status {
-        // Keep it out of the container's processes.
+    // SAFETY: as above.
+    let start = args.start_fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+    for fd in status.iter().chain(start.iter()) {
+        // Keep them out of the container's processes.
         let _ = nix::fcntl::fcntl(
             fd.as_raw_fd(),
             nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
@@ -304,16 +426,20 @@ pub fn main(args: &[OsString]) -> i32 {
             return 1;
         }
     };
-    serve::run(config, status, !args.foreground)
+    serve::run(config, status, start, !args.foreground)
 }
 
-/// Writes the one-line status report and closes the pipe (EOF tells the spawner we are done).
+/// Writes the final status report and closes the pipe (EOF tells the spawner we are done).
 fn report(status: Option<OwnedFd>, what: &StatusReport) {
+    report_line(status.as_ref(), what);
+}
+
+/// Writes one status line, keeping the pipe open.
+fn report_line(status: Option<&OwnedFd>, what: &StatusReport) {
     let line = serde_json::to_string(what).unwrap_or_else(|_| "{}".into());
     match status {
         Some(fd) => {
-            let mut f = std::fs::File::from(fd);
-            let _ = writeln!(f, "{line}");
+            let _ = nix::unistd::write(fd, format!("{line}\n").as_bytes());
         }
         None => eprintln!("{line}"),
     }

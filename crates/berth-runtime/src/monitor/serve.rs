@@ -17,7 +17,8 @@ use nix::unistd::{ForkResult, Pid};
 use super::attach::{self, Decoder};
 use super::logfile::JsonLog;
 use super::{
-    report, write_atomic, ExitStatus, MonitorConfig, MonitorMode, MonitorStarted, StatusReport,
+    report, report_line, write_atomic, ExitStatus, MonitorConfig, MonitorMode, MonitorStarted,
+    StatusReport,
 };
 use crate::container::{self, CreateOptions, ExecOptions, Runtime};
 use crate::error::{Error, Result};
@@ -141,7 +142,12 @@ fn redirect_to_null() {
 }
 
 /// Runs the monitor. With `detach`, returns 0 at once in the original process.
-pub(super) fn run(config: MonitorConfig, status: Option<OwnedFd>, detach_self: bool) -> i32 {
+pub(super) fn run(
+    config: MonitorConfig,
+    status: Option<OwnedFd>,
+    start: Option<OwnedFd>,
+    detach_self: bool,
+) -> i32 {
     if detach_self {
         match detach() {
             Ok(true) => {}
@@ -157,7 +163,11 @@ pub(super) fn run(config: MonitorConfig, status: Option<OwnedFd>, detach_self: b
             }
         }
     }
-    let mut monitor = match Monitor::start(&config) {
+    let gate = start.map(|fd| StartGate {
+        status: status.as_ref().and_then(|s| s.try_clone().ok()),
+        start: fd,
+    });
+    let mut monitor = match Monitor::start(&config, gate) {
         Ok(m) => m,
         Err(e) => {
             report(
@@ -187,6 +197,51 @@ pub(super) fn run(config: MonitorConfig, status: Option<OwnedFd>, detach_self: b
     code
 }
 
+/// Two-phase start: where `created` is reported and the daemon's go-ahead is read.
+struct StartGate {
+    status: Option<OwnedFd>,
+    start: OwnedFd,
+}
+
+impl StartGate {
+    /// Reports `created` and blocks until the spawner asks to start (a byte) or gives up
+    /// (EOF); then takes the attach clients that connected meanwhile.
+    fn wait(self, listener: Option<&UnixListener>) -> Result<Vec<Client>> {
+        report_line(
+            self.status.as_ref(),
+            &StatusReport::Created { created: true },
+        );
+        drop(self.status);
+        let mut byte = [0u8; 1];
+        loop {
+            match nix::unistd::read(self.start.as_raw_fd(), &mut byte) {
+                Ok(1) => break,
+                Ok(_) => return Err(Error::Monitor("start abandoned by the spawner".into())),
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(Error::sys("read start pipe", e)),
+            }
+        }
+        let mut clients = Vec::new();
+        if let Some(l) = listener {
+            accept_into(l, &mut clients);
+        }
+        Ok(clients)
+    }
+}
+
+fn accept_into(listener: &UnixListener, clients: &mut Vec<Client>) {
+    while let Ok((stream, _)) = listener.accept() {
+        // Output writes block at most briefly; a client that stops reading is dropped.
+        let _ = stream.set_write_timeout(Some(std::time::Duration::from_secs(1)));
+        let _ = stream.set_nonblocking(false);
+        clients.push(Client {
+            stream,
+            decoder: Decoder::default(),
+            closed: false,
+        });
+    }
+}
+
 struct Client {
     stream: UnixStream,
     decoder: Decoder,
@@ -211,7 +266,7 @@ struct Monitor {
 }
 
 impl Monitor {
-    fn start(config: &MonitorConfig) -> Result<Self> {
+    fn start(config: &MonitorConfig, gate: Option<StartGate>) -> Result<Self> {
         let _ = std::env::set_current_dir("/");
         // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) only changes this process's attributes.
         unsafe {
@@ -254,6 +309,22 @@ impl Monitor {
         let runtime = Runtime::new(&config.runtime_root);
         let console = stdio.console.as_ref().map(|(_, p)| p.clone());
         let [cin, cout, cerr] = std::mem::take(&mut stdio.child);
+        let is_container = matches!(config.mode, MonitorMode::Container { .. });
+        let mut gate = gate;
+        let mut clients = Vec::new();
+        if !is_container {
+            // An exec has nothing to create: the process runs once the daemon says so.
+            if let Some(g) = gate.take() {
+                clients = g.wait(listener.as_ref()).inspect_err(|_| {
+                    if let Some((_, p)) = &stdio.console {
+                        let _ = std::fs::remove_file(p);
+                    }
+                    if let Some(p) = &config.attach_socket {
+                        let _ = std::fs::remove_file(p);
+                    }
+                })?;
+            }
+        }
         let created = match &config.mode {
             MonitorMode::Container { bundle } => container::create(
                 &runtime,
@@ -317,7 +388,6 @@ impl Monitor {
                 return Err(e);
             }
         };
-        let is_container = matches!(config.mode, MonitorMode::Container { .. });
         let fail = |e: Error| {
             if is_container {
                 let _ = runtime.delete(&config.id, true);
@@ -350,6 +420,9 @@ impl Monitor {
             set_nonblocking(fd.as_fd());
         }
         if is_container {
+            if let Some(g) = gate.take() {
+                clients = g.wait(listener.as_ref()).map_err(fail)?;
+            }
             runtime.start(&config.id).map_err(fail)?;
         }
         std::fs::write(&config.monitor_pid_file, std::process::id().to_string()).map_err(|e| {
@@ -372,7 +445,7 @@ impl Monitor {
             stdin_pending: Vec::new(),
             pty,
             listener,
-            clients: Vec::new(),
+            clients,
             log,
         })
     }
@@ -543,16 +616,7 @@ impl Monitor {
         let Some(listener) = &self.listener else {
             return;
         };
-        while let Ok((stream, _)) = listener.accept() {
-            // Output writes block at most briefly; a client that stops reading is dropped.
-            let _ = stream.set_write_timeout(Some(std::time::Duration::from_secs(1)));
-            let _ = stream.set_nonblocking(false);
-            self.clients.push(Client {
-                stream,
-                decoder: Decoder::default(),
-                closed: false,
-            });
-        }
+        accept_into(listener, &mut self.clients);
     }
 
     fn drop_closed_clients(&mut self) {
