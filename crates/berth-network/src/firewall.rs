@@ -244,6 +244,7 @@ mod tests {
             internal,
             default_bridge: false,
             labels: Default::default(),
+            options: Default::default(),
             ipam: Allocations::default(),
             endpoints: Default::default(),
         }

@@ -62,6 +62,7 @@ pub struct CreateNetwork {
     /// `com.docker.network.bridge.name`.
     pub bridge_name: Option<String>,
     pub labels: BTreeMap<String, String>,
+    pub options: BTreeMap<String, String>,
 }
 
 /// Parameters of attaching a container to a network.
@@ -117,9 +118,9 @@ fn valid_name(name: &str) -> bool {
             .chars()
             .next()
             .is_some_and(|c| c.is_ascii_alphanumeric())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        // Docker accepts any name (spaces included); names never reach a shell, nftables
+        // or a link name, so only path separators and control characters are refused.
+        && name.chars().all(|c| c != '/' && !c.is_control())
 }
 
 impl NetworkManager {
@@ -306,6 +307,7 @@ impl NetworkManager {
             internal: req.internal,
             default_bridge,
             labels: req.labels,
+            options: req.options,
             ipam,
             endpoints: BTreeMap::new(),
         };

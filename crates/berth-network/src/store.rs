@@ -32,6 +32,9 @@ pub struct NetworkRecord {
     pub default_bridge: bool,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Driver options as given at creation (`docker network create -o`), reported back.
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
     pub ipam: Allocations,
     /// Endpoints by container id.
     pub endpoints: BTreeMap<String, EndpointRecord>,

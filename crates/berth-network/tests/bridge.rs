@@ -244,7 +244,7 @@ fn bad_input_leaves_nothing_behind() {
         Err(NetworkError::NetworkExists(_))
     ));
     assert!(matches!(
-        try_net("bad name", "10.77.4.0/24", None, &other),
+        try_net("bad/name", "10.77.4.0/24", None, &other),
         Err(NetworkError::InvalidName(_))
     ));
     assert!(

@@ -26,7 +26,11 @@ fn network_json(d: &Daemon, n: &NetworkRecord, containers: bool) -> Value {
     if n.ip_range != n.subnet {
         ipam_config["IPRange"] = json!(n.ip_range.to_string());
     }
-    let mut options = BTreeMap::new();
+    let mut options: BTreeMap<&str, String> = n
+        .options
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
     if n.default_bridge {
         options.insert(
             "com.docker.network.bridge.default_bridge",
@@ -211,6 +215,7 @@ pub async fn create(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>>
         mtu,
         bridge_name: options.get("com.docker.network.bridge.name").cloned(),
         labels: body.labels.unwrap_or_default(),
+        options: options.into_iter().collect(),
     };
     let d = Arc::clone(&ctx.daemon);
     let n = blocking(move || Ok(d.network.mgr.create_network(req)?)).await?;
