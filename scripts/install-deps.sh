@@ -7,6 +7,7 @@ packages=(
   busybox-static              # the rootfs of every test image (no registry access here)
   runc crun skopeo hyperfine  # peers the tests and benchmarks compare against
   jq iproute2 util-linux openssl
+  nftables iptables           # NAT, port publishing and isolation for bridge networks
 )
 
 missing=()
