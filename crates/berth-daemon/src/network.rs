@@ -590,7 +590,7 @@ impl Daemon {
                 "GlobalIPv6Address": "",
                 "GlobalIPv6PrefixLen": 0,
                 "MacAddress": ep.mac,
-                "DriverOpts": null,
+                "DriverOpts": endpoint_settings(r, &net.name).and_then(|s| s.driver_opts.clone()),
             });
             if net.default_bridge {
                 for k in ["IPAddress", "Gateway", "MacAddress", "IPPrefixLen"] {
@@ -630,12 +630,15 @@ impl Daemon {
                     .inspect(&name)
                     .map(|n| n.id)
                     .unwrap_or_default();
+                // What was asked for, as Docker reports it until the container runs.
+                let s = endpoint_settings(r, &name).cloned().unwrap_or_default();
                 networks.insert(
                     name,
-                    json!({"IPAMConfig": null, "Links": null, "Aliases": null, "NetworkID": id,
-                        "EndpointID": "", "Gateway": "", "IPAddress": "", "IPPrefixLen": 0,
-                        "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
-                        "MacAddress": "", "DriverOpts": null}),
+                    json!({"IPAMConfig": s.ipam_config, "Links": s.links, "Aliases": s.aliases,
+                        "NetworkID": id, "EndpointID": "", "Gateway": "", "IPAddress": "",
+                        "IPPrefixLen": 0, "IPv6Gateway": "", "GlobalIPv6Address": "",
+                        "GlobalIPv6PrefixLen": 0, "MacAddress": s.mac_address.unwrap_or_default(),
+                        "DriverOpts": s.driver_opts}),
                 );
             }
         }
