@@ -71,9 +71,20 @@ pub enum Error {
     /// An ID prefix matching several images.
     #[error("image reference {0:?} is ambiguous")]
     Ambiguous(String),
-    /// The image is used by a container and the removal was not forced.
-    #[error("conflict: unable to delete {image} (must be forced) - image is being used by container {container}")]
+    /// Removal (not forced) of the last tag of an image a container uses. Short IDs, in
+    /// dockerd's wording.
+    #[error("conflict: unable to remove repository reference {reference:?} (must force) - container {container} is using its referenced image {image}")]
+    ReferenceInUse {
+        reference: String,
+        container: String,
+        image: String,
+    },
+    /// Removal by ID (not forced) of an image a stopped container uses.
+    #[error("conflict: unable to delete {image} (must be forced) - image is being used by stopped container {container}")]
     ImageInUse { image: String, container: String },
+    /// Removal by ID of an image a running container uses; `force` does not override it.
+    #[error("conflict: unable to delete {image} (cannot be forced) - image is being used by running container {container}")]
+    ImageInUseRunning { image: String, container: String },
     /// Removal by ID of an image tagged in several repositories, not forced.
     #[error("conflict: unable to delete {image} (must be forced) - image is referenced in multiple repositories")]
     MultipleRepositories { image: String },
@@ -119,7 +130,9 @@ impl Error {
                 ErrorKind::NotFound
             }
             Error::Ambiguous(_)
+            | Error::ReferenceInUse { .. }
             | Error::ImageInUse { .. }
+            | Error::ImageInUseRunning { .. }
             | Error::MultipleRepositories { .. }
             | Error::ContainerExists(_) => ErrorKind::Conflict,
             Error::InvalidReference { .. }

@@ -14,7 +14,7 @@
 //! | `docker images` | [`Store::list`] | [`ImageSummary`] |
 //! | `docker image inspect` | [`Store::inspect`] | [`ImageInspect`] |
 //! | `docker history` | [`Store::history`] | [`HistoryItem`] |
-//! | `docker tag` / `rmi` | [`Store::tag`] / [`Store::remove`] | [`DeleteItem`] list |
+//! | `docker tag` / `rmi` | [`Store::tag`] / [`Store::remove`], [`Store::remove_with`] | [`DeleteItem`] list |
 //! | `docker load` / `save` | [`Store::load`] / [`Store::save`] | [`LoadedImage`] |
 //! | `docker import` | [`Store::import`] | image ID |
 //! | `docker commit` / `diff` / `export` | [`Store::commit`] / [`Store::diff`] / [`Store::export`] | image ID / [`Change`] list / tar |

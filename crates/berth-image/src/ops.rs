@@ -310,11 +310,25 @@ impl Store {
         Ok(out)
     }
 
-    /// `docker rmi`. A tag of an image with other tags is only untagged; the last reference
-    /// (or an ID) deletes the image unless a container uses it (`force` overrides) or, for an
-    /// ID, several repositories name it (`force` overrides). Unreferenced layers and blobs are
-    /// then collected.
+    /// `docker rmi`, with every container taken as stopped; see [`Store::remove_with`].
     pub fn remove(&self, name: &str, force: bool) -> Result<Vec<DeleteItem>> {
+        self.remove_with(name, force, &[])
+    }
+
+    /// `docker rmi` as dockerd decides it, given the IDs of the containers now `running`:
+    /// - a tag of an image with other tags is only untagged;
+    /// - the last tag of an image a container uses needs `force`; forced, it is untagged and
+    ///   the image deleted, unless a running container uses it (then it is only untagged);
+    /// - by ID, an image tagged in several repositories needs `force`, one a stopped container
+    ///   uses needs `force`, and one a running container uses cannot be deleted at all.
+    ///
+    /// Unreferenced layers and blobs are then collected.
+    pub fn remove_with(
+        &self,
+        name: &str,
+        force: bool,
+        running: &[String],
+    ) -> Result<Vec<DeleteItem>> {
         let _l = self.lock_exclusive()?;
         let users = self.container_images()?;
         let mut result = Vec::new();
@@ -329,34 +343,51 @@ impl Store {
         self.inner.db.update(|db| {
             result.clear();
             let id = self.resolve(db, name)?;
-            let user = users
+            let image = short_id(id.hex());
+            let using: Vec<&String> = users
                 .iter()
-                .find(|(_, m)| m.image_id == id)
-                .map(|(c, _)| c.clone());
+                .filter(|(_, m)| m.image_id == id)
+                .map(|(c, _)| c)
+                .collect();
+            let running_user = using.iter().find(|c| running.contains(c));
             let tags = db.tags_of(&id);
             if let Some(t) = &by_tag {
-                if tags.len() > 1 {
+                let untag_only = tags.len() > 1 || (force && running_user.is_some());
+                if !untag_only && !force {
+                    if let Some(c) = using.first() {
+                        return Err(Error::ReferenceInUse {
+                            reference: name.to_string(),
+                            container: short_id(c),
+                            image,
+                        });
+                    }
+                }
+                if untag_only {
                     db.tags.remove(t);
                     result.push(DeleteItem::Untagged(Reference::parse(t)?.familiar()));
                     return Ok(());
                 }
-            } else if !force {
-                let repos: BTreeSet<String> = tags
-                    .iter()
-                    .filter_map(|t| Reference::parse(t).ok())
-                    .map(|r| r.name())
-                    .collect();
-                if repos.len() > 1 {
-                    return Err(Error::MultipleRepositories {
-                        image: name.to_string(),
+            } else {
+                if !force {
+                    let repos: BTreeSet<String> = tags
+                        .iter()
+                        .filter_map(|t| Reference::parse(t).ok())
+                        .map(|r| r.name())
+                        .collect();
+                    if repos.len() > 1 {
+                        return Err(Error::MultipleRepositories { image });
+                    }
+                }
+                if let Some(c) = running_user {
+                    return Err(Error::ImageInUseRunning {
+                        image,
+                        container: short_id(c),
                     });
                 }
-            }
-            if let Some(c) = user {
-                if !force {
+                if let (Some(c), false) = (using.first(), force) {
                     return Err(Error::ImageInUse {
-                        image: name.to_string(),
-                        container: c,
+                        image,
+                        container: short_id(c),
                     });
                 }
             }
@@ -592,4 +623,9 @@ impl Store {
         }
         Ok(r)
     }
+}
+
+/// The 12-character form dockerd prints IDs in.
+fn short_id(id: &str) -> String {
+    id.chars().take(12).collect()
 }

@@ -7,7 +7,7 @@
 //!   blobs/sha256/<hex>    content store (manifests, configs, layers)
 //!   images.json           reference index, rewritten atomically (see `db`)
 //!   snapshots/<chain>/    one unpacked layer per chain ID: fs/ + meta.json
-//!   containers/<id>/      container rootfs: upper/ work/ merged/ + meta.json
+//!   containers/<id>/      container rootfs: init/ (mountpoint stubs) upper/ work/ merged/ + meta.json
 //!   tmp/                  everything in progress; emptied by gc
 //!   gc.lock               flock: shared while adding content, exclusive for gc/remove/prune
 //! ```

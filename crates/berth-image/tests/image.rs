@@ -190,6 +190,13 @@ fn tag_untag_and_delete_like_docker() {
     // By ID while two repositories name it: conflict unless forced.
     let e = ts.store.remove(&id.hex()[..12], false).unwrap_err();
     assert_eq!(e.kind(), berth_image::ErrorKind::Conflict, "{e}");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "conflict: unable to delete {} (must be forced) - image is referenced in multiple repositories",
+            &id.hex()[..12]
+        )
+    );
     let out = ts.store.remove(&id.hex()[..12], true).unwrap();
     assert_eq!(out.last(), Some(&DeleteItem::Deleted(id.to_string())));
     assert_eq!(
@@ -205,6 +212,63 @@ fn tag_untag_and_delete_like_docker() {
     assert_eq!(ts.count("snapshots"), 0);
     assert!(ts.store.tag("nosuch", "x").is_err());
     assert!(ts.store.tag("busybox", "Bad/Name").is_err());
+}
+
+/// rmi conflicts with containers, in dockerd's decisions and words.
+#[test]
+fn rmi_conflicts_with_containers_like_dockerd() {
+    let ts = TestStore::new();
+    let id = import_busybox(&ts, "busybox");
+    let short = id.hex()[..12].to_string();
+    let cid = format!("{}{}", "c0ffee".repeat(10), "abcd");
+    let r = ts.store.create_rootfs("busybox", &cid).unwrap();
+    let running = vec![cid.clone()];
+
+    // The last tag, a container (running or not) using the image.
+    for run in [&[][..], &running[..]] {
+        let e = ts.store.remove_with("busybox", false, run).unwrap_err();
+        assert_eq!(e.kind(), berth_image::ErrorKind::Conflict);
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "conflict: unable to remove repository reference \"busybox\" (must force) - container {} is using its referenced image {short}",
+                &cid[..12]
+            )
+        );
+    }
+    // By ID: a stopped container needs force, a running one cannot be forced.
+    let e = ts.store.remove(&short, false).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "conflict: unable to delete {short} (must be forced) - image is being used by stopped container {}",
+            &cid[..12]
+        )
+    );
+    for force in [false, true] {
+        let e = ts.store.remove_with(&short, force, &running).unwrap_err();
+        assert_eq!(e.kind(), berth_image::ErrorKind::Conflict);
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "conflict: unable to delete {short} (cannot be forced) - image is being used by running container {}",
+                &cid[..12]
+            )
+        );
+    }
+    // Forcing the tag away while the container runs only untags.
+    assert_eq!(
+        ts.store.remove_with("busybox", true, &running).unwrap(),
+        vec![DeleteItem::Untagged("busybox:latest".into())]
+    );
+    assert_eq!(ts.store.image_id(&short).unwrap(), id);
+    // Stopped, a forced removal by ID deletes the image; the container keeps its layers.
+    assert_eq!(
+        ts.store.remove(&short, true).unwrap(),
+        vec![DeleteItem::Deleted(id.to_string())]
+    );
+    assert!(r.path.join("bin/busybox").exists());
+    r.remove().unwrap();
 }
 
 #[test]
