@@ -281,6 +281,12 @@ fn berth_cli_network_commands_and_restart() {
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("no published port: {}", ports["NetworkSettings"]));
 
+    let ps = ok(d.berth(&["ps", "--format", "{{.Names}} {{.Ports}} {{.Networks}}"]));
+    assert!(
+        ps.contains(&format!("web 127.0.0.1:{port}->80/tcp bt-cli")),
+        "ps: {ps}"
+    );
+
     // A restarted daemon keeps the running container's namespace, address and port.
     d.stop();
     d.spawn();

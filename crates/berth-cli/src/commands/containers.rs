@@ -159,14 +159,14 @@ fn ps_row(v: &Value, no_trunc: bool, now: i64) -> Value {
         "Command": command,
         "CreatedAt": created_at,
         "RunningFor": format!("{} ago", berth_daemon::time::human_duration(now - created)),
-        "Ports": "",
+        "Ports": super::network::ports_column(&v["Ports"]),
         "State": v["State"],
         "Status": v["Status"],
         "Size": size,
         "Names": names.join(","),
         "Labels": labels.join(","),
         "Mounts": "",
-        "Networks": "",
+        "Networks": super::network::networks_column(&v["NetworkSettings"]),
         "LocalVolumes": "0",
     })
 }

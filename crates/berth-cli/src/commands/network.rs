@@ -375,3 +375,41 @@ pub(crate) fn apply_run_flags(body: &mut Value, f: &RunNetworkFlags<'_>) -> Resu
     }
     Ok(())
 }
+
+/// The `PORTS` column of `ps`: `127.0.0.1:8080->80/tcp`, or `80/tcp` when unpublished.
+pub(crate) fn ports_column(ports: &Value) -> String {
+    let mut out: Vec<(u64, String)> = ports
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            let private = format!("{}/{}", p["PrivatePort"], go_string(&p["Type"]));
+            let text = match p["PublicPort"].as_u64() {
+                Some(public) => format!("{}:{public}->{private}", go_string(&p["IP"])),
+                None => private,
+            };
+            (p["PrivatePort"].as_u64().unwrap_or(0), text)
+        })
+        .collect();
+    // As docker orders them: by container port.
+    out.sort();
+    out.dedup();
+    out.into_iter()
+        .map(|(_, t)| t)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The `NETWORKS` column of `ps`.
+pub(crate) fn networks_column(settings: &Value) -> String {
+    let mut names: Vec<&String> = settings["Networks"]
+        .as_object()
+        .map(|m| m.keys().collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
