@@ -1,8 +1,11 @@
 //! `docker push`: for each blob of the image (layers and config) HEAD it in the target
 //! repository and skip it if present, else try a cross-repository mount from a repository of
-//! the same registry the image came from, else upload it (monolithic PUT streaming from the
-//! store's file, or PATCH chunks); then PUT the manifest under the tag and check the digest
-//! the registry computed.
+//! the same registry the image came from, else upload it (monolithic PUT, or PATCH chunks);
+//! then PUT the manifest under the tag and check the digest the registry computed.
+//!
+//! Everything is read through `berth_image::Store`'s API (`manifest_digest`, `open_blob`),
+//! never from its files; blobs are re-hashed while they stream, and an upload is only
+//! completed once the local blob proved to match its digest.
 
 use std::io::Read;
 use std::sync::Arc;
