@@ -126,7 +126,14 @@ pub async fn tag(ctx: &Ctx, name: String) -> Result<Response<Body>> {
 pub async fn remove(ctx: &Ctx, name: String) -> Result<Response<Body>> {
     let force = ctx.query.bool("force");
     let items = blocking(&ctx.daemon, move |d| {
-        let items = d.images.remove(&name, force)?;
+        let running: Vec<String> = d
+            .containers
+            .list()
+            .into_iter()
+            .filter(|c| c.state.running)
+            .map(|c| c.id)
+            .collect();
+        let items = d.images.remove_with(&name, force, &running)?;
         for item in &items {
             match item {
                 berth_image::DeleteItem::Untagged(r) => image_event(d, "untag", r, &name),
