@@ -523,9 +523,10 @@ impl NetworkManager {
             })
             .collect();
         for name in netlink::link_names()? {
+            // The default bridge is never deleted: `ensure_default` reuses it, and another
+            // daemon on the host (tests, CI) may be using it at this very moment.
             let ours = name.starts_with(&self.cfg.veth_prefix)
-                || name.starts_with(&self.cfg.bridge_prefix)
-                || name == self.cfg.default_bridge;
+                || name.starts_with(&self.cfg.bridge_prefix);
             if ours && !owned.contains(name.as_str()) {
                 netlink::delete_link(&name)?;
                 report.links_removed.push(name);
