@@ -42,7 +42,13 @@ pub struct Daemon {
     /// The registry client, built on first use: loading the system's root certificates
     /// costs memory an idle daemon does not need.
     registry: std::sync::Mutex<Option<Arc<berth_distribution::Client>>>,
+    /// Attach sessions waiting for a container's next start, by container id: the start
+    /// path connects each to the monitor's attach socket before the process runs.
+    pub(crate) pending_attach: std::sync::Mutex<HashMap<String, Vec<PendingAttach>>>,
 }
+
+/// Receives a connection to the monitor's attach socket made before the container starts.
+pub(crate) type PendingAttach = tokio::sync::oneshot::Sender<std::os::unix::net::UnixStream>;
 
 /// Options of `GET /containers/json`.
 #[derive(Debug, Default)]
@@ -85,6 +91,7 @@ impl Daemon {
         let daemon = Daemon {
             network,
             registry: Default::default(),
+            pending_attach: Default::default(),
             runtime,
             execs: Default::default(),
             config,

@@ -163,6 +163,16 @@ impl Daemon {
 
     /// `POST /exec/{id}/start`: runs the process through a monitor and watches it.
     pub async fn start_exec(self: &Arc<Self>, id: &str) -> Result<ExecInstance> {
+        Ok(self.start_exec_attached(id, false).await?.0)
+    }
+
+    /// As [`Self::start_exec`]; with `attach`, also returns a connection to the exec monitor's
+    /// attach socket made before the process started, so it carries all of its output.
+    pub async fn start_exec_attached(
+        self: &Arc<Self>,
+        id: &str,
+        attach: bool,
+    ) -> Result<(ExecInstance, Option<std::os::unix::net::UnixStream>)> {
         let exec = {
             let mut map = lock(&self.execs.0);
             let e = map
@@ -185,9 +195,10 @@ impl Daemon {
         }
         let d = Arc::clone(self);
         let e2 = exec.clone();
-        let started = tokio::task::spawn_blocking(move || d.launch_exec(&e2, &record))
-            .await
-            .map_err(|e| Error::Internal(format!("exec task: {e}")))??;
+        let (started, stream) =
+            tokio::task::spawn_blocking(move || d.launch_exec(&e2, &record, attach))
+                .await
+                .map_err(|e| Error::Internal(format!("exec task: {e}")))??;
         self.execs.update(id, |e| {
             e.running = true;
             e.pid = i64::from(started.container_pid);
@@ -205,14 +216,18 @@ impl Daemon {
             crate::lifecycle::wait_for_pid(started.monitor_pid).await;
             d.finish_exec(&eid);
         });
-        self.execs.get(id)
+        Ok((self.execs.get(id)?, stream))
     }
 
     fn launch_exec(
         &self,
         exec: &ExecInstance,
         record: &crate::store::ContainerRecord,
-    ) -> Result<monitor::MonitorStarted> {
+        attach: bool,
+    ) -> Result<(
+        monitor::MonitorStarted,
+        Option<std::os::unix::net::UnixStream>,
+    )> {
         let paths = self.exec_paths(&exec.id);
         for dir in [Some(paths.dir.as_path()), paths.attach_socket.parent()]
             .into_iter()
@@ -279,7 +294,13 @@ impl Daemon {
             container_pid_file: paths.dir.join("process.pid"),
         };
         let exe = crate::lifecycle::self_exe();
-        Ok(monitor::spawn_monitor(&exe, &config)?)
+        if !attach {
+            return Ok((monitor::spawn_monitor(&exe, &config)?, None));
+        }
+        let created = monitor::spawn_monitor_created(&exe, &config)?;
+        let stream = std::os::unix::net::UnixStream::connect(&paths.attach_socket)
+            .map_err(|e| Error::io(format!("connect to {}", paths.attach_socket.display()), e))?;
+        Ok((created.start()?, Some(stream)))
     }
 
     /// Records an exec's exit from its exit file (idempotent).

@@ -115,6 +115,8 @@ impl Daemon {
         let started = match started {
             Ok(s) => s,
             Err(err) => {
+                // Sessions waiting for this start end (their senders are dropped).
+                crate::events::lock(&self.pending_attach).remove(&id);
                 let message = err.to_string();
                 // Docker's codes for a command that cannot be found or run.
                 let code = if message.contains("not found") {
@@ -221,7 +223,24 @@ impl Daemon {
             container_pid_file: paths.container_pid.clone(),
         };
         let exe = self_exe();
-        match monitor::spawn_monitor(&exe, &config) {
+        // Two-phase start, as dockerd with containerd: attach sessions that are waiting (the
+        // `docker run` client attaches before it starts) connect while the container is only
+        // created, so they receive all of its output.
+        let started = monitor::spawn_monitor_created(&exe, &config).and_then(|created| {
+            let waiters = crate::events::lock(&self.pending_attach)
+                .remove(&r.id)
+                .unwrap_or_default();
+            for waiter in waiters {
+                match std::os::unix::net::UnixStream::connect(&paths.attach_socket) {
+                    Ok(stream) => {
+                        let _ = waiter.send(stream);
+                    }
+                    Err(err) => tracing::warn!(id = %r.id, %err, "cannot connect attach session"),
+                }
+            }
+            created.start()
+        });
+        match started {
             Ok(started) => Ok(started),
             Err(err) => {
                 let _ = self.runtime.delete(&r.id, true);

@@ -1,29 +1,26 @@
 //! `POST /containers/{id}/attach` (hijacked connection) and `POST /containers/{id}/resize`.
 //!
-//! Output comes from the container's json-file log, followed from the moment of attaching:
-//! the monitor only forwards output produced while a client is connected to its socket, and
-//! `docker run` attaches before the container starts, so reading the log is what guarantees
-//! that a short-lived container's output is never lost. Input goes to the monitor's attach
-//! socket as STDIN frames (see `berth_runtime::monitor::attach`), once the container runs.
+//! A session is one connection to the container's monitor attach socket
+//! (`berth_runtime::monitor::attach`): output arrives already in Docker's stream framing (raw
+//! in tty mode) and is copied to the client, filtered to the streams it asked for; the client's
+//! input goes back as STDIN frames. A session opened before the container runs (`docker run`
+//! attaches, then starts) is connected by the start path while the container is only created
+//! (`Daemon::pending_attach`), so no output is lost. `logs=1` replays the json-file log first.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use berth_runtime::monitor::attach as proto;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE, UPGRADE};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
 
 use super::{empty, Body, Ctx};
 use crate::daemon::Daemon;
 use crate::error::{Error, Result};
 use crate::logs::{self, Selection};
-
-/// How often an attached session polls the log for output.
-const POLL: Duration = Duration::from_millis(50);
 
 /// `POST /containers/{id}/attach?stream=&stdin=&stdout=&stderr=&logs=`.
 pub async fn attach(ctx: &Ctx, key: &str, mut req: Request<Incoming>) -> Result<Response<Body>> {
@@ -46,9 +43,16 @@ pub async fn attach(ctx: &Ctx, key: &str, mut req: Request<Incoming>) -> Result<
     let upgrade = hyper::upgrade::on(&mut req);
     let daemon = Arc::clone(&ctx.daemon);
     let id = record.id.clone();
-    let started_at = record.state.started_at.clone();
-    let was_running = record.state.running;
-    let error = record.state.error.clone();
+    // Registered now, before the response, so that a start requested right after the
+    // upgrade (`docker run`) finds this session waiting.
+    let pending = (stream && !record.state.running).then(|| {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        crate::events::lock(&daemon.pending_attach)
+            .entry(id.clone())
+            .or_default()
+            .push(tx);
+        rx
+    });
     tokio::spawn(async move {
         let upgraded = match upgrade.await {
             Ok(u) => TokioIo::new(u),
@@ -57,28 +61,18 @@ pub async fn attach(ctx: &Ctx, key: &str, mut req: Request<Incoming>) -> Result<
                 return;
             }
         };
-        let (mut reader, mut writer) = tokio::io::split(upgraded);
-        if want_stdin {
-            let d = Arc::clone(&daemon);
-            let sid = id.clone();
-            let run = (started_at.clone(), was_running);
-            tokio::spawn(async move {
-                if let Err(err) = forward_stdin(&d, &sid, run, &mut reader).await {
-                    tracing::debug!(id = %sid, %err, "attach stdin ended");
-                }
-            });
-        }
+        let (reader, mut writer) = tokio::io::split(upgraded);
         let session = Session {
             daemon,
             id: id.clone(),
             sel,
             tty,
-            started_at,
-            was_running,
-            error,
         };
-        if let Err(err) = session.stream_output(&mut writer, replay, stream).await {
-            tracing::debug!(%id, %err, "attach output ended");
+        if let Err(err) = session
+            .run(reader, &mut writer, replay, stream, want_stdin, pending)
+            .await
+        {
+            tracing::debug!(%id, %err, "attach ended");
         }
         let _ = writer.shutdown().await;
     });
@@ -97,115 +91,205 @@ pub async fn attach(ctx: &Ctx, key: &str, mut req: Request<Incoming>) -> Result<
     Ok(resp)
 }
 
+type Pending = tokio::sync::oneshot::Receiver<std::os::unix::net::UnixStream>;
+
 struct Session {
     daemon: Arc<Daemon>,
     id: String,
     sel: Selection,
     tty: bool,
-    started_at: String,
-    was_running: bool,
-    /// The record's start error when attaching; a new one means the start failed.
-    error: String,
 }
 
 impl Session {
-    /// Streams output until the run that was current (or the next one, when attached before
-    /// start) has ended and its output is drained.
-    async fn stream_output<W: AsyncWrite + Unpin>(
+    async fn run<R, W>(
         &self,
+        reader: R,
         w: &mut W,
         replay: bool,
         stream: bool,
-    ) -> Result<()> {
-        let record = self.daemon.containers.get(&self.id)?;
-        let log_path = std::path::PathBuf::from(&record.log_path);
-        let sel = Selection {
-            tail: if replay { None } else { Some(0) },
-            ..self.sel.clone()
-        };
-        let (past, mut follower) = tokio::task::spawn_blocking(move || logs::read(&log_path, &sel))
-            .await
-            .map_err(|e| Error::Internal(format!("log reader: {e}")))??;
-        for e in &past {
-            self.write(w, e).await?;
+        want_stdin: bool,
+        pending: Option<Pending>,
+    ) -> Result<()>
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin,
+    {
+        if replay {
+            self.replay(w).await?;
         }
         if !stream {
             return Ok(());
         }
-        loop {
-            let done = match self.daemon.containers.get(&self.id) {
-                Ok(r) => {
-                    let ran = self.was_running || r.state.started_at != self.started_at;
-                    let failed = !r.state.error.is_empty() && r.state.error != self.error;
-                    (ran || failed) && !r.state.running
+        // Subscribed before the container can exit: the session ends only once the daemon has
+        // recorded the exit, so a client that asks for the exit code next sees this run's.
+        let (_, mut events) = self.daemon.events.subscribe();
+        let attached_before_start = pending.is_some();
+        let monitor = match pending {
+            Some(rx) => {
+                let std = rx
+                    .await
+                    .map_err(|_| Error::Conflict(format!("container {} did not start", self.id)))?;
+                std.set_nonblocking(true)
+                    .map_err(|e| Error::io("attach socket", e))?;
+                UnixStream::from_std(std).map_err(|e| Error::io("attach socket", e))?
+            }
+            None => {
+                let socket = self.daemon.run_paths(&self.id).attach_socket;
+                match UnixStream::connect(&socket).await {
+                    Ok(s) => s,
+                    // The container exited meanwhile: nothing more to stream.
+                    Err(_) => return Ok(()),
                 }
-                Err(_) => true,
-            };
-            for e in follower.poll()?.iter().filter(|e| self.sel.wants(e)) {
-                self.write(w, e).await?;
             }
-            if done {
-                return Ok(());
+        };
+        let copied = copy_session(monitor, reader, w, want_stdin, &self.sel, self.tty).await;
+        let recorded = async {
+            if attached_before_start {
+                wait_die(&self.id, &mut events).await;
+            } else {
+                self.daemon.wait_exit(&self.id, &mut events, None).await;
             }
-            tokio::time::sleep(POLL).await;
-        }
+        };
+        // Bounded: a monitor that vanished without a trace must not hold the client forever.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), recorded).await;
+        copied
     }
 
-    async fn write<W: AsyncWrite + Unpin>(&self, w: &mut W, e: &logs::Entry) -> Result<()> {
-        w.write_all(&logs::frame(e, self.tty, false))
+    async fn replay<W: AsyncWrite + Unpin>(&self, w: &mut W) -> Result<()> {
+        let record = self.daemon.containers.get(&self.id)?;
+        let log_path = std::path::PathBuf::from(&record.log_path);
+        let sel = self.sel.clone();
+        let (past, _) = tokio::task::spawn_blocking(move || logs::read(&log_path, &sel))
             .await
-            .map_err(|e| Error::io("write attach output", e))?;
+            .map_err(|e| Error::Internal(format!("log reader: {e}")))??;
+        for e in &past {
+            w.write_all(&logs::frame(e, self.tty, false))
+                .await
+                .map_err(|e| Error::io("write attach output", e))?;
+        }
         w.flush()
             .await
             .map_err(|e| Error::io("write attach output", e))
     }
 }
 
-/// Connects to a container's monitor, waiting for the container to start; gives up once the
-/// run the client attached to has ended.
-async fn connect_monitor(daemon: &Daemon, id: &str, run: &(String, bool)) -> Result<UnixStream> {
-    let socket = daemon.run_paths(id).attach_socket;
+/// Waits for container `id`'s `die` event.
+async fn wait_die(
+    id: &str,
+    events: &mut tokio::sync::broadcast::Receiver<Arc<crate::events::Event>>,
+) {
     loop {
-        let record = daemon.containers.get(id)?;
-        if record.state.running {
-            if let Ok(s) = UnixStream::connect(&socket).await {
-                return Ok(s);
-            }
-        } else if run.1 || record.state.started_at != run.0 {
-            return Err(Error::Conflict(format!("container {id} is not running")));
+        match events.recv().await {
+            Ok(e) if e.kind == "container" && e.actor.id == id && e.action == "die" => return,
+            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
         }
-        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Runs one attach session over a monitor connection until the monitor closes it (the
+/// process exited and its output is drained): output to `w` (only the selected streams),
+/// and with `want_stdin` the client's input to the monitor. Shared with exec.
+pub(super) async fn copy_session<R, W>(
+    monitor: UnixStream,
+    reader: R,
+    w: &mut W,
+    want_stdin: bool,
+    sel: &Selection,
+    tty: bool,
+) -> Result<()>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin,
+{
+    let (mut from_monitor, to_monitor) = monitor.into_split();
+    // The write half stays open for the whole session: closing it reads as a hang-up to
+    // the monitor, which would then stop sending output.
+    let input = tokio::spawn(async move {
+        let mut to_monitor = to_monitor;
+        if want_stdin {
+            let mut reader = reader;
+            if let Err(err) = forward_stdin(&mut reader, &mut to_monitor).await {
+                tracing::debug!(%err, "attach stdin ended");
+            }
+        }
+        std::future::pending::<()>().await;
+    });
+    let result = copy_output(&mut from_monitor, w, sel, tty).await;
+    input.abort();
+    result
+}
+
+/// Copies the monitor's output to the client: raw in tty mode, otherwise frame by frame,
+/// keeping only the streams the client selected.
+async fn copy_output<R, W>(r: &mut R, w: &mut W, sel: &Selection, tty: bool) -> Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let write_err = |e| Error::io("write attach output", e);
+    let mut buf = vec![0u8; 32 << 10];
+    if tty {
+        loop {
+            let n = r
+                .read(&mut buf)
+                .await
+                .map_err(|e| Error::io("read from the monitor", e))?;
+            if n == 0 {
+                return Ok(());
+            }
+            if sel.stdout {
+                w.write_all(&buf[..n]).await.map_err(write_err)?;
+                w.flush().await.map_err(write_err)?;
+            }
+        }
+    }
+    let mut header = [0u8; 8];
+    loop {
+        match r.read_exact(&mut header).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(Error::io("read from the monitor", e)),
+        }
+        let len = u32::from_be_bytes([header[4], header[5], header[6], header[7]]) as usize;
+        let mut payload = vec![0u8; len];
+        r.read_exact(&mut payload)
+            .await
+            .map_err(|e| Error::io("read from the monitor", e))?;
+        let wanted = match header[0] {
+            proto::STDOUT => sel.stdout,
+            proto::STDERR => sel.stderr,
+            _ => false,
+        };
+        if wanted {
+            w.write_all(&header).await.map_err(write_err)?;
+            w.write_all(&payload).await.map_err(write_err)?;
+            w.flush().await.map_err(write_err)?;
+        }
     }
 }
 
 /// Copies the client's raw stdin into STDIN frames; client EOF closes the container's stdin.
-async fn forward_stdin<R: tokio::io::AsyncRead + Unpin>(
-    daemon: &Daemon,
-    id: &str,
-    run: (String, bool),
-    reader: &mut R,
-) -> Result<()> {
+async fn forward_stdin<R, M>(reader: &mut R, monitor: &mut M) -> Result<()>
+where
+    R: AsyncRead + Unpin,
+    M: AsyncWrite + Unpin,
+{
     let mut buf = vec![0u8; 32 << 10];
-    let mut monitor: Option<tokio::net::unix::OwnedWriteHalf> = None;
     loop {
         let n = reader
             .read(&mut buf)
             .await
             .map_err(|e| Error::io("read attach input", e))?;
-        if monitor.is_none() {
-            monitor = Some(drained(connect_monitor(daemon, id, &run).await?));
-        }
-        let Some(m) = monitor.as_mut() else {
-            continue;
-        };
         let frame = if n == 0 {
             proto::encode(proto::CLOSE_STDIN, &[])
         } else {
             proto::encode(proto::STDIN, &buf[..n])
         };
-        m.write_all(&frame)
+        monitor
+            .write_all(&frame)
             .await
-            .map_err(|e| Error::io("write to the container's monitor", e))?;
+            .map_err(|e| Error::io("write to the monitor", e))?;
         if n == 0 {
             return Ok(());
         }
@@ -239,16 +323,4 @@ pub async fn resize(ctx: &Ctx, key: &str) -> Result<Response<Body>> {
         .await
         .map_err(|e| Error::io("send resize to the container's monitor", e))?;
     Ok(empty(StatusCode::OK))
-}
-
-/// Splits a monitor connection used for input: the monitor also sends this client the
-/// container's output, which is read and discarded until the monitor closes the socket, so the
-/// monitor never writes to a closed or full socket. Output reaches clients through the log.
-pub(super) fn drained(stream: UnixStream) -> tokio::net::unix::OwnedWriteHalf {
-    let (mut read, write) = stream.into_split();
-    tokio::spawn(async move {
-        let mut sink = vec![0u8; 16 << 10];
-        while matches!(read.read(&mut sink).await, Ok(n) if n > 0) {}
-    });
-    write
 }

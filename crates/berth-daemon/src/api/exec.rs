@@ -10,17 +10,13 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 
 use super::{empty, json_response, read_json, Body, Ctx};
-use crate::daemon::Daemon;
 use crate::error::{Error, Result};
 use crate::exec::ExecConfig;
 use crate::logs::{self, Selection};
-
-/// How often an attached exec session polls its log.
-const POLL: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// `POST /containers/{id}/exec`.
 pub async fn create(ctx: &Ctx, key: &str, req: Request<Incoming>) -> Result<Response<Body>> {
@@ -64,34 +60,42 @@ pub async fn start(ctx: &Ctx, id: &str, mut req: Request<Incoming>) -> Result<Re
                 return;
             }
         };
-        let (mut reader, mut writer) = tokio::io::split(io);
-        if let Err(err) = daemon.start_exec(&exec.id).await {
-            let message = format!("{err}\r\n");
-            let entry = logs::Entry {
-                stream: logs::Stream::Stdout,
-                time: 0,
-                line: message.into_bytes(),
-            };
-            let _ = writer.write_all(&logs::frame(&entry, tty, false)).await;
-            daemon.fail_exec(&exec.id, &err);
-            let _ = writer.shutdown().await;
-            return;
-        }
-        if exec.config.attach_stdin {
-            let socket = daemon.exec_paths(&exec.id).attach_socket;
-            tokio::spawn(async move {
-                if let Err(err) = forward_stdin(&socket, &mut reader).await {
-                    tracing::debug!(%err, "exec stdin ended");
-                }
-            });
-        }
+        let (reader, mut writer) = tokio::io::split(io);
+        let monitor = match daemon.start_exec_attached(&exec.id, true).await {
+            Ok((_, Some(monitor))) => monitor,
+            Ok((_, None)) => return,
+            Err(err) => {
+                let message = format!("{err}\r\n");
+                let entry = logs::Entry {
+                    stream: logs::Stream::Stdout,
+                    time: 0,
+                    line: message.into_bytes(),
+                };
+                let _ = writer.write_all(&logs::frame(&entry, tty, false)).await;
+                daemon.fail_exec(&exec.id, &err);
+                let _ = writer.shutdown().await;
+                return;
+            }
+        };
         let sel = Selection {
             stdout: exec.config.attach_stdout,
             stderr: exec.config.attach_stderr,
             ..Default::default()
         };
-        if let Err(err) = stream(&daemon, &exec.id, &sel, tty, &mut writer).await {
-            tracing::debug!(id = %exec.id, %err, "exec output ended");
+        let monitor = monitor
+            .set_nonblocking(true)
+            .and_then(|()| UnixStream::from_std(monitor));
+        match monitor {
+            Ok(monitor) => {
+                let stdin = exec.config.attach_stdin;
+                if let Err(err) =
+                    super::attach::copy_session(monitor, reader, &mut writer, stdin, &sel, tty)
+                        .await
+                {
+                    tracing::debug!(id = %exec.id, %err, "exec session ended");
+                }
+            }
+            Err(err) => tracing::warn!(id = %exec.id, %err, "exec attach socket"),
         }
         // The exit code must be visible to `GET /exec/{id}/json` once the stream ends.
         daemon.finish_exec(&exec.id);
@@ -110,72 +114,6 @@ pub async fn start(ctx: &Ctx, id: &str, mut req: Request<Incoming>) -> Result<Re
         }),
     );
     Ok(resp)
-}
-
-/// Follows the exec's log until its process has exited and the log is drained.
-async fn stream<W: AsyncWrite + Unpin>(
-    daemon: &Daemon,
-    id: &str,
-    sel: &Selection,
-    tty: bool,
-    w: &mut W,
-) -> Result<()> {
-    let log = daemon.exec_paths(id).log;
-    let read_sel = sel.clone();
-    let (past, mut follower) = tokio::task::spawn_blocking(move || logs::read(&log, &read_sel))
-        .await
-        .map_err(|e| Error::Internal(format!("log reader: {e}")))??;
-    let write = |e: &logs::Entry| logs::frame(e, tty, false);
-    for e in &past {
-        w.write_all(&write(e))
-            .await
-            .map_err(|e| Error::io("write exec output", e))?;
-    }
-    loop {
-        let done = daemon.exec_exited(id);
-        for e in follower.poll()?.iter().filter(|e| sel.wants(e)) {
-            w.write_all(&write(e))
-                .await
-                .map_err(|e| Error::io("write exec output", e))?;
-        }
-        w.flush()
-            .await
-            .map_err(|e| Error::io("write exec output", e))?;
-        if done {
-            return Ok(());
-        }
-        tokio::time::sleep(POLL).await;
-    }
-}
-
-async fn forward_stdin<R: tokio::io::AsyncRead + Unpin>(
-    socket: &std::path::Path,
-    reader: &mut R,
-) -> Result<()> {
-    let mut monitor = super::attach::drained(
-        UnixStream::connect(socket)
-            .await
-            .map_err(|e| Error::io(format!("connect to {}", socket.display()), e))?,
-    );
-    let mut buf = vec![0u8; 32 << 10];
-    loop {
-        let n = reader
-            .read(&mut buf)
-            .await
-            .map_err(|e| Error::io("read exec input", e))?;
-        let frame = if n == 0 {
-            proto::encode(proto::CLOSE_STDIN, &[])
-        } else {
-            proto::encode(proto::STDIN, &buf[..n])
-        };
-        monitor
-            .write_all(&frame)
-            .await
-            .map_err(|e| Error::io("write to the exec's monitor", e))?;
-        if n == 0 {
-            return Ok(());
-        }
-    }
 }
 
 /// `GET /exec/{id}/json`.
