@@ -127,11 +127,12 @@ pub fn apply(table: &str, state: &State) -> Result<()> {
     } else {
         enable_forwarding()?;
         for n in state.networks.values() {
-            // Lets DNATed 127.0.0.1 packets be routed out of the bridge.
-            write_sysctl(
-                &format!("/proc/sys/net/ipv4/conf/{}/route_localnet", n.bridge),
-                "1",
-            )?;
+            // Lets DNATed 127.0.0.1 packets be routed out of the bridge. A bridge deleted
+            // behind our back is skipped: the next connect to its network recreates it.
+            let path = format!("/proc/sys/net/ipv4/conf/{}/route_localnet", n.bridge);
+            if std::path::Path::new(&path).exists() {
+                write_sysctl(&path, "1")?;
+            }
         }
         nft(&render(table, state))?;
     }

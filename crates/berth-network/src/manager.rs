@@ -410,6 +410,12 @@ impl NetworkManager {
         let peer_tmp = format!("bt{}", &hash[..13]);
         let mac = netlink::mac_for(ip);
         let ifname = req.ifname.clone().unwrap_or_else(|| "eth0".into());
+        if !netlink::link_exists(&net.bridge)? {
+            // Deleted behind our back (an operator, or another daemon's reconcile): recreate
+            // it, and reload the rules and sysctls that went with it.
+            netlink::ensure_bridge(&net.bridge, net.gateway, net.subnet.prefix(), net.mtu)?;
+            *self.applied.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
         netlink::attach_veth(
             &net.bridge,
             &host_veth,
