@@ -406,3 +406,28 @@ fn diff_commit_export() {
     );
     assert!(!list.lines().any(|l| l.trim_start_matches("./") == "bin/vi"));
 }
+
+/// `docker run` attaches before it starts, and the daemon connects that session to the
+/// monitor while the container is only created: a container that prints at once and exits
+/// gives all of its output, every time.
+#[test]
+fn docker_run_gets_all_output_every_time() {
+    if !have_tools() {
+        return;
+    }
+    let d = Daemon::start();
+    import_busybox(&d);
+    for i in 0..50 {
+        let out = d.docker(&[
+            "run",
+            "--rm",
+            "busybox",
+            "sh",
+            "-c",
+            "echo one; echo two >&2; echo three; exit 5",
+        ]);
+        assert_eq!(text(&out.stdout), "one\nthree\n", "run {i}: {out:?}");
+        assert_eq!(text(&out.stderr), "two\n", "run {i}: {out:?}");
+        assert_eq!(out.status.code(), Some(5), "run {i}: {out:?}");
+    }
+}
