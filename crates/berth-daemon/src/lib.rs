@@ -8,7 +8,8 @@
 //! Modules, from the wire inwards: [`server`] (sockets), `api` (routes and JSON shapes),
 //! [`apiversion`] (negotiation), [`error`] (the one status mapping), [`daemon`] (container
 //! operations on records), [`lifecycle`] (start/stop/kill/wait/restart policies over
-//! `berth-runtime`'s monitor), [`exec`] (exec instances), [`store`] (crash-safe container
+//! `berth-runtime`'s monitor), [`network`] (container networking over `berth-network`),
+//! [`exec`] (exec instances), [`store`] (crash-safe container
 //! records), [`events`] (broadcast + replay ring), [`logs`] (json-file reading and stream
 //! framing), [`filters`], [`time`], [`names`], [`host`], [`config`] (flags and daemon.json).
 //! Images are `berth-image`'s [`berth_image::Store`], used directly.
