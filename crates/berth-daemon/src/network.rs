@@ -494,8 +494,13 @@ impl Daemon {
         let d = Arc::clone(self);
         let res = blocking(move || {
             let path = d.network.netns_path(&r.id);
-            let n = d.network.endpoints_of(&r.id).len();
-            d.connect_one(&r, &net, &path, Vec::new(), &format!("eth{n}"))
+            // The lowest free ethN: earlier disconnects leave gaps.
+            let names = berth_network::netlink::link_names_in(&path)?;
+            let ifname = (0..)
+                .map(|n| format!("eth{n}"))
+                .find(|n| !names.contains(n))
+                .unwrap_or_else(|| "eth0".into());
+            d.connect_one(&r, &net, &path, Vec::new(), &ifname)
                 .map(drop)
         })
         .await;

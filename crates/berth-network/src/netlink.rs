@@ -85,24 +85,31 @@ pub fn link_exists(name: &str) -> Result<bool> {
 
 /// Names of all links in the current namespace.
 pub fn link_names() -> Result<Vec<String>> {
-    run(None, |h| async move {
-        let msgs: Vec<LinkMessage> = h
-            .link()
-            .get()
-            .execute()
-            .try_collect()
-            .await
-            .map_err(nl("list links", "all"))?;
-        Ok(msgs
-            .into_iter()
-            .filter_map(|m| {
-                m.attributes.into_iter().find_map(|a| match a {
-                    LinkAttribute::IfName(n) => Some(n),
-                    _ => None,
-                })
+    run(None, list_names)
+}
+
+/// Names of all links in the namespace at `netns` (to pick a container's next `ethN`).
+pub fn link_names_in(netns: &Path) -> Result<Vec<String>> {
+    run(Some(netns), list_names)
+}
+
+async fn list_names(h: Handle) -> Result<Vec<String>> {
+    let msgs: Vec<LinkMessage> = h
+        .link()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl("list links", "all"))?;
+    Ok(msgs
+        .into_iter()
+        .filter_map(|m| {
+            m.attributes.into_iter().find_map(|a| match a {
+                LinkAttribute::IfName(n) => Some(n),
+                _ => None,
             })
-            .collect())
-    })
+        })
+        .collect())
 }
 
 /// Creates bridge `name` with `gateway/prefix`, sets `mtu` and brings it up. An existing
