@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bollard_stubs::models::{
-    ContainerConfig, ContainerCreateBody, HostConfig, HostConfigLogConfig, RestartPolicyNameEnum,
+    ContainerConfig, ContainerCreateBody, HostConfig, RestartPolicyNameEnum,
 };
 use serde_json::{json, Value};
 
@@ -165,12 +165,7 @@ impl Daemon {
         {
             host_config.network_mode = Some("bridge".into());
         }
-        if host_config.log_config.is_none() {
-            host_config.log_config = Some(HostConfigLogConfig {
-                typ: Some("json-file".into()),
-                config: Some(HashMap::new()),
-            });
-        }
+        crate::logdriver::normalize(&mut host_config)?;
         let id = names::random_id();
         let name = match name {
             Some(n) => format!("/{}", n.trim_start_matches('/')),
@@ -375,6 +370,16 @@ impl Daemon {
     /// its process first.
     pub async fn remove_container(&self, key: &str, force: bool) -> Result<()> {
         let record = self.containers.get(key)?;
+        if record.state.restarting && !force {
+            return Err(Error::Conflict(format!(
+                "cannot remove container \"{}\": container is restarting: stop the container before removing or force remove",
+                record.name
+            )));
+        }
+        if force {
+            // Neither a scheduled restart nor the exit of the kill below restarts it.
+            self.mark_manually_stopped(&record.id);
+        }
         if record.state.running {
             if !force {
                 let verb = if record.state.paused {

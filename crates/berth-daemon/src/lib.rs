@@ -26,6 +26,7 @@ pub mod exec;
 pub mod filters;
 pub mod host;
 pub mod lifecycle;
+pub mod logdriver;
 pub mod logs;
 pub mod names;
 pub mod network;

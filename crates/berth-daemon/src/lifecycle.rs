@@ -143,6 +143,7 @@ impl Daemon {
             r.state.status = Status::Running;
             r.state.running = true;
             r.state.paused = false;
+            r.state.restarting = false;
             r.state.pid = i64::from(started.container_pid);
             r.state.exit_code = 0;
             r.state.error.clear();
@@ -299,6 +300,12 @@ impl Daemon {
             r.state.set_exited(code, error);
             r.state.oom_killed = oom;
             r.state.finished_at = finished.clone();
+            // Restarting from the moment the exit is recorded, so that a waiter woken by it
+            // cannot remove the container before the policy restarts it (as dockerd).
+            if restart_delay(r, code).is_some() {
+                r.state.restarting = true;
+                r.state.status = Status::Restarting;
+            }
             Ok(true)
         })?;
         if !changed {
@@ -340,7 +347,11 @@ impl Daemon {
             let Ok(record) = d.containers.get(&id) else {
                 return;
             };
-            if record.state.running || record.has_been_manually_stopped {
+            if record.state.running {
+                return;
+            }
+            if record.has_been_manually_stopped {
+                d.clear_restarting(&id);
                 return;
             }
             let _ = d.containers.update(&id, |r| {
@@ -349,12 +360,24 @@ impl Daemon {
             });
             if let Err(err) = d.run_container(&id).await {
                 tracing::warn!(%id, %err, "restart policy could not start the container");
+                d.clear_restarting(&id);
             }
         });
     }
 
+    /// Ends a pending restart's `restarting` state: the container is simply exited.
+    pub(crate) fn clear_restarting(&self, id: &str) {
+        let _ = self.containers.update(id, |r| {
+            if r.state.restarting {
+                r.state.restarting = false;
+                r.state.status = Status::Exited;
+            }
+            Ok(())
+        });
+    }
+
     /// Marks a container as stopped by a user, which suspends its restart policy.
-    fn mark_manually_stopped(&self, id: &str) {
+    pub(crate) fn mark_manually_stopped(&self, id: &str) {
         let _ = self.containers.update(id, |r| {
             r.has_been_manually_stopped = true;
             Ok(())
@@ -431,8 +454,21 @@ impl Daemon {
         if matches!(signal, Signal::SIGKILL | Signal::SIGTERM | Signal::SIGINT) {
             self.mark_manually_stopped(&record.id);
         }
+        let (_, mut rx) = self.events.subscribe();
         self.signal(&record, signal, false).await?;
         self.container_event("kill", &record, &[("signal", (signal as i32).to_string())]);
+        // As dockerd: a SIGKILL returns once the exit is recorded, so an inspect or remove
+        // that follows sees the container stopped with its exit code (137).
+        if signal == Signal::SIGKILL
+            && !self
+                .wait_exit(&record.id, &mut rx, Some(Duration::from_secs(30)))
+                .await
+        {
+            return Err(Error::Internal(format!(
+                "container {} did not exit after SIGKILL",
+                record.id
+            )));
+        }
         Ok(())
     }
 
@@ -482,6 +518,10 @@ impl Daemon {
         if !record.state.running {
             // Also cancels a restart the policy has scheduled.
             self.mark_manually_stopped(&record.id);
+            if record.state.restarting {
+                self.clear_restarting(&record.id);
+                return Ok(true);
+            }
             return Ok(false);
         }
         let signal = match signal {
