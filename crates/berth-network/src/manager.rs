@@ -529,10 +529,12 @@ impl NetworkManager {
             })
             .collect();
         for name in netlink::link_names()? {
-            // The default bridge is never deleted: `ensure_default` reuses it, and another
-            // daemon on the host (tests, CI) may be using it at this very moment.
+            // An unowned default bridge goes too, with whatever addresses it carried:
+            // `ensure_default` recreates it with the state's subnet. (Another daemon on the
+            // same host recreates it at its next connect.)
             let ours = name.starts_with(&self.cfg.veth_prefix)
-                || name.starts_with(&self.cfg.bridge_prefix);
+                || name.starts_with(&self.cfg.bridge_prefix)
+                || name == self.cfg.default_bridge;
             if ours && !owned.contains(name.as_str()) {
                 netlink::delete_link(&name)?;
                 report.links_removed.push(name);
