@@ -66,6 +66,13 @@ pub struct DaemonArgs {
     /// Path to use for the daemon PID file
     #[arg(short = 'p', long, value_name = "FILE")]
     pub pidfile: Option<PathBuf>,
+    /// Bridge of the default network; `none` disables it.
+    #[arg(short = 'b', long, value_name = "NAME")]
+    pub bridge: Option<String>,
+    /// Tag namespacing the host objects this daemon creates (bridges, veths, nftables
+    /// table), so that several daemons can share a host.
+    #[arg(long, value_name = "TAG")]
+    pub network_instance: Option<String>,
 }
 
 /// A listen address.
@@ -137,6 +144,10 @@ pub struct Config {
     pub insecure_tcp: bool,
     /// PID file path.
     pub pidfile: PathBuf,
+    /// `--bridge`: the default network's bridge (`none`: no default network).
+    pub bridge: Option<String>,
+    /// `--network-instance`: empty for the untagged defaults.
+    pub network_instance: String,
 }
 
 /// The daemon.json keys dockerd knows that Berth reads.
@@ -154,12 +165,13 @@ const KNOWN_KEYS: &[&str] = &[
     "tlscert",
     "tlskey",
     "pidfile",
+    "bridge",
+    "network-instance",
 ];
 
 /// The daemon.json keys dockerd knows that Berth accepts but does not act on yet.
 const IGNORED_KEYS: &[&str] = &[
     "bip",
-    "bridge",
     "default-address-pools",
     "dns",
     "dns-opts",
@@ -244,6 +256,16 @@ impl Config {
             args.pidfile.is_some(),
             format!("{:?}", args.pidfile),
         );
+        check(
+            "bridge",
+            args.bridge.is_some(),
+            format!("{:?}", args.bridge),
+        );
+        check(
+            "network-instance",
+            args.network_instance.is_some(),
+            format!("{:?}", args.network_instance),
+        );
         if !conflicts.is_empty() {
             return Err(Error::Config(format!(
                 "the following directives are specified both as a flag and in the configuration file: {}",
@@ -303,6 +325,35 @@ impl Config {
         let tls_ca = file_path(&args.tlscacert, "tlscacert")?;
         let tls_cert = file_path(&args.tlscert, "tlscert")?;
         let tls_key = file_path(&args.tlskey, "tlskey")?;
+        let bridge = match (&args.bridge, file.get("bridge")) {
+            (Some(b), _) => Some(b.clone()),
+            (None, Some(v)) => Some(string(v, "bridge")?),
+            (None, None) => None,
+        };
+        if let Some(b) = &bridge {
+            if b.is_empty()
+                || b.len() > 15
+                || b.contains(['/', ':'])
+                || b.contains(char::is_whitespace)
+            {
+                return Err(Error::Config(format!("invalid bridge name: {b:?}")));
+            }
+        }
+        let network_instance = match (&args.network_instance, file.get("network-instance")) {
+            (Some(t), _) => t.clone(),
+            (None, Some(v)) => string(v, "network-instance")?,
+            (None, None) => String::new(),
+        };
+        // Short enough that tagged interface names keep room for their hex part.
+        if network_instance.len() > 3
+            || !network_instance
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        {
+            return Err(Error::Config(format!(
+                "invalid network instance {network_instance:?}: at most 3 characters of [a-z0-9]"
+            )));
+        }
         Ok(Config {
             hosts,
             data_root,
@@ -317,6 +368,8 @@ impl Config {
             tls_key,
             insecure_tcp: args.insecure_tcp,
             pidfile,
+            bridge,
+            network_instance,
         })
     }
 }
@@ -402,6 +455,33 @@ mod tests {
             Host::Tcp("127.0.0.1:2375".into())
         );
         assert!(Host::parse("ftp://x").is_err());
+    }
+
+    #[test]
+    fn bridge_and_network_instance() {
+        let cfg = Config::merge(&DaemonArgs::default(), &Map::new()).unwrap();
+        assert_eq!((cfg.bridge, cfg.network_instance.as_str()), (None, ""));
+        let f = file(r#"{"bridge": "none", "network-instance": "t7"}"#);
+        let cfg = Config::merge(&DaemonArgs::default(), &f).unwrap();
+        assert_eq!(cfg.bridge.as_deref(), Some("none"));
+        assert_eq!(cfg.network_instance, "t7");
+        let args = DaemonArgs {
+            network_instance: Some("t7".into()),
+            ..Default::default()
+        };
+        assert!(Config::merge(&args, &f).is_err(), "flag and file both set");
+        for bad in ["abcd", "A", "a-b"] {
+            let args = DaemonArgs {
+                network_instance: Some(bad.into()),
+                ..Default::default()
+            };
+            assert!(Config::merge(&args, &Map::new()).is_err(), "{bad}");
+        }
+        let args = DaemonArgs {
+            bridge: Some("a-name-too-long-x".into()),
+            ..Default::default()
+        };
+        assert!(Config::merge(&args, &Map::new()).is_err());
     }
 
     #[test]

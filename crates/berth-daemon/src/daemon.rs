@@ -87,7 +87,7 @@ impl Daemon {
         let engine_id = engine_id(&config.data_root)?;
         let images = berth_image::Store::open(config.data_root.join("image"))?;
         let runtime = berth_runtime::Runtime::new(config.exec_root.join("runtime"));
-        let network = crate::network::Networking::open(&config.data_root, &config.exec_root)?;
+        let network = crate::network::Networking::open(&config)?;
         let daemon = Daemon {
             network,
             registry: Default::default(),
@@ -792,6 +792,8 @@ mod tests {
             tls_key: None,
             insecure_tcp: false,
             pidfile: dir.join("run/berth.pid"),
+            bridge: None,
+            network_instance: String::new(),
         };
         let d = Daemon::open(config).unwrap();
         import_image(&d);

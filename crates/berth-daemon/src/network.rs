@@ -30,6 +30,8 @@ pub struct Networking {
     pub mgr: Arc<NetworkManager>,
     dns: tokio::sync::Mutex<DnsRegistry>,
     exec_root: PathBuf,
+    /// False with `--bridge none`: no default network, containers default to mode none.
+    default_bridge: bool,
 }
 
 /// What a container's runtime spec needs from its network setup.
@@ -48,12 +50,22 @@ impl From<berth_network::NetworkError> for Error {
 
 impl Networking {
     /// Loads the persisted network state; touches no kernel object (see [`Daemon::network_start`]).
-    pub fn open(data_root: &Path, exec_root: &Path) -> Result<Self> {
-        let cfg = berth_network::Config::new(data_root.join("network"));
+    pub fn open(config: &crate::config::Config) -> Result<Self> {
+        let mut cfg = berth_network::Config::new(config.data_root.join("network"))
+            .with_instance(&config.network_instance);
+        let default_bridge = match config.bridge.as_deref() {
+            Some("none") => false,
+            Some(name) => {
+                cfg.default_bridge = name.to_string();
+                true
+            }
+            None => true,
+        };
         Ok(Networking {
             mgr: Arc::new(NetworkManager::open(cfg)?),
             dns: Default::default(),
-            exec_root: exec_root.to_path_buf(),
+            exec_root: config.exec_root.clone(),
+            default_bridge,
         })
     }
 
@@ -213,12 +225,15 @@ impl Daemon {
             .map(|r| r.id)
             .collect();
         let mgr = Arc::clone(&self.network.mgr);
+        let default_bridge = self.network.default_bridge;
         let res = blocking(move || {
             let report = mgr.reconcile(&live)?;
             if !report.endpoints_removed.is_empty() || !report.links_removed.is_empty() {
                 tracing::info!(?report, "network state reconciled");
             }
-            mgr.ensure_default()?;
+            if default_bridge {
+                mgr.ensure_default()?;
+            }
             Ok(())
         })
         .await;
@@ -231,7 +246,11 @@ impl Daemon {
     /// Container start (blocking): creates the namespace, connects the container to its
     /// networks and writes its `/etc` files.
     pub fn network_setup(&self, r: &ContainerRecord) -> Result<NetSetup> {
-        let mode = Mode::parse(r.host_config.network_mode.as_deref().unwrap_or(""));
+        let mode = match r.host_config.network_mode.as_deref().unwrap_or("") {
+            // As dockerd with `--bridge none` (an explicit `bridge` then finds no network).
+            "" | "default" if !self.network.default_bridge => Mode::None,
+            m => Mode::parse(m),
+        };
         let dir = self.containers.dir(&r.id);
         let hostname = r
             .config

@@ -74,6 +74,9 @@ async fn docker_pull_from_a_local_registry() {
 
     // The daemon, in this runtime.
     let sock = dir.path().join("s.sock");
+    // Its own network instance, no default bridge: it must not reconcile (delete) the links
+    // of other daemons on this host. The guard drops its nftables table.
+    let net = NetTable(format!("p{:02}", std::process::id() % 100));
     let config = berth_daemon::Config {
         hosts: vec![berth_daemon::config::Host::Unix(sock.clone())],
         data_root: dir.path().join("data"),
@@ -88,6 +91,8 @@ async fn docker_pull_from_a_local_registry() {
         tls_key: None,
         insecure_tcp: false,
         pidfile: dir.path().join("run/berth.pid"),
+        bridge: Some("none".into()),
+        network_instance: net.0.clone(),
     };
     let daemon_task = tokio::spawn(berth_daemon::server::run(config));
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -136,4 +141,16 @@ async fn docker_pull_from_a_local_registry() {
 
     daemon_task.abort();
     registry_task.abort();
+}
+
+/// Deletes the nftables table of network instance `.0` on drop.
+struct NetTable(String);
+
+impl Drop for NetTable {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("nft")
+            .args(["delete", "table", "ip", &format!("berth-{}", self.0)])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
 }

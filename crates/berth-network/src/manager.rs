@@ -48,6 +48,21 @@ impl Config {
             default_mtu: 1500,
         }
     }
+
+    /// The names of daemon instance `tag` (see `berth daemon --network-instance`): every
+    /// host-side object it creates carries the tag, so that daemons sharing a host never
+    /// touch each other's links or rules. An empty tag gives the defaults.
+    pub fn with_instance(mut self, tag: &str) -> Self {
+        if !tag.is_empty() {
+            // The `-` keeps tagged names out of the untagged patterns (prefix + hex only)
+            // and out of each other's (no tag is a prefix of another followed by `-`).
+            self.default_bridge = format!("berth-{tag}");
+            self.bridge_prefix = format!("bb{tag}-");
+            self.veth_prefix = format!("bv{tag}-");
+            self.table = format!("{}-{tag}", firewall::TABLE);
+        }
+        self
+    }
 }
 
 /// Parameters of `docker network create`.
@@ -99,6 +114,11 @@ pub struct NetworkManager {
     /// The ruleset last loaded into nftables. Most container starts publish no port and do
     /// not change it, so they skip the `nft` run (tens of milliseconds) entirely.
     applied: Mutex<Option<String>>,
+}
+
+/// How many hex digits fit after `prefix` in a 15-byte interface name, at most `max`.
+fn hex_room(prefix: &str, max: usize) -> usize {
+    15usize.saturating_sub(prefix.len()).min(max)
 }
 
 fn short_hash(s: &str) -> String {
@@ -282,14 +302,26 @@ impl NetworkManager {
                 rand::random::<u64>(),
                 rand::random::<u64>()
             );
-            if !guard.networks.contains_key(&id) {
+            // The bridge name keeps only a prefix of the id: it must be unique too.
+            let generated = format!(
+                "{}{}",
+                self.cfg.bridge_prefix,
+                &id[..hex_room(&self.cfg.bridge_prefix, 12)]
+            );
+            if !guard.networks.contains_key(&id)
+                && (req.bridge_name.is_some()
+                    || !guard.networks.values().any(|n| n.bridge == generated))
+            {
                 break id;
             }
         };
-        let bridge = req
-            .bridge_name
-            .clone()
-            .unwrap_or_else(|| format!("{}{}", self.cfg.bridge_prefix, &id[..12]));
+        let bridge = req.bridge_name.clone().unwrap_or_else(|| {
+            format!(
+                "{}{}",
+                self.cfg.bridge_prefix,
+                &id[..hex_room(&self.cfg.bridge_prefix, 12)]
+            )
+        });
         if bridge.is_empty() || bridge.len() > 15 || bridge.contains(['/', ' ']) {
             return Err(NetworkError::InvalidName(bridge));
         }
@@ -402,11 +434,23 @@ impl NetworkManager {
         };
         let ports = ports::resolve(wanted, &Self::published(&guard))?;
         let hash = short_hash(&format!("{}/{}", net.id, req.container_id));
-        let host_veth = format!(
-            "{}{}",
-            self.cfg.veth_prefix,
-            &hash[..(15 - self.cfg.veth_prefix.len()).min(16)]
-        );
+        // The name keeps only part of the hash: on the (unlikely) clash with an endpoint of
+        // this daemon, rehash with a salt rather than share a name.
+        let in_use = |name: &str| {
+            guard
+                .networks
+                .values()
+                .flat_map(|n| n.endpoints.values())
+                .any(|e| e.host_veth == name)
+        };
+        let room = hex_room(&self.cfg.veth_prefix, 16);
+        let mut host_veth = format!("{}{}", self.cfg.veth_prefix, &hash[..room]);
+        let mut salt = 0u32;
+        while in_use(&host_veth) {
+            salt += 1;
+            let h = short_hash(&format!("{}/{}/{salt}", net.id, req.container_id));
+            host_veth = format!("{}{}", self.cfg.veth_prefix, &h[..room]);
+        }
         let peer_tmp = format!("bt{}", &hash[..13]);
         let mac = netlink::mac_for(ip);
         let ifname = req.ifname.clone().unwrap_or_else(|| "eth0".into());
@@ -532,8 +576,15 @@ impl NetworkManager {
             // An unowned default bridge goes too, with whatever addresses it carried:
             // `ensure_default` recreates it with the state's subnet. (Another daemon on the
             // same host recreates it at its next connect.)
-            let ours = name.starts_with(&self.cfg.veth_prefix)
-                || name.starts_with(&self.cfg.bridge_prefix)
+            // Only names this configuration generates: another daemon's prefix may extend
+            // ours (`bv` + hex here, `bv<tag>-` + hex there).
+            let generated = |prefix: &str| {
+                name.strip_prefix(prefix).is_some_and(|rest| {
+                    !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_hexdigit())
+                })
+            };
+            let ours = generated(&self.cfg.veth_prefix)
+                || generated(&self.cfg.bridge_prefix)
                 || name == self.cfg.default_bridge;
             if ours && !owned.contains(name.as_str()) {
                 netlink::delete_link(&name)?;

@@ -357,8 +357,9 @@ fn state_survives_restart_and_reconcile_removes_leftovers() {
     let again = berth_network::NetworkManager::open(cfg.clone()).unwrap();
     assert_eq!(again.list(), env.mgr.list());
 
-    // A stray veth with our prefix and no owner, e.g. from a crash mid-connect.
-    let stray = format!("{}stray", cfg.veth_prefix);
+    // A stray veth with our naming (prefix + hex) and no owner, e.g. from a crash
+    // mid-connect.
+    let stray = format!("{}5f2a", cfg.veth_prefix);
     let st = std::process::Command::new("ip")
         .args(["link", "add", &stray, "type", "bridge"])
         .status()

@@ -30,7 +30,12 @@ struct Cleanup {
 
 impl Cleanup {
     fn docker(&self, args: &[&str]) -> Option<std::process::Output> {
-        Command::new(DOCKER).arg("-H").arg(&self.host).args(args).output().ok()
+        Command::new(DOCKER)
+            .arg("-H")
+            .arg(&self.host)
+            .args(args)
+            .output()
+            .ok()
     }
 }
 
@@ -61,8 +66,8 @@ fn http_get(port: u16) -> String {
     body
 }
 
-/// Daemons of one host share the default bridge and Berth's nftables table, and each
-/// reconciles them at start: the tests of this file run one daemon at a time.
+/// The tests of this file run one daemon at a time: their published ports and DNS checks
+/// are simpler to reason about alone, though each daemon has its own network instance.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
@@ -193,7 +198,7 @@ fn bridge_networks_dns_ports_and_isolation() {
     ok(d.docker(&["network", "rm", "bt-front", "bt-other"]));
     let links = links();
     for id in [&front, &other] {
-        let bridge = format!("bb-{}", &id[..12]);
+        let bridge = d.net.bridge_of(id);
         assert!(
             !links.contains(&bridge),
             "bridge {bridge} left behind: {links}"
@@ -324,5 +329,75 @@ fn berth_cli_network_commands_and_restart() {
     ok(d.docker(&["rm", "-f", "web", "idle"]));
     let pruned = ok(d.berth(&["network", "prune", "-f"]));
     assert!(pruned.contains("bt-cli"), "prune: {pruned}");
-    assert!(!links().contains(&format!("bb-{}", &id[..12])));
+    assert!(!links().contains(&d.net.bridge_of(&id)));
+}
+
+/// Two daemons with their own `--network-instance` run containers on their default bridges
+/// at once; restarting one (reconcile included) leaves the other's bridge, veths and nftables
+/// table alone.
+#[test]
+fn network_instances_do_not_touch_each_other() {
+    if !have_tools() {
+        return;
+    }
+    let a = Daemon::start();
+    let mut b = Daemon::start();
+    assert_ne!(a.net.tag, b.net.tag);
+    for d in [&a, &b] {
+        import_busybox(d);
+    }
+    let _cleanup_a = Cleanup {
+        host: a.host(),
+        networks: vec![],
+    };
+    let _cleanup_b = Cleanup {
+        host: b.host(),
+        networks: vec![],
+    };
+    for d in [&a, &b] {
+        ok(d.docker(&["run", "-d", "--name", "idle", "busybox", "sleep", "300"]));
+    }
+    let table = |d: &Daemon| {
+        let out = Command::new("nft")
+            .args(["list", "table", "ip", &d.net.table()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "no table {}", d.net.table());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let mut before = a.net.links();
+    before.sort();
+    assert!(before.contains(&a.net.default_bridge()), "{before:?}");
+    assert!(
+        before
+            .iter()
+            .any(|l| l.starts_with(&format!("bv{}-", a.net.tag))),
+        "no veth of {}: {before:?}",
+        a.net.tag
+    );
+    assert!(b.net.links().contains(&b.net.default_bridge()));
+    let rules_before = table(&a);
+
+    // Restart b twice: with its state, then with a fresh data root (reconcile of nothing).
+    b.stop();
+    b.spawn();
+    ok(b.docker(&["exec", "idle", "true"]));
+    b.stop();
+    std::fs::rename(b.data().join("network"), b.dir.path().join("network.old")).unwrap();
+    b.spawn();
+
+    let mut after = a.net.links();
+    after.sort();
+    assert_eq!(before, after, "daemon {} links changed", a.net.tag);
+    assert_eq!(rules_before, table(&a));
+    ok(a.docker(&["exec", "idle", "ping", "-c", "1", "-W", "5", &gateway(&a)]));
+}
+
+/// The gateway of `d`'s default network.
+fn gateway(d: &Daemon) -> String {
+    let net = d.http("GET", "/networks/bridge", None).json();
+    net["IPAM"]["Config"][0]["Gateway"]
+        .as_str()
+        .expect("gateway")
+        .to_string()
 }

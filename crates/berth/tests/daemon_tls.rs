@@ -4,6 +4,8 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod daemon_common;
+
 const BERTH: &str = env!("CARGO_BIN_EXE_berth");
 const DOCKER: &str = "/usr/local/bin/docker";
 
@@ -117,6 +119,8 @@ fn docker_cli_over_mutual_tls() {
         .port();
     std::fs::write(d.join("daemon.json"), "{}").unwrap();
     let log = std::fs::File::create(d.join("daemon.log")).unwrap();
+    // Dropped after `_guard` kills the daemon: removes its links and table.
+    let net = daemon_common::NetInstance::acquire();
     let child = Command::new(BERTH)
         .args([
             "daemon",
@@ -136,6 +140,8 @@ fn docker_cli_over_mutual_tls() {
         .arg(d.join("run"))
         .arg("--config-file")
         .arg(d.join("daemon.json"))
+        .arg("--network-instance")
+        .arg(&net.tag)
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .spawn()

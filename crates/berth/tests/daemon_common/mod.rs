@@ -20,6 +20,117 @@ pub struct Daemon {
     child: Option<Child>,
     pub dir: tempfile::TempDir,
     pub sock: PathBuf,
+    /// This daemon's `--network-instance`, held for its lifetime (see [`NetInstance`]).
+    pub net: NetInstance,
+}
+
+/// A `--network-instance` tag unique on the host while this value lives: test daemons run
+/// in parallel (and test processes too), and each must own its bridges, veths and nftables
+/// table. Uniqueness across processes comes from an exclusive lock on a per-tag file; drop
+/// removes whatever host objects the tag's daemon left behind.
+pub struct NetInstance {
+    pub tag: String,
+    _lock: std::fs::File,
+}
+
+impl NetInstance {
+    pub fn acquire() -> Self {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        const SPACE: u32 = 36 * 36 * 36;
+        let dir = Path::new("/run/berth-test-instances");
+        std::fs::create_dir_all(dir).expect("create instance lock dir");
+        // Start where this process is unlikely to meet another one, then probe.
+        let base = std::process::id().wrapping_mul(97);
+        for _ in 0..SPACE {
+            let n = base.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % SPACE;
+            let tag = base36(n);
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(dir.join(&tag))
+                .expect("open instance lock");
+            if file.try_lock().is_ok() {
+                let inst = NetInstance { tag, _lock: file };
+                // Left by a killed test run that held this tag before.
+                inst.cleanup();
+                return inst;
+            }
+        }
+        panic!("no free network instance tag");
+    }
+
+    pub fn default_bridge(&self) -> String {
+        format!("berth-{}", self.tag)
+    }
+
+    /// The bridge this instance's daemon generates for network `id`.
+    pub fn bridge_of(&self, id: &str) -> String {
+        let prefix = format!("bb{}-", self.tag);
+        let hex = (15 - prefix.len()).min(12);
+        format!("{prefix}{}", &id[..hex])
+    }
+
+    pub fn table(&self) -> String {
+        format!("berth-{}", self.tag)
+    }
+
+    /// Links on the host carrying this instance's names.
+    pub fn links(&self) -> Vec<String> {
+        let veth = format!("bv{}-", self.tag);
+        let bridge = format!("bb{}-", self.tag);
+        let out = Command::new("ip").args(["-o", "link", "show"]).output();
+        let text = out
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        text.lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap_or(n).to_string())
+            .filter(|n| {
+                n.starts_with(&veth) || n.starts_with(&bridge) || *n == self.default_bridge()
+            })
+            .collect()
+    }
+
+    pub fn has_table(&self) -> bool {
+        Command::new("nft")
+            .args(["list", "table", "ip", &self.table()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    fn cleanup(&self) {
+        for link in self.links() {
+            let _ = Command::new("ip").args(["link", "del", &link]).status();
+        }
+        let _ = Command::new("nft")
+            .args(["delete", "table", "ip", &self.table()])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+impl Drop for NetInstance {
+    fn drop(&mut self) {
+        self.cleanup();
+    }
+}
+
+fn base36(mut n: u32) -> String {
+    let digits = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::new();
+    loop {
+        out.push(digits[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    out.reverse();
+    String::from_utf8(out).unwrap_or_default()
 }
 
 impl Daemon {
@@ -35,6 +146,7 @@ impl Daemon {
             child: None,
             sock: dir.path().join("s.sock"),
             dir,
+            net: NetInstance::acquire(),
         };
         d.spawn();
         d
@@ -54,6 +166,8 @@ impl Daemon {
             .arg(self.dir.path().join("run"))
             .arg("--config-file")
             .arg(self.dir.path().join("daemon.json"))
+            .arg("--network-instance")
+            .arg(&self.net.tag)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
