@@ -401,3 +401,23 @@ fn gateway(d: &Daemon) -> String {
         .expect("gateway")
         .to_string()
 }
+
+/// `--bridge none`: no default network, and containers without `--network` get none.
+#[test]
+fn bridge_none_means_no_default_network() {
+    if !have_tools() {
+        return;
+    }
+    let d = Daemon::start_with(&["--bridge", "none"]);
+    import_busybox(&d);
+    let _cleanup = Cleanup {
+        host: d.host(),
+        networks: vec![],
+    };
+    let out = ok(d.docker(&["run", "--rm", "busybox", "ip", "-o", "link"]));
+    assert!(out.contains(": lo:"), "{out}");
+    assert!(!out.contains("eth0"), "{out}");
+    let net = d.http("GET", "/networks/bridge", None);
+    assert_eq!(net.status, 404, "default network exists");
+    assert!(!d.net.links().contains(&d.net.default_bridge()));
+}

@@ -22,6 +22,8 @@ pub struct Daemon {
     pub sock: PathBuf,
     /// This daemon's `--network-instance`, held for its lifetime (see [`NetInstance`]).
     pub net: NetInstance,
+    /// More `berth daemon` flags, passed at every spawn.
+    pub args: Vec<String>,
 }
 
 /// A `--network-instance` tag unique on the host while this value lives: test daemons run
@@ -136,6 +138,11 @@ fn base36(mut n: u32) -> String {
 impl Daemon {
     /// Starts a daemon on `<tmp>/s.sock` with `<tmp>/data` and `<tmp>/run`.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// [`Daemon::start`] with more daemon flags.
+    pub fn start_with(args: &[&str]) -> Self {
         let dir = tempfile::Builder::new()
             // Short: unix socket paths under it must stay below 108 bytes.
             .prefix("bd")
@@ -147,6 +154,7 @@ impl Daemon {
             sock: dir.path().join("s.sock"),
             dir,
             net: NetInstance::acquire(),
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         d.spawn();
         d
@@ -168,6 +176,7 @@ impl Daemon {
             .arg(self.dir.path().join("daemon.json"))
             .arg("--network-instance")
             .arg(&self.net.tag)
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
