@@ -57,6 +57,7 @@ impl Networking {
             Some("none") => false,
             Some(name) => {
                 cfg.default_bridge = name.to_string();
+                cfg.reclaim_default_bridge = false;
                 true
             }
             None => true,

@@ -28,6 +28,9 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Bridge of the default network.
     pub default_bridge: String,
+    /// Whether reconcile may delete `default_bridge` when the state does not own it. False
+    /// for a bridge the operator named (`--bridge`): it may well be theirs.
+    pub reclaim_default_bridge: bool,
     /// Prefix of user-defined bridges (`bb-` + 12 hex = 15 bytes).
     pub bridge_prefix: String,
     /// Prefix of host-side veths.
@@ -42,6 +45,7 @@ impl Config {
         Self {
             state_dir: state_dir.into(),
             default_bridge: "berth0".into(),
+            reclaim_default_bridge: true,
             bridge_prefix: "bb-".into(),
             veth_prefix: "bv".into(),
             table: firewall::TABLE.into(),
@@ -585,7 +589,7 @@ impl NetworkManager {
             };
             let ours = generated(&self.cfg.veth_prefix)
                 || generated(&self.cfg.bridge_prefix)
-                || name == self.cfg.default_bridge;
+                || (self.cfg.reclaim_default_bridge && name == self.cfg.default_bridge);
             if ours && !owned.contains(name.as_str()) {
                 netlink::delete_link(&name)?;
                 report.links_removed.push(name);

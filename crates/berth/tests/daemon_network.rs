@@ -421,3 +421,36 @@ fn bridge_none_means_no_default_network() {
     assert_eq!(net.status, 404, "default network exists");
     assert!(!d.net.links().contains(&d.net.default_bridge()));
 }
+
+/// `--bridge NAME` naming a bridge the operator made: the daemon uses it and never deletes it
+/// (its fresh state does not own it).
+#[test]
+fn named_bridge_is_used_not_reclaimed() {
+    if !have_tools() {
+        return;
+    }
+    let mut d = Daemon::start();
+    import_busybox(&d);
+    let _cleanup = Cleanup {
+        host: d.host(),
+        networks: vec![],
+    };
+    d.stop();
+    // Named with the instance's veth prefix (not + hex): the instance guard removes it.
+    let name = format!("bv{}-op", d.net.tag);
+    let st = Command::new("ip")
+        .args(["link", "add", &name, "type", "bridge"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let index = || std::fs::read_to_string(format!("/sys/class/net/{name}/ifindex")).ok();
+    let before = index();
+    std::fs::remove_dir_all(d.data().join("network")).unwrap();
+    d.args = vec!["--bridge".into(), name.clone()];
+    d.spawn();
+    let out = ok(d.docker(&[
+        "run", "--rm", "busybox", "ip", "-o", "-4", "addr", "show", "eth0",
+    ]));
+    assert!(out.contains("inet "), "{out}");
+    assert_eq!(before, index(), "bridge {name} deleted and recreated");
+}
