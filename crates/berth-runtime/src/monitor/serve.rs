@@ -48,13 +48,12 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
 
 fn setup_stdio(config: &MonitorConfig) -> Result<Stdio> {
     if config.tty {
-        let dir = config
-            .monitor_pid_file
-            .parent()
-            .unwrap_or(Path::new("/tmp"))
-            .to_owned();
-        let path = dir.join(format!(".console-{}.sock", std::process::id()));
-        let _ = std::fs::remove_file(&path);
+        // A fresh 0700 directory under /tmp: the container's own directory can be too deep for
+        // a unix socket path (108 bytes), and mkdtemp's private directory keeps other local
+        // users from connecting to the socket and handing the monitor a pty of theirs.
+        let dir = nix::unistd::mkdtemp("/tmp/berth-console-XXXXXX")
+            .map_err(|e| Error::sys("create console socket directory", e))?;
+        let path = dir.join("console.sock");
         let listener = UnixListener::bind(&path)
             .map_err(|e| Error::io(format!("bind console socket {}", path.display()), e))?;
         return Ok(Stdio {
@@ -79,6 +78,14 @@ fn setup_stdio(config: &MonitorConfig) -> Result<Stdio> {
         child: [Some(stdin_child), Some(out_w), Some(err_w)],
         console: None,
     })
+}
+
+/// Removes the console socket and the private directory [`setup_stdio`] made for it.
+fn remove_console_socket(path: &Path) {
+    let _ = std::fs::remove_file(path);
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::remove_dir(dir);
+    }
 }
 
 /// Receives the pty master that the container's init sent over the console socket.
@@ -317,7 +324,7 @@ impl Monitor {
             if let Some(g) = gate.take() {
                 clients = g.wait(listener.as_ref()).inspect_err(|_| {
                     if let Some((_, p)) = &stdio.console {
-                        let _ = std::fs::remove_file(p);
+                        remove_console_socket(p);
                     }
                     if let Some(p) = &config.attach_socket {
                         let _ = std::fs::remove_file(p);
@@ -375,7 +382,7 @@ impl Monitor {
         };
         let cleanup_console = |stdio: &Stdio| {
             if let Some((_, p)) = &stdio.console {
-                let _ = std::fs::remove_file(p);
+                remove_console_socket(p);
             }
         };
         let pid = match created {
