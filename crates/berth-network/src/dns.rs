@@ -71,17 +71,7 @@ impl DnsServer {
         resolver: Arc<dyn NameResolver>,
         upstreams: Vec<SocketAddr>,
     ) -> Result<Self> {
-        let udp = UdpSocket::bind(addr)
-            .await
-            .map_err(|e| NetworkError::Dns(format!("bind udp {addr}: {e}")))?;
-        // Port 0 (tests) takes UDP's ephemeral port for TCP too.
-        let addr = match udp.local_addr() {
-            Ok(SocketAddr::V4(a)) => a,
-            _ => addr,
-        };
-        let tcp = TcpListener::bind(addr)
-            .await
-            .map_err(|e| NetworkError::Dns(format!("bind tcp {addr}: {e}")))?;
+        let (udp, tcp, addr) = bind_pair(addr).await?;
         let ctx = Arc::new(Ctx {
             server: *addr.ip(),
             resolver,
@@ -258,5 +248,30 @@ impl DnsRegistry {
     /// The server address of a network, if one runs.
     pub fn server_for(&self, network_id: &str) -> Option<SocketAddrV4> {
         self.servers.get(network_id).map(DnsServer::local_addr)
+    }
+}
+
+/// Binds UDP and TCP on the same address. With port 0 the UDP socket picks an ephemeral port,
+/// which another process may already hold for TCP: then try another one.
+async fn bind_pair(addr: SocketAddrV4) -> Result<(UdpSocket, TcpListener, SocketAddrV4)> {
+    const ATTEMPTS: usize = 16;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let udp = UdpSocket::bind(addr)
+            .await
+            .map_err(|e| NetworkError::Dns(format!("bind udp {addr}: {e}")))?;
+        let bound = match udp.local_addr() {
+            Ok(SocketAddr::V4(a)) => a,
+            _ => addr,
+        };
+        match TcpListener::bind(bound).await {
+            Ok(tcp) => return Ok((udp, tcp, bound)),
+            Err(e)
+                if addr.port() == 0
+                    && e.kind() == std::io::ErrorKind::AddrInUse
+                    && attempt < ATTEMPTS => {}
+            Err(e) => return Err(NetworkError::Dns(format!("bind tcp {bound}: {e}"))),
+        }
     }
 }
