@@ -397,6 +397,35 @@ fn rootfs_of(bundle: &Path) -> PathBuf {
     bundle.join(root)
 }
 
+/// The libcontainer builder both [`create`] and [`exec`] start from: state root, pid file,
+/// console socket, inherited fds and the process's stdio.
+fn base_builder(
+    runtime: &Runtime,
+    id: &str,
+    pid_file: Option<&PathBuf>,
+    console_socket: Option<&PathBuf>,
+    preserve_fds: i32,
+    [stdin, stdout, stderr]: [Option<OwnedFd>; 3],
+) -> Result<ContainerBuilder> {
+    let mut builder = ContainerBuilder::new(id.to_owned(), SyscallType::default())
+        .with_root_path(runtime.root())
+        .map_err(|e| Error::libcontainer("runtime root", &e))?
+        .with_pid_file(pid_file)
+        .map_err(|e| Error::libcontainer("pid file", &e))?
+        .with_console_socket(console_socket)
+        .with_preserved_fds(preserve_fds);
+    if let Some(fd) = stdin {
+        builder = builder.with_stdin(fd);
+    }
+    if let Some(fd) = stdout {
+        builder = builder.with_stdout(fd);
+    }
+    if let Some(fd) = stderr {
+        builder = builder.with_stderr(fd);
+    }
+    Ok(builder)
+}
+
 /// Options of [`create`].
 #[derive(Debug, Default)]
 pub(crate) struct CreateOptions {
@@ -498,22 +527,14 @@ pub(crate) fn create(
         bundle.clone()
     };
 
-    let mut builder = ContainerBuilder::new(id.to_owned(), SyscallType::default())
-        .with_root_path(runtime.root())
-        .map_err(|e| Error::libcontainer("runtime root", &e))?
-        .with_pid_file(opts.pid_file.as_ref())
-        .map_err(|e| Error::libcontainer("pid file", &e))?
-        .with_console_socket(opts.console_socket.as_ref())
-        .with_preserved_fds(opts.preserve_fds);
-    if let Some(fd) = opts.stdin {
-        builder = builder.with_stdin(fd);
-    }
-    if let Some(fd) = opts.stdout {
-        builder = builder.with_stdout(fd);
-    }
-    if let Some(fd) = opts.stderr {
-        builder = builder.with_stderr(fd);
-    }
+    let builder = base_builder(
+        runtime,
+        id,
+        opts.pid_file.as_ref(),
+        opts.console_socket.as_ref(),
+        opts.preserve_fds,
+        [opts.stdin, opts.stdout, opts.stderr],
+    )?;
     let result = builder
         .as_init(&build_bundle)
         .with_systemd(false)
@@ -589,22 +610,14 @@ pub(crate) fn exec(runtime: &Runtime, id: &str, opts: ExecOptions) -> Result<Pid
             "exec needs a command or --process".into(),
         ));
     }
-    let mut builder = ContainerBuilder::new(id.to_owned(), SyscallType::default())
-        .with_root_path(runtime.root())
-        .map_err(|e| Error::libcontainer("runtime root", &e))?
-        .with_pid_file(opts.pid_file.as_ref())
-        .map_err(|e| Error::libcontainer("pid file", &e))?
-        .with_console_socket(opts.console_socket.as_ref())
-        .with_preserved_fds(opts.preserve_fds);
-    if let Some(fd) = opts.stdin {
-        builder = builder.with_stdin(fd);
-    }
-    if let Some(fd) = opts.stdout {
-        builder = builder.with_stdout(fd);
-    }
-    if let Some(fd) = opts.stderr {
-        builder = builder.with_stderr(fd);
-    }
+    let builder = base_builder(
+        runtime,
+        id,
+        opts.pid_file.as_ref(),
+        opts.console_socket.as_ref(),
+        opts.preserve_fds,
+        [opts.stdin, opts.stdout, opts.stderr],
+    )?;
     let mut tenant = builder
         .as_tenant()
         .with_detach(opts.detach || opts.console_socket.is_some())

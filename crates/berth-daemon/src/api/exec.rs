@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use berth_runtime::monitor::attach as proto;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE, UPGRADE};
+use hyper::header::UPGRADE;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
@@ -101,19 +101,7 @@ pub async fn start(ctx: &Ctx, id: &str, mut req: Request<Incoming>) -> Result<Re
         daemon.finish_exec(&exec.id);
         let _ = writer.shutdown().await;
     });
-    let mut resp = empty(StatusCode::SWITCHING_PROTOCOLS);
-    let h = resp.headers_mut();
-    h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
-    h.insert(UPGRADE, HeaderValue::from_static("tcp"));
-    h.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static(if tty {
-            "application/vnd.docker.raw-stream"
-        } else {
-            "application/vnd.docker.multiplexed-stream"
-        }),
-    );
-    Ok(resp)
+    Ok(super::stream_upgrade_response(tty))
 }
 
 /// `GET /exec/{id}/json`.

@@ -363,6 +363,25 @@ fn percent_decode(s: &str, plus_is_space: bool) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The `101 Switching Protocols` answer of attach and exec start: the connection becomes the
+/// container's stdio, raw for a TTY and in Docker's multiplexed framing otherwise.
+pub(crate) fn stream_upgrade_response(tty: bool) -> Response<Body> {
+    use hyper::header::{HeaderValue, CONNECTION, CONTENT_TYPE, UPGRADE};
+    let mut resp = empty(StatusCode::SWITCHING_PROTOCOLS);
+    let h = resp.headers_mut();
+    h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(UPGRADE, HeaderValue::from_static("tcp"));
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(if tty {
+            "application/vnd.docker.raw-stream"
+        } else {
+            "application/vnd.docker.multiplexed-stream"
+        }),
+    );
+    resp
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
