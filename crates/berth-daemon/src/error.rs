@@ -90,6 +90,9 @@ pub enum Error {
     /// Container networking failed.
     #[error(transparent)]
     Network(berth_network::NetworkError),
+    /// A registry exchange (push, login, distribution inspect) failed before streaming began.
+    #[error(transparent)]
+    Registry(berth_distribution::Error),
 }
 
 impl Error {
@@ -133,6 +136,12 @@ impl Error {
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::NotInSwarm => StatusCode::SERVICE_UNAVAILABLE,
             Error::Network(e) => network_status(e),
+            Error::Registry(e) => match e.kind() {
+                berth_distribution::ErrorKind::NotFound => StatusCode::NOT_FOUND,
+                berth_distribution::ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+                berth_distribution::ErrorKind::InvalidInput => StatusCode::BAD_REQUEST,
+                berth_distribution::ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            },
             Error::Runtime(_)
             | Error::Config(_)
             | Error::Io { .. }

@@ -405,7 +405,17 @@ impl Client {
         let domain = normalise_login_server(server);
         let ep = self.endpoint(&domain).await?;
         let url = format!("{}/v2/", ep.base);
-        let resp = self.send(&ep, Some(creds), "", |h| h.get(&url)).await?;
+        let refused = |url: &str| Error::LoginFailed {
+            url: url.to_string(),
+        };
+        let resp = match self.send(&ep, Some(creds), "", |h| h.get(&url)).await {
+            // Refused at `/v2/` or at the token endpoint: either way the credentials are bad.
+            Err(Error::Unauthorized(_)) => return Err(refused(&url)),
+            other => other?,
+        };
+        if resp.status() == StatusCode::UNAUTHORIZED {
+            return Err(refused(&url));
+        }
         if !resp.status().is_success() {
             return Err(status_error("login", resp).await);
         }

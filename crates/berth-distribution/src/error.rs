@@ -40,6 +40,9 @@ pub enum Error {
     /// The registry refused the credentials (or asked for some and none were given).
     #[error("unauthorized: authentication required for {0}")]
     Unauthorized(String),
+    /// `docker login` credentials refused, worded as dockerd words it.
+    #[error("login attempt to {url} failed with status: 401 Unauthorized")]
+    LoginFailed { url: String },
     /// A `WWW-Authenticate` challenge this client cannot answer.
     #[error("unsupported authentication challenge from {url}: {challenge:?}")]
     Challenge { url: String, challenge: String },
@@ -80,7 +83,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::ManifestNotFound(_) => ErrorKind::NotFound,
-            Error::Unauthorized(_) => ErrorKind::Unauthorized,
+            Error::Unauthorized(_) | Error::LoginFailed { .. } => ErrorKind::Unauthorized,
             Error::Store(e) => match e.kind() {
                 berth_image::ErrorKind::NotFound => ErrorKind::NotFound,
                 berth_image::ErrorKind::InvalidInput => ErrorKind::InvalidInput,

@@ -206,7 +206,7 @@ impl Client {
         creds: Option<&Credentials>,
     ) -> Result<DistributionInspect> {
         let r = Reference::parse_tagged(reference)?;
-        let (_, body, digest, media_type) = self.resolve(&r, creds).await?;
+        let (ep, body, digest, media_type) = self.resolve(&r, creds).await?;
         let parsed = parse_doc(&body, &digest)?;
         let media_type = if media_type.is_empty() {
             doc_media_type(&parsed)
@@ -220,7 +220,30 @@ impl Client {
                 .filter_map(|d| d.platform.as_ref())
                 .filter_map(|p| serde_json::to_value(p).ok())
                 .collect(),
-            ManifestOrIndex::Manifest(_) => Vec::new(),
+            // A single manifest's platform is its config's, as dockerd reports it.
+            ManifestOrIndex::Manifest(m) => {
+                check_descriptor_size(&m.config, MAX_MANIFEST_SIZE)?;
+                let raw = self.fetch_small_blob(&ep, &r, creds, &m.config).await?;
+                let cfg: serde_json::Value =
+                    serde_json::from_slice(&raw).map_err(|e| Error::Invalid {
+                        what: format!("image config {}", m.config.digest),
+                        reason: e.to_string(),
+                    })?;
+                let mut p = serde_json::Map::new();
+                for (key, field) in [
+                    ("architecture", "architecture"),
+                    ("os", "os"),
+                    ("os.version", "os.version"),
+                    ("variant", "variant"),
+                ] {
+                    if let Some(v) = cfg.get(field).and_then(|v| v.as_str()) {
+                        if !v.is_empty() {
+                            p.insert(key.to_string(), v.into());
+                        }
+                    }
+                }
+                vec![serde_json::Value::Object(p)]
+            }
         };
         Ok(DistributionInspect {
             descriptor: serde_json::json!({

@@ -363,18 +363,7 @@ pub async fn pull(ctx: &Ctx, req: &Request<Incoming>) -> Result<Response<Body>> 
         Some(t) => format!("{image}:{t}"),
         None => image.to_string(),
     };
-    let credentials = match req
-        .headers()
-        .get("X-Registry-Auth")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty())
-    {
-        Some(h) => Some(
-            berth_distribution::Credentials::from_registry_auth_header(h)
-                .map_err(|e| Error::InvalidParameter(e.to_string()))?,
-        ),
-        None => None,
-    };
+    let credentials = super::distribution::registry_auth(req)?;
     let opts = berth_distribution::PullOptions {
         credentials,
         platform: q
@@ -383,19 +372,16 @@ pub async fn pull(ctx: &Ctx, req: &Request<Incoming>) -> Result<Response<Body>> 
             .map(str::to_string),
     };
     let registry = ctx.daemon.registry()?;
-    let (tx, body) = channel_body();
+    let (stream, resp) = super::distribution::JsonStream::new();
     let d = ctx.daemon.clone();
     tokio::spawn(async move {
-        let line = |v: &serde_json::Value| Bytes::from(v.to_string() + "\n");
-        let progress_tx = tx.clone();
-        // Progress is best effort: a slow client misses intermediate updates, never the
-        // result below.
-        let progress: berth_distribution::Progress = Arc::new(move |m| {
-            if let Ok(v) = serde_json::to_value(&m) {
-                let _ = progress_tx.try_send(line(&v));
-            }
-        });
-        match registry.pull(&d.images, &reference, &opts, progress).await {
+        let progress = stream.progress();
+        let result = tokio::select! {
+            r = registry.pull(&d.images, &reference, &opts, progress) => r,
+            // The client went away: dropping the pull future cancels its downloads.
+            () = stream.closed() => return,
+        };
+        match result {
             Ok(r) => {
                 let familiar = berth_image::Reference::parse(&r.reference)
                     .map(|x| x.familiar())
@@ -405,25 +391,13 @@ pub async fn pull(ctx: &Ctx, req: &Request<Incoming>) -> Result<Response<Body>> 
                 } else {
                     format!("Status: Image is up to date for {familiar}")
                 };
-                let _ = tx
-                    .send(line(&json!({"status": format!("Digest: {}", r.digest)})))
-                    .await;
-                let _ = tx.send(line(&json!({"status": status}))).await;
+                stream.send(&json!({"status": format!("Digest: {}", r.digest)}));
+                stream.send(&json!({"status": status}));
                 image_event(&d, "pull", r.id.as_str(), &familiar);
             }
-            Err(err) => {
-                let message = err.to_string();
-                let _ = tx
-                    .send(line(
-                        &json!({"errorDetail": {"message": message}, "error": message}),
-                    ))
-                    .await;
-            }
+            Err(err) => stream.error(&err.to_string()),
         }
     });
-    let mut resp = Response::new(body);
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     Ok(resp)
 }
 

@@ -5,6 +5,7 @@
 
 mod attach;
 mod containers;
+mod distribution;
 mod exec;
 mod images;
 mod networks;
@@ -172,7 +173,13 @@ async fn route(daemon: Arc<Daemon>, req: Request<Incoming>) -> Result<Response<B
             images::import(&ctx, req).await
         }
         (&Method::POST, ["images", "create"]) => images::pull(&ctx, &req).await,
-        (&Method::POST, ["images", .., "push"]) => Err(Error::NotImplemented("pushing images")),
+        (&Method::POST, ["images", name @ .., "push"]) if !name.is_empty() => {
+            distribution::push(&ctx, name.join("/"), &req).await
+        }
+        (&Method::POST, ["auth"]) => distribution::auth(&ctx, req).await,
+        (&Method::GET, ["distribution", name @ .., "json"]) if !name.is_empty() => {
+            distribution::inspect(&ctx, name.join("/"), &req).await
+        }
         (&Method::GET, ["networks"]) => networks::list(&ctx),
         (&Method::POST, ["networks", "create"]) => networks::create(&ctx, req).await,
         (&Method::POST, ["networks", "prune"]) => networks::prune(&ctx).await,
