@@ -237,7 +237,9 @@ async fn auth_round_trip_with(scheme: &str, tls: bool) {
         .login(&reg.host(), &Credentials::basic("alice", "nope"))
         .await
         .unwrap_err();
-    assert!(matches!(bad, Error::Unauthorized(_)), "{bad}");
+    assert!(matches!(bad, Error::LoginFailed { .. }), "{bad}");
+    assert_eq!(bad.kind(), berth_distribution::ErrorKind::Unauthorized);
+    assert!(bad.to_string().starts_with("login attempt to "), "{bad}");
     let ok = c.login(&reg.host(), creds.as_ref().unwrap()).await.unwrap();
     assert_eq!(ok, "Login Succeeded");
 
