@@ -217,6 +217,14 @@ impl Daemon {
         }
     }
 
+    /// Kills the daemon with SIGKILL (a crash: no shutdown code runs) and reaps it.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     pub fn data(&self) -> PathBuf {
         self.dir.path().join("data")
     }

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Container start latency through the daemon, Berth against Debian's docker engine, same run:
+#   1. `run --rm busybox true` with --network none and with the default bridge (hyperfine);
+#   2. 100 × `run -d busybox sleep 600`, then removing them all.
+#   bench/run.sh [BERTH_BINARY]   (default target/release/berth; RUNS=30, DETACHED=100)
+set -euo pipefail
+source "$(dirname "$0")/lib/engines.sh"
+trap bench_cleanup EXIT
+runs=${RUNS:-30}
+detached=${DETACHED:-100}
+
+start_berth "${1:-$here/target/release/berth}"
+start_docker
+
+time_run() { # engine-host label network -> prints mean ms
+  local host=$1 cli=$2 net=$3 out="$bench_dir/h-$RANDOM.json"
+  DOCKER_HOST=$host hyperfine -N --warmup 3 --runs "$runs" --export-json "$out" \
+    "$cli run --rm --network $net busybox true" >/dev/null
+  mean_ms "$out"
+}
+
+time_detached() { # host cli -> seconds for $detached × run -d
+  local host=$1 cli=$2 start end
+  start=$(date +%s.%N)
+  for i in $(seq "$detached"); do
+    DOCKER_HOST=$host $cli run -d --network none busybox sleep 600 >/dev/null
+  done
+  end=$(date +%s.%N)
+  awk -v a="$start" -v b="$end" 'BEGIN { printf "%.2f", b - a }'
+  DOCKER_HOST=$host $cli rm -f $(DOCKER_HOST=$host $cli ps -aq) >/dev/null
+}
+
+b_none=$(time_run "$berth_host" "$berth" none)
+b_bridge=$(time_run "$berth_host" "$berth" bridge)
+b_det=$(time_detached "$berth_host" "$berth")
+printf '%-44s %10s %10s %8s\n' "benchmark" "berth" "docker" "ratio"
+if [ -n "$docker_host" ]; then
+  d_none=$(time_run "$docker_host" docker none)
+  d_bridge=$(time_run "$docker_host" docker bridge)
+  d_det=$(time_detached "$docker_host" docker)
+  ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
+  printf '%-44s %8s ms %8s ms %7sx\n' "run --rm --network none busybox true" "$b_none" "$d_none" "$(ratio "$b_none" "$d_none")"
+  printf '%-44s %8s ms %8s ms %7sx\n' "run --rm (default bridge) busybox true" "$b_bridge" "$d_bridge" "$(ratio "$b_bridge" "$d_bridge")"
+  printf '%-44s %9s s %9s s %7sx\n' "$detached x run -d busybox sleep" "$b_det" "$d_det" "$(ratio "$b_det" "$d_det")"
+else
+  printf '%-44s %8s ms\n' "run --rm --network none busybox true" "$b_none"
+  printf '%-44s %8s ms\n' "run --rm (default bridge) busybox true" "$b_bridge"
+  printf '%-44s %9s s\n' "$detached x run -d busybox sleep" "$b_det"
+fi
+diff_ms() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", a - b }'; }
+echo "bridge cost: berth +$(diff_ms "$b_bridge" "$b_none") ms${docker_host:+, docker +$(diff_ms "${d_bridge:-0}" "${d_none:-0}") ms}"
