@@ -31,9 +31,11 @@ pub mod logs;
 pub mod names;
 pub mod network;
 pub mod server;
+pub mod stats;
 pub mod store;
 pub mod time;
 pub mod tls;
+pub mod update;
 
 pub use config::{Config, DaemonArgs};
 pub use error::{Error, Result};

@@ -9,6 +9,7 @@ mod distribution;
 mod exec;
 mod images;
 mod networks;
+mod stats;
 mod system;
 
 use std::convert::Infallible;
@@ -144,9 +145,8 @@ async fn route(daemon: Arc<Daemon>, req: Request<Incoming>) -> Result<Response<B
         (&Method::GET, ["containers", id, "changes"]) => images::changes(&ctx, id).await,
         (&Method::GET, ["containers", id, "export"]) => images::export(&ctx, id).await,
         (&Method::POST, ["commit"]) => images::commit(&ctx, req).await,
-        (&Method::POST, ["containers", _, "update"]) => {
-            Err(Error::NotImplemented("updating container resources"))
-        }
+        (&Method::GET, ["containers", id, "stats"]) => stats::stats(&ctx, id).await,
+        (&Method::POST, ["containers", id, "update"]) => stats::update(&ctx, id, req).await,
         (&Method::GET, ["images", "json"]) => images::list(&ctx).await,
         (&Method::POST, ["images", "load"]) => images::load(&ctx, req).await,
         (&Method::POST, ["images", "prune"]) => images::prune(&ctx).await,
