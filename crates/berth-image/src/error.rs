@@ -113,6 +113,20 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// A path that does not exist inside a container's filesystem (`docker cp`).
+    #[error("no such file or directory in the container: {0}")]
+    PathNotFound(String),
+    /// `docker cp` into something that is not a directory (dockerd's wording).
+    #[error("extraction point is not a directory")]
+    NotADirectory(String),
+    /// An archive entry that would replace a directory with a non-directory or the reverse
+    /// while the caller asked not to (`noOverwriteDirNonDir`).
+    #[error("cannot overwrite {existing} {path:?} with {new}")]
+    Overwrite {
+        path: String,
+        existing: &'static str,
+        new: &'static str,
+    },
     /// A JSON document could not be read or written.
     #[error("json for {what}: {source}")]
     Json {
@@ -126,9 +140,10 @@ impl Error {
     /// Classify the error for status-code mapping.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::ImageNotFound(_) | Error::ContainerNotFound(_) | Error::BlobNotFound(_) => {
-                ErrorKind::NotFound
-            }
+            Error::ImageNotFound(_)
+            | Error::ContainerNotFound(_)
+            | Error::BlobNotFound(_)
+            | Error::PathNotFound(_) => ErrorKind::NotFound,
             Error::Ambiguous(_)
             | Error::ReferenceInUse { .. }
             | Error::ImageInUse { .. }
@@ -144,7 +159,9 @@ impl Error {
             | Error::InvalidArchive(_)
             | Error::InvalidManifest(_)
             | Error::NoMatchingPlatform(_)
-            | Error::InvalidChange { .. } => ErrorKind::InvalidInput,
+            | Error::InvalidChange { .. }
+            | Error::NotADirectory(_)
+            | Error::Overwrite { .. } => ErrorKind::InvalidInput,
             Error::Io { .. } | Error::Mount { .. } | Error::Json { .. } => ErrorKind::Internal,
         }
     }

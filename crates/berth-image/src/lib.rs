@@ -20,6 +20,7 @@
 //! | `docker commit` / `diff` / `export` | [`Store::commit`] / [`Store::diff`] / [`Store::export`] | image ID / [`Change`] list / tar |
 //! | `docker image prune` | [`Store::prune`] | [`PruneReport`] |
 //! | `docker system df` | [`Store::disk_usage`] | [`DiskUsage`] |
+//! | `docker cp` | [`ContainerFs::stat`], [`ContainerFs::archive`], [`ContainerFs::extract`] | [`PathStat`], tar |
 //! | container rootfs | [`Store::create_rootfs`], [`Store::mount_rootfs`], [`Store::unmount_rootfs`], [`Store::remove_rootfs`] | [`Rootfs`] |
 //! | registry client | [`Store::put_blob`], [`Store::put_layer`], [`Store::put_manifest`], [`Store::put_manifest_for`], [`Store::manifest_digest`], [`Store::open_blob`] | digests, image ID, [`BlobReader`] |
 //! | maintenance | [`Store::gc`], [`Store::fsck`] | [`GcReport`], [`FsckReport`] |
@@ -41,6 +42,7 @@ pub mod archive;
 pub mod changes;
 mod commit;
 mod content;
+pub mod copy;
 mod db;
 pub mod digest;
 mod error;
@@ -55,6 +57,7 @@ mod unpack;
 pub use archive::{ArchiveFormat, LoadedImage};
 pub use commit::{Change, ChangeKind, CommitOptions, ImportOptions};
 pub use content::BlobReader;
+pub use copy::{ContainerFs, ExtractOptions, PathStat};
 pub use digest::Digest;
 pub use error::{Error, ErrorKind, Result};
 pub use ops::{

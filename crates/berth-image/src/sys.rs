@@ -409,3 +409,49 @@ pub(crate) fn mount_overlay_fsconfig(
     }
     Ok(())
 }
+
+/// `fstat` of any fd, `O_PATH` ones included (`fstatat(fd, "", AT_EMPTY_PATH)`).
+pub(crate) fn fstat(fd: &OwnedFd) -> io::Result<libc::stat> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: valid fd, empty C string with AT_EMPTY_PATH, and a writable stat buffer.
+    check(unsafe {
+        libc::fstatat(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            st.as_mut_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })?;
+    // SAFETY: fstatat succeeded, so the buffer is initialised.
+    Ok(unsafe { st.assume_init() })
+}
+
+/// The target of the symlink `dir/name`.
+pub(crate) fn readlinkat(dir: &OwnedFd, name: &OsStr) -> io::Result<std::ffi::OsString> {
+    use std::os::unix::ffi::OsStringExt;
+    let c = cstr(name)?;
+    let mut buf = vec![0u8; 256];
+    loop {
+        // SAFETY: valid dirfd, C string and a writable buffer of the given length.
+        let n = unsafe {
+            libc::readlinkat(
+                dir.as_raw_fd(),
+                c.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        if n < buf.len() {
+            buf.truncate(n);
+            return Ok(std::ffi::OsString::from_vec(buf));
+        }
+        if buf.len() >= libc::PATH_MAX as usize * 2 {
+            return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+        }
+        buf.resize(buf.len() * 2, 0);
+    }
+}

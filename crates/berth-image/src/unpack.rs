@@ -118,7 +118,7 @@ fn parse_pax(data: &[u8], p: &mut Pending) -> Result<()> {
     Ok(())
 }
 
-fn layer_read_err(e: io::Error) -> Error {
+pub(crate) fn layer_read_err(e: io::Error) -> Error {
     Error::InvalidLayer(format!("read tar stream: {e}"))
 }
 
@@ -217,7 +217,7 @@ pub(crate) fn clean_path(raw: &[u8]) -> Result<Option<PathBuf>> {
     })
 }
 
-fn keep_xattr(name: &str) -> bool {
+pub(crate) fn keep_xattr(name: &str) -> bool {
     !(name.starts_with("trusted.") || name == "security.selinux")
 }
 
@@ -232,7 +232,11 @@ pub(crate) struct Extractor {
     buf: Vec<u8>,
 }
 
-fn copy_buffered(r: &mut impl Read, w: &mut impl Write, buf: &mut [u8]) -> io::Result<u64> {
+pub(crate) fn copy_buffered(
+    r: &mut impl Read,
+    w: &mut impl Write,
+    buf: &mut [u8],
+) -> io::Result<u64> {
     let mut total = 0;
     loop {
         // Fill as much of the buffer as the stream gives before writing.
