@@ -274,7 +274,9 @@ impl Daemon {
                     || (r.state.status == Status::Exited && exited.contains(&r.state.exit_code)))
                 && before.is_none_or(|b| created < b)
                 && since.is_none_or(|s| created > s)
-                && f.matches_any("health", |h| h == "none");
+                && f.matches_any("health", |h| {
+                    h == crate::health::filter_status(r.state.health.as_ref())
+                });
             if !keep {
                 continue;
             }
@@ -353,6 +355,9 @@ impl Daemon {
             },
         });
         v["NetworkSettings"] = self.network_settings(&r);
+        if let Some(h) = &s.health {
+            v["State"]["Health"] = json!(h);
+        }
         if size {
             v["SizeRw"] = json!(self.size_rw(&r.id));
         }
@@ -685,7 +690,13 @@ pub fn status_text(s: &State, now_nanos: i64) -> String {
         Status::Running | Status::Paused if s.paused => {
             format!("Up {} (Paused)", since(&s.started_at))
         }
-        Status::Running | Status::Paused => format!("Up {}", since(&s.started_at)),
+        Status::Running | Status::Paused => match &s.health {
+            Some(h) if h.status == crate::health::STARTING => {
+                format!("Up {} (health: starting)", since(&s.started_at))
+            }
+            Some(h) => format!("Up {} ({})", since(&s.started_at), h.status),
+            None => format!("Up {}", since(&s.started_at)),
+        },
         Status::Restarting => format!("Restarting ({}) {} ago", s.exit_code, since(&s.finished_at)),
         Status::Removing => "Removal In Progress".into(),
         Status::Dead => "Dead".into(),

@@ -78,6 +78,11 @@ impl ExecStore {
         }
     }
 
+    /// Forgets one instance (a finished health probe).
+    pub(crate) fn forget(&self, id: &str) {
+        lock(&self.0).remove(id);
+    }
+
     /// Forgets the instances of a removed container; returns their IDs.
     pub fn forget_container(&self, container_id: &str) -> Vec<String> {
         let mut map = lock(&self.0);

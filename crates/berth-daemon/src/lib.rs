@@ -24,6 +24,7 @@ pub mod error;
 pub mod events;
 pub mod exec;
 pub mod filters;
+pub mod health;
 pub mod host;
 pub mod lifecycle;
 pub mod logdriver;

@@ -158,6 +158,7 @@ impl Daemon {
             started.monitor_pid,
             started.container_pid,
         );
+        self.start_health_checks(&record.id);
         Ok(true)
     }
 
@@ -432,9 +433,10 @@ impl Daemon {
                 (None, Some(m)) if pid_alive(i64::from(m)) => {
                     let container_pid = i32::try_from(pid).unwrap_or(0);
                     self.watch(record.id.clone(), m, container_pid);
+                    self.start_health_checks(&record.id);
                 }
                 // Not started by a monitor (or its files are gone): trust the init's pid.
-                (None, None) if pid_alive(pid) => {}
+                (None, None) if pid_alive(pid) => self.start_health_checks(&record.id),
                 (None, _) => {
                     let _ = self.record_exit(&record.id, pid, None).await;
                 }

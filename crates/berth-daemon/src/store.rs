@@ -84,6 +84,9 @@ pub struct State {
     pub started_at: String,
     /// RFC 3339 time of the last exit, or Docker's zero time.
     pub finished_at: String,
+    /// Health check state, for containers with a health check that have run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::health::Health>,
 }
 
 impl Default for State {
@@ -100,6 +103,7 @@ impl Default for State {
             error: String::new(),
             started_at: crate::time::ZERO.into(),
             finished_at: crate::time::ZERO.into(),
+            health: None,
         }
     }
 }
