@@ -261,6 +261,29 @@ impl Client {
         check(resp).await
     }
 
+    /// [`Client::request`] with more headers (`X-Registry-Auth` for pull and push).
+    pub async fn request_with_headers(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Response<Incoming>> {
+        let mut sender = self.connect().await?;
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("/v{}{path}", self.version))
+            .header("Host", "berth")
+            .header("Content-Type", "application/json");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req
+            .body(Full::new(Bytes::new()))
+            .context("build request")?;
+        let resp = sender.send_request(req).await.context("send request")?;
+        check(resp).await
+    }
+
     /// GETs and decodes JSON.
     pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         let resp = self.request(Method::GET, path, None).await?;

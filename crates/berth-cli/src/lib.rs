@@ -10,6 +10,7 @@
 mod client;
 mod commands;
 mod format;
+mod progress;
 
 use std::ffi::OsString;
 
@@ -118,12 +119,15 @@ enum Command {
     /// List images
     Images(ImagesArgs),
     /// Download an image from a registry
-    Pull {
-        /// Set platform if server is multi-platform capable
-        #[arg(long)]
-        platform: Option<String>,
-        /// Image reference
-        image: String,
+    Pull(commands::PullArgs),
+    /// Upload an image to a registry
+    Push(commands::PushArgs),
+    /// Log in to a registry
+    Login(commands::LoginArgs),
+    /// Log out from a registry
+    Logout {
+        /// Registry server (Docker Hub when omitted)
+        server: Option<String>,
     },
     /// Remove one or more images
     Rmi {
@@ -351,6 +355,10 @@ pub fn main(args: Vec<OsString>) -> i32 {
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+    if let Command::Logout { server } = &cli.command {
+        // Only edits the config file: no daemon needed.
+        return commands::logout(server.as_deref());
+    }
     let mut client = client::Client::new(cli.host.as_deref())?;
     client.negotiate().await?;
     let c = &client;
@@ -434,7 +442,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             command: ImageCommand::Rm { force, images },
         } => cmd::rmi(c, force, &images).await,
         Command::Tag { source, target } => cmd::tag(c, &source, &target).await,
-        Command::Pull { platform, image } => cmd::pull(c, &image, platform.as_deref()).await,
+        Command::Pull(a) => cmd::pull(c, &a).await,
+        Command::Push(a) => cmd::push(c, &a).await,
+        Command::Login(a) => cmd::login(c, &a).await,
+        Command::Logout { .. } => unreachable!("handled before connecting"),
         Command::Load { input, quiet: _ } => cmd::load(c, input.as_deref()).await,
         Command::Save { output, images } => cmd::save(c, output.as_deref(), &images).await,
         Command::Import {

@@ -183,69 +183,14 @@ pub async fn tag(c: &Client, source: &str, target: &str) -> Result<i32> {
 
 /// Prints a JSON-message stream (`{"stream":..}`, `{"status":..}`, `{"error":..}`).
 async fn print_messages(resp: hyper::Response<hyper::body::Incoming>) -> Result<i32> {
-    let bytes = resp.into_body().collect().await?.to_bytes();
-    let mut code = 0;
-    for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-        let v: Value = serde_json::from_slice(line).context("decode progress message")?;
-        if let Some(s) = v["stream"].as_str() {
-            print!("{s}");
-        } else if let Some(s) = v["status"].as_str() {
-            println!("{s}");
-        } else if let Some(e) = v["error"].as_str() {
+    let outcome = crate::progress::Renderer::stdout().render(resp).await?;
+    match outcome.error {
+        Some(e) => {
             eprintln!("{e}");
-            code = 1;
+            Ok(1)
         }
+        None => Ok(0),
     }
-    Ok(code)
-}
-
-/// `berth pull NAME[:TAG|@DIGEST]`.
-pub async fn pull(c: &Client, reference: &str, platform: Option<&str>) -> Result<i32> {
-    let (image, tag) = if let Some((i, d)) = reference.split_once('@') {
-        (i, d)
-    } else {
-        match reference.rsplit_once(':') {
-            Some((i, t)) if !t.contains('/') => (i, t),
-            _ => (reference, "latest"),
-        }
-    };
-    let mut path = format!(
-        "/images/create?fromImage={}&tag={}",
-        encode(image),
-        encode(tag)
-    );
-    if let Some(p) = platform {
-        path.push_str(&format!("&platform={}", encode(p)));
-    }
-    let resp = c.request(Method::POST, &path, Some(Vec::new())).await?;
-    let mut body = resp.into_body();
-    let mut buf = Vec::new();
-    let mut code = 0;
-    while let Some(frame) = body.frame().await {
-        let Ok(data) = frame?.into_data() else {
-            continue;
-        };
-        buf.extend_from_slice(&data);
-        while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = buf.drain(..=nl).collect();
-            let Ok(v) = serde_json::from_slice::<Value>(&line) else {
-                continue;
-            };
-            if let Some(e) = v["error"].as_str() {
-                eprintln!("Error response from daemon: {e}");
-                code = 1;
-            } else if v["progressDetail"].is_null() {
-                match v["id"].as_str() {
-                    Some(id) => println!("{id}: {}", go_string(&v["status"])),
-                    None => println!("{}", go_string(&v["status"])),
-                }
-            }
-        }
-    }
-    if code == 0 {
-        println!("{}", reference);
-    }
-    Ok(code)
 }
 
 /// `berth load [-i FILE]` (stdin when no file).

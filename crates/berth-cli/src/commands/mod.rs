@@ -4,14 +4,16 @@
 mod containers;
 mod images;
 mod network;
+mod registry;
 mod run;
 mod system;
 
 pub use containers::{container_prune, inspect, logs, ps, rename, rm};
 pub use containers::{InspectArgs, LogsArgs, PruneArgs, PsArgs, RmArgs};
 pub use images::{
-    history, images, import, load, prune as image_prune, pull, rmi, save, tag, ImagesArgs,
+    history, images, import, load, prune as image_prune, rmi, save, tag, ImagesArgs,
 };
+pub use registry::{login, logout, pull, push, LoginArgs, PullArgs, PushArgs};
 pub use network::{network, NetworkCommand};
 pub use run::{
     create, exec, kill, pause, restart, run, start, stop, top, wait, CreateArgs, ExecArgs, RunArgs,

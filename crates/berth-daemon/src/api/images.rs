@@ -382,17 +382,11 @@ pub async fn pull(ctx: &Ctx, req: &Request<Incoming>) -> Result<Response<Body>> 
             () = stream.closed() => return,
         };
         match result {
+            // The client's progress already ended with the `Digest:` and `Status:` lines.
             Ok(r) => {
                 let familiar = berth_image::Reference::parse(&r.reference)
                     .map(|x| x.familiar())
                     .unwrap_or_else(|_| r.reference.clone());
-                let status = if r.updated {
-                    format!("Status: Downloaded newer image for {familiar}")
-                } else {
-                    format!("Status: Image is up to date for {familiar}")
-                };
-                stream.send(&json!({"status": format!("Digest: {}", r.digest)}));
-                stream.send(&json!({"status": status}));
                 image_event(&d, "pull", r.id.as_str(), &familiar);
             }
             Err(err) => stream.error(&err.to_string()),
