@@ -103,8 +103,18 @@ fn valid_domain(d: &str) -> bool {
     }
 }
 
-/// `[\w][\w.-]{0,127}`
-fn valid_tag(t: &str) -> bool {
+/// True if `path` is a repository path (`library/busybox`) as the distribution spec
+/// restricts them: `[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(\/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*`,
+/// at most 255 bytes. The registry server checks the names in its URLs with this too, so no
+/// component can be empty, `.`/`..` or start with `_`.
+pub fn valid_repository_path(path: &str) -> bool {
+    !path.is_empty()
+        && path.len() <= NAME_TOTAL_LENGTH_MAX
+        && path.split('/').all(valid_path_component)
+}
+
+/// True if `t` is a tag: `[\w][\w.-]{0,127}`.
+pub fn valid_tag(t: &str) -> bool {
     let b = t.as_bytes();
     let word = |x: u8| x.is_ascii_alphanumeric() || x == b'_';
     !b.is_empty()
