@@ -39,6 +39,8 @@ pub struct Daemon {
     pub execs: crate::exec::ExecStore,
     /// Container networking.
     pub network: crate::network::Networking,
+    /// Volumes and the containers' mount points.
+    pub volumes: crate::volumes::Volumes,
     /// The registry client, built on first use: loading the system's root certificates
     /// costs memory an idle daemon does not need.
     registry: std::sync::Mutex<Option<Arc<berth_distribution::Client>>>,
@@ -88,8 +90,11 @@ impl Daemon {
         let images = berth_image::Store::open(config.data_root.join("image"))?;
         let runtime = berth_runtime::Runtime::new(config.exec_root.join("runtime"));
         let network = crate::network::Networking::open(&config)?;
+        let volumes =
+            crate::volumes::Volumes::open(&config.data_root, &config.data_root.join("containers"))?;
         let daemon = Daemon {
             network,
+            volumes,
             registry: Default::default(),
             pending_attach: Default::default(),
             runtime,
@@ -166,6 +171,7 @@ impl Daemon {
             host_config.network_mode = Some("bridge".into());
         }
         crate::logdriver::normalize(&mut host_config)?;
+        let mount_points = self.create_mount_points(&config, &host_config)?;
         let id = names::random_id();
         let name = match name {
             Some(n) => format!("/{}", n.trim_start_matches('/')),
@@ -174,7 +180,10 @@ impl Daemon {
         let dir = self.containers.dir(&id);
         // The writable layer exists from creation on, as with Docker: it is what marks the
         // image as in use. It is mounted again when the container starts.
-        let rootfs = self.images.create_rootfs(image_id.as_str(), &id)?;
+        let rootfs = self
+            .images
+            .create_rootfs(image_id.as_str(), &id)
+            .inspect_err(|_| self.discard_mount_points(&mount_points))?;
         if let Err(err) = rootfs.unmount() {
             tracing::warn!(%id, %err, "cannot unmount new container rootfs");
         }
@@ -195,6 +204,12 @@ impl Daemon {
             has_been_manually_stopped: false,
         };
         if let Err(err) = self.containers.create(record.clone()) {
+            self.remove_rootfs(&id);
+            self.discard_mount_points(&mount_points);
+            return Err(err);
+        }
+        if let Err(err) = self.volumes.set_mount_points(&id, &dir, mount_points) {
+            let _ = self.containers.remove(&id);
             self.remove_rootfs(&id);
             return Err(err);
         }
@@ -293,7 +308,7 @@ impl Daemon {
                 "Status": status_text(&r.state, now),
                 "HostConfig": {"NetworkMode": r.host_config.network_mode.clone().unwrap_or_default()},
                 "NetworkSettings": {"Networks": {}},
-                "Mounts": [],
+                "Mounts": self.mounts_json(&r.id),
             });
             (summary["Ports"], summary["NetworkSettings"]) = self.network_summary(&r);
             if opts.size {
@@ -344,7 +359,7 @@ impl Daemon {
             "ExecIDs": null,
             "HostConfig": r.host_config,
             "GraphDriver": {"Data": null, "Name": r.driver},
-            "Mounts": [],
+            "Mounts": self.mounts_json(&r.id),
             "Config": r.config,
             "NetworkSettings": {
                 "Bridge": "",
@@ -415,6 +430,7 @@ impl Daemon {
         }
         let record = self.containers.remove(&record.id)?;
         self.remove_rootfs(&record.id);
+        self.drop_mounts(&record.id, record.host_config.auto_remove == Some(true));
         self.network_teardown(&record.id);
         let paths = self.run_paths(&record.id);
         if self.runtime.exists(&record.id) {
@@ -516,6 +532,7 @@ impl Daemon {
             match self.containers.remove(&r.id) {
                 Ok(r) => {
                     self.remove_rootfs(&r.id);
+                    self.drop_mounts(&r.id, false);
                     self.container_event("destroy", &r, &[]);
                     reclaimed += size;
                     deleted.push(r.id);

@@ -29,6 +29,7 @@ pub mod host;
 pub mod lifecycle;
 pub mod logdriver;
 pub mod logs;
+pub mod mounts;
 pub mod names;
 pub mod network;
 pub mod server;
@@ -36,6 +37,7 @@ pub mod stats;
 pub mod store;
 pub mod time;
 pub mod tls;
+pub mod volumes;
 pub mod update;
 
 pub use config::{Config, DaemonArgs};

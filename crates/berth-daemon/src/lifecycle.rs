@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_runtime::monitor::{self, ExitStatus, LogConfig, MonitorConfig, MonitorMode};
-use berth_runtime::spec::{self, ImageDefaults, MountKind, MountSpec, NetworkMode, RunOptions};
+use berth_runtime::spec::{self, ImageDefaults, NetworkMode, RunOptions};
 use bollard_stubs::models::RestartPolicyNameEnum;
 use nix::sys::signal::Signal;
 use tokio::io::unix::AsyncFd;
@@ -190,8 +190,14 @@ impl Daemon {
         let net = self.network_setup(r)?;
         opts.network = net.mode;
         opts.mounts.splice(0..0, net.mounts);
+        let user_mounts = self.container_mounts(r, &rootfs.path);
+        opts.mounts
+            .extend(user_mounts.inspect_err(|_| self.network_teardown(&r.id))?);
         let spec = spec::build_spec(&r.id, &rootfs.path, &defaults, &opts);
-        let spec = spec.inspect_err(|_| self.network_teardown(&r.id))?;
+        let spec = spec.inspect_err(|_| {
+            self.network_teardown(&r.id);
+            self.release_mounts(&r.id);
+        })?;
         spec::write_bundle(&paths.bundle, &spec)?;
         let log_opts = r
             .host_config
@@ -248,6 +254,7 @@ impl Daemon {
                 let _ = self.runtime.delete(&r.id, true);
                 let _ = self.images.unmount_rootfs(&r.id);
                 self.network_teardown(&r.id);
+                self.release_mounts(&r.id);
                 Err(err.into())
             }
         }
@@ -324,6 +331,7 @@ impl Daemon {
                 tracing::warn!(id = %rid, %err, "cannot unmount rootfs");
             }
             d.network_teardown(&rid);
+            d.release_mounts(&rid);
         })
         .await;
         if oom {
@@ -391,6 +399,7 @@ impl Daemon {
     pub async fn restore(self: &Arc<Self>) {
         self.network_start().await;
         self.restore_running().await;
+        self.reconcile_volumes();
         // Then, as dockerd does at boot, start what the restart policies say should run.
         for record in self.containers.list() {
             if record.state.running {
@@ -747,42 +756,6 @@ fn restart_delay(r: &ContainerRecord, code: i64) -> Option<std::time::Duration> 
 /// Docker's HostConfig and Config as the runtime's plain options.
 fn run_options(r: &ContainerRecord) -> Result<RunOptions> {
     let hc = &r.host_config;
-    let mut mounts = Vec::new();
-    for bind in hc.binds.iter().flatten() {
-        let parts: Vec<&str> = bind.split(':').collect();
-        let (source, target, mode) = match parts.as_slice() {
-            [s, t] => (*s, *t, ""),
-            [s, t, m] => (*s, *t, *m),
-            _ => {
-                return Err(Error::InvalidParameter(format!(
-                    "invalid volume specification: '{bind}'"
-                )))
-            }
-        };
-        if !source.starts_with('/') {
-            return Err(Error::NotImplemented("named volumes"));
-        }
-        mounts.push(MountSpec {
-            kind: MountKind::Bind,
-            source: source.into(),
-            target: target.into(),
-            read_only: mode.split(',').any(|m| m == "ro"),
-            options: Vec::new(),
-        });
-    }
-    for (target, options) in hc.tmpfs.iter().flatten() {
-        mounts.push(MountSpec {
-            kind: MountKind::Tmpfs,
-            source: PathBuf::new(),
-            target: target.into(),
-            read_only: false,
-            options: options
-                .split(',')
-                .filter(|o| !o.is_empty())
-                .map(str::to_string)
-                .collect(),
-        });
-    }
     let network = match hc.network_mode.as_deref() {
         Some("host") => NetworkMode::Host,
         // Bridge and container modes are filled in by `network_setup`.
@@ -817,7 +790,7 @@ fn run_options(r: &ContainerRecord) -> Result<RunOptions> {
         hostname: r.config.hostname.clone().filter(|h| !h.is_empty()),
         group_add: hc.group_add.clone().unwrap_or_default(),
         tty: r.config.tty.unwrap_or(false),
-        mounts,
+        // Mounts (binds, volumes, tmpfs) are prepared by `Daemon::container_mounts`.
         limits,
         cap_add: hc.cap_add.clone().unwrap_or_default(),
         cap_drop: hc.cap_drop.clone().unwrap_or_default(),

@@ -70,9 +70,15 @@ pub fn rename(ctx: &Ctx, id: &str) -> Result<Response<Body>> {
 
 /// `DELETE /containers/{id}?force=&v=`.
 pub async fn remove(ctx: &Ctx, id: &str) -> Result<Response<Body>> {
+    // `v`: its anonymous volumes go too (read before the container's mount points are).
+    let volumes = match ctx.query.bool("v") {
+        true => ctx.daemon.anonymous_volumes(id),
+        false => Vec::new(),
+    };
     ctx.daemon
         .remove_container(id, ctx.query.bool("force"))
         .await?;
+    ctx.daemon.remove_unused_volumes(&volumes);
     Ok(empty(StatusCode::NO_CONTENT))
 }
 

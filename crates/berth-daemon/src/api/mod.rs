@@ -11,6 +11,7 @@ mod images;
 mod networks;
 mod stats;
 mod system;
+mod volumes;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -189,6 +190,11 @@ async fn route(daemon: Arc<Daemon>, req: Request<Incoming>) -> Result<Response<B
         (&Method::POST, ["networks", id, "disconnect"]) => {
             networks::disconnect(&ctx, id, req).await
         }
+        (&Method::GET, ["volumes"]) => volumes::list(&ctx),
+        (&Method::POST, ["volumes", "create"]) => volumes::create(&ctx, req).await,
+        (&Method::POST, ["volumes", "prune"]) => volumes::prune(&ctx),
+        (&Method::GET, ["volumes", name]) => volumes::inspect(&ctx, name),
+        (&Method::DELETE, ["volumes", name]) => volumes::remove(&ctx, name),
         (_, ["swarm", ..]) => Err(Error::NotInSwarm),
         _ => Err(Error::RouteNotFound),
     }

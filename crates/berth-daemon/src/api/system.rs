@@ -209,14 +209,14 @@ fn open_fds() -> usize {
 /// `GET /system/df`.
 pub async fn df(ctx: &Ctx) -> Result<Response<Body>> {
     let d = ctx.daemon.clone();
-    let (usage, containers) = tokio::task::spawn_blocking(move || {
+    let (usage, containers, volumes) = tokio::task::spawn_blocking(move || {
         let usage = d.images.disk_usage()?;
         let containers = d.list_containers(&crate::daemon::ListOptions {
             all: true,
             size: true,
             ..Default::default()
         })?;
-        Ok::<_, Error>((usage, containers))
+        Ok::<_, Error>((usage, containers, d.volumes_disk_usage()))
     })
     .await
     .map_err(|e| Error::Internal(format!("disk usage: {e}")))??;
@@ -226,7 +226,7 @@ pub async fn df(ctx: &Ctx) -> Result<Response<Body>> {
             "LayersSize": usage.layers_size,
             "Images": usage.images,
             "Containers": containers,
-            "Volumes": [],
+            "Volumes": volumes,
             "BuildCache": [],
         }),
     ))
