@@ -108,6 +108,10 @@ enum Command {
         #[arg(required = true)]
         containers: Vec<String>,
     },
+    /// Display a live stream of container(s) resource usage statistics
+    Stats(commands::StatsArgs),
+    /// Update configuration of one or more containers
+    Update(commands::UpdateArgs),
     /// Display the running processes of a container
     Top {
         /// Container
@@ -201,6 +205,11 @@ enum Command {
     Network {
         #[command(subcommand)]
         command: commands::NetworkCommand,
+    },
+    /// Manage volumes
+    Volume {
+        #[command(subcommand)]
+        command: commands::VolumeCommand,
     },
     /// Manage Berth
     System {
@@ -433,6 +442,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Pause { containers } => cmd::pause(c, &containers, true).await,
         Command::Unpause { containers } => cmd::pause(c, &containers, false).await,
         Command::Top { container, ps_args } => cmd::top(c, &container, &ps_args).await,
+        Command::Stats(a) => cmd::stats(c, &a).await,
+        Command::Update(a) => cmd::update(c, &a).await,
         Command::Images(a)
         | Command::Image {
             command: ImageCommand::Ls(a),
@@ -477,6 +488,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             command: ImageCommand::Prune { all, force },
         } => cmd::image_prune(c, all, force).await,
         Command::Network { command } => cmd::network(c, command).await,
+        Command::Volume { command } => cmd::volume(c, command).await,
     }
 }
 

@@ -6,7 +6,9 @@ mod images;
 mod network;
 mod registry;
 mod run;
+mod stats;
 mod system;
+mod volume;
 
 pub use containers::{container_prune, inspect, logs, ps, rename, rm};
 pub use containers::{InspectArgs, LogsArgs, PruneArgs, PsArgs, RmArgs};
@@ -15,11 +17,13 @@ pub use images::{
 };
 pub use registry::{login, logout, pull, push, LoginArgs, PullArgs, PushArgs};
 pub use network::{network, NetworkCommand};
+pub use volume::{volume, VolumeCommand};
 pub use run::{
     create, exec, kill, pause, restart, run, start, stop, top, wait, CreateArgs, ExecArgs, RunArgs,
     StopArgs,
 };
 pub use system::{df, events, info, version, EventsArgs};
+pub use stats::{stats, update, StatsArgs, UpdateArgs};
 
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};

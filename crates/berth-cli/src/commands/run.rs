@@ -116,7 +116,7 @@ pub struct RunArgs {
 }
 
 /// Parses `512m`, `1g`, `100k`, `1024` into bytes.
-fn parse_bytes(s: &str) -> Result<i64> {
+pub(crate) fn parse_bytes(s: &str) -> Result<i64> {
     let t = s.trim().to_ascii_lowercase();
     let t = t.trim_end_matches('b');
     let (num, mult) = match t.chars().last() {
