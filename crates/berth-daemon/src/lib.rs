@@ -18,6 +18,7 @@
 
 mod api;
 pub mod apiversion;
+pub mod archive;
 pub mod config;
 pub mod daemon;
 pub mod error;

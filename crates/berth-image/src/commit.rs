@@ -550,6 +550,9 @@ impl Store {
         obj.insert("config".into(), Value::Object(cc));
         obj.insert("created".into(), json!(now));
         obj.insert("container".into(), json!(container_id));
+        // dockerd records the container's image as the new image's parent (`Parent` in
+        // inspect, what `docker history` walks for local images).
+        obj.insert("parent".into(), json!(meta.image_id.to_string()));
         match &opts.author {
             Some(a) => obj.insert("author".into(), json!(a)),
             None => obj.remove("author"),

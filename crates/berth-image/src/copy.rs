@@ -343,6 +343,63 @@ impl ContainerFs {
         ex.finish()
     }
 
+    /// Read a small regular file of the container (`/etc/passwd`), at most `limit` bytes.
+    pub fn read_file(&self, path: &str, limit: u64) -> Result<Vec<u8>> {
+        let rel = ContainerPath::parse(path).rel();
+        let fd = self.open_rel(&rel, libc::O_RDONLY, path)?;
+        let st = sys::fstat(&fd).map_err(self.io_err("stat", &rel))?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Err(Error::PathNotFound(path.to_string()));
+        }
+        let mut out = Vec::new();
+        std::fs::File::from(fd)
+            .take(limit)
+            .read_to_end(&mut out)
+            .map_err(self.io_err("read", &rel))?;
+        Ok(out)
+    }
+
+    /// An `O_PATH` fd of `path` inside the container, created (a directory, or an empty file
+    /// when `dir` is false, parents 0755) if missing: a place to bind-mount a volume onto.
+    pub fn mount_target(&self, path: &str, dir: bool) -> Result<OwnedFd> {
+        let rel = ContainerPath::parse(path).rel();
+        let flags = libc::O_PATH | libc::O_NOFOLLOW;
+        match sys::open_in_root(&self.root, &rel, flags) {
+            Ok(fd) => return Ok(fd),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(self.io_err("open", &rel)(e)),
+        }
+        let Some(name) = rel.file_name() else {
+            return Err(self.io_err("open", &rel)(io::Error::from_raw_os_error(
+                libc::ENOENT,
+            )));
+        };
+        let mut cur = sys::open_in_root(&self.root, Path::new(""), libc::O_PATH)
+            .map_err(self.io_err("open", Path::new("")))?;
+        let mut prefix = PathBuf::new();
+        for c in rel.parent().unwrap_or(Path::new("")).components() {
+            prefix.push(c);
+            match sys::mkdirat(&cur, c.as_os_str(), 0o755) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(e) => return Err(self.io_err("create directory", &prefix)(e)),
+            }
+            cur = sys::open_in_root(&self.root, &prefix, libc::O_PATH | libc::O_DIRECTORY)
+                .map_err(self.io_err("open", &prefix))?;
+        }
+        if dir {
+            match sys::mkdirat(&cur, name, 0o755) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(e) => return Err(self.io_err("create directory", &rel)(e)),
+            }
+        } else {
+            sys::openat(&cur, name, libc::O_CREAT | libc::O_WRONLY, 0o755)
+                .map_err(self.io_err("create file", &rel))?;
+        }
+        sys::openat(&cur, name, libc::O_PATH, 0).map_err(self.io_err("open", &rel))
+    }
+
     /// The destination of an extraction: every symlink followed, and it must be a directory.
     /// Returned relative to the root.
     pub fn extract_point(&self, path: &str) -> Result<PathBuf> {
@@ -1216,5 +1273,22 @@ mod tests {
         let gz = gz.finish().expect("gzip");
         c.extract("/data", gz.as_slice(), &allow).expect("extract");
         assert_eq!(fs::read(f.root.join("data/z.txt")).expect("read"), b"zz");
+    }
+
+    #[test]
+    fn mount_targets_and_reads_stay_inside() {
+        let f = fixture();
+        let c = f.fs();
+        // `y -> ../../../../etc`: the target is created under the container's /etc.
+        c.mount_target("/y/vol/inner", true).expect("mount target");
+        assert!(f.root.join("etc/vol/inner").is_dir());
+        c.mount_target("/y/file", false).expect("mount target");
+        assert!(f.root.join("etc/file").is_file());
+        assert_eq!(
+            c.read_file("/x", 1 << 10).expect("read"),
+            b"container shadow"
+        );
+        assert!(c.read_file("/hostcanary", 1 << 10).is_err());
+        f.assert_canary();
     }
 }

@@ -457,12 +457,26 @@ pub async fn commit(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>>
             serde_json::to_value(&record.config).ok()
         },
     };
-    let id = blocking(&ctx.daemon, move |d| {
+    // As dockerd, a running container is paused while its changes are read (`pause`
+    // defaults to true), so the layer is a consistent snapshot.
+    let pause = q.get("pause").is_none_or(|_| q.bool("pause"));
+    let cid = record.id.clone();
+    let paused_here = pause
+        && record.state.running
+        && !record.state.paused
+        && ctx.daemon.set_paused(&cid, true).await.is_ok();
+    let result = blocking(&ctx.daemon, move |d| {
         let id = d.images.commit(&record.id, &opts)?;
         d.container_event("commit", &record, &[]);
         Ok(id)
     })
-    .await?;
+    .await;
+    if paused_here {
+        if let Err(err) = ctx.daemon.set_paused(&cid, false).await {
+            tracing::warn!(id = %cid, %err, "cannot unpause the container after commit");
+        }
+    }
+    let id = result?;
     Ok(json_response(
         StatusCode::CREATED,
         &json!({"Id": id.to_string()}),

@@ -3,6 +3,7 @@
 //!
 //! Handlers are thin: they decode, call [`Daemon`], and encode.
 
+mod archive;
 mod attach;
 mod containers;
 mod distribution;
@@ -145,6 +146,9 @@ async fn route(daemon: Arc<Daemon>, req: Request<Incoming>) -> Result<Response<B
         (&Method::POST, ["exec", id, "resize"]) => exec::resize(&ctx, id).await,
         (&Method::GET, ["containers", id, "changes"]) => images::changes(&ctx, id).await,
         (&Method::GET, ["containers", id, "export"]) => images::export(&ctx, id).await,
+        (&Method::HEAD, ["containers", id, "archive"]) => archive::head(&ctx, id).await,
+        (&Method::GET, ["containers", id, "archive"]) => archive::get(&ctx, id).await,
+        (&Method::PUT, ["containers", id, "archive"]) => archive::put(&ctx, id, req).await,
         (&Method::POST, ["commit"]) => images::commit(&ctx, req).await,
         (&Method::GET, ["containers", id, "stats"]) => stats::stats(&ctx, id).await,
         (&Method::POST, ["containers", id, "update"]) => stats::update(&ctx, id, req).await,
