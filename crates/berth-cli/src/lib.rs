@@ -206,6 +206,11 @@ enum Command {
         #[command(subcommand)]
         command: commands::NetworkCommand,
     },
+    /// Manage volumes
+    Volume {
+        #[command(subcommand)]
+        command: commands::VolumeCommand,
+    },
     /// Manage Berth
     System {
         #[command(subcommand)]
@@ -483,6 +488,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             command: ImageCommand::Prune { all, force },
         } => cmd::image_prune(c, all, force).await,
         Command::Network { command } => cmd::network(c, command).await,
+        Command::Volume { command } => cmd::volume(c, command).await,
     }
 }
 

@@ -426,3 +426,89 @@ fn bad_specifications_are_refused_with_dockerd_messages() {
     let resp = d.http("GET", "/volumes/nope", None);
     assert_eq!(resp.status, 404);
 }
+
+#[test]
+fn berth_cli_volume_commands_and_run_mount_flags() {
+    if !have_tools() {
+        return;
+    }
+    let d = Daemon::start();
+    import_busybox(&d);
+    assert_eq!(
+        ok(d.berth(&["volume", "create", "--label", "a=b", "cli-vol"])).trim(),
+        "cli-vol"
+    );
+    let anon = ok(d.berth(&["volume", "create"])).trim().to_string();
+    assert_eq!(anon.len(), 64);
+    let table = ok(d.berth(&["volume", "ls"]));
+    assert!(table.starts_with("DRIVER"), "{table}");
+    assert!(table.contains("VOLUME NAME"), "{table}");
+    let quiet = ok(d.berth(&["volume", "ls", "-q", "-f", "label=a=b"]));
+    assert_eq!(quiet.trim(), "cli-vol");
+    let fmt = ok(d.berth(&[
+        "volume",
+        "inspect",
+        "-f",
+        "{{.Driver}} {{.Name}}",
+        "cli-vol",
+    ]));
+    assert_eq!(fmt.trim(), "local cli-vol");
+
+    let out = ok(d.berth(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--mount",
+        "src=cli-vol,dst=/v",
+        "busybox",
+        "sh",
+        "-c",
+        "echo hi > /v/f && cat /v/f",
+    ]));
+    assert_eq!(out.trim(), "hi");
+    ok(d.berth(&[
+        "create",
+        "--name",
+        "holder",
+        "--network",
+        "none",
+        "-v",
+        "cli-vol:/v",
+        "busybox",
+    ]));
+    let out = ok(d.berth(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--volumes-from",
+        "holder",
+        "--read-only",
+        "busybox",
+        "cat",
+        "/v/f",
+    ]));
+    assert_eq!(out.trim(), "hi");
+    let err = d.berth(&["volume", "rm", "cli-vol"]);
+    assert!(!err.status.success());
+    assert!(String::from_utf8_lossy(&err.stderr).contains("volume is in use"));
+    let bad = d.berth(&[
+        "run",
+        "--rm",
+        "--mount",
+        "type=bind,src=/x",
+        "busybox",
+        "true",
+    ]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("target is required"));
+
+    ok(d.berth(&["rm", "holder"]));
+    let pruned = ok(d.berth(&["volume", "prune", "-f"]));
+    assert!(pruned.contains(&anon), "{pruned}");
+    assert!(!pruned.contains("cli-vol"), "{pruned}");
+    let pruned = ok(d.berth(&["volume", "prune", "-f", "-a"]));
+    assert!(pruned.contains("cli-vol"), "{pruned}");
+    assert!(ok(d.berth(&["volume", "ls", "-q"])).trim().is_empty());
+}

@@ -8,6 +8,7 @@ mod registry;
 mod run;
 mod stats;
 mod system;
+mod volume;
 
 pub use containers::{container_prune, inspect, logs, ps, rename, rm};
 pub use containers::{InspectArgs, LogsArgs, PruneArgs, PsArgs, RmArgs};
@@ -16,6 +17,7 @@ pub use images::{
 };
 pub use registry::{login, logout, pull, push, LoginArgs, PullArgs, PushArgs};
 pub use network::{network, NetworkCommand};
+pub use volume::{volume, VolumeCommand};
 pub use run::{
     create, exec, kill, pause, restart, run, start, stop, top, wait, CreateArgs, ExecArgs, RunArgs,
     StopArgs,

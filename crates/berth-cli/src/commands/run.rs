@@ -50,6 +50,12 @@ pub struct CreateArgs {
     /// Mount a tmpfs directory (/path[:options])
     #[arg(long)]
     tmpfs: Vec<String>,
+    /// Attach a filesystem mount to the container (type=bind|volume|tmpfs,src=,dst=,...)
+    #[arg(long)]
+    mount: Vec<String>,
+    /// Mount volumes from the specified container(s) (name[:ro|rw])
+    #[arg(long)]
+    volumes_from: Vec<String>,
     /// Connect a container to a network (host, none, bridge)
     #[arg(long)]
     network: Option<String>,
@@ -172,6 +178,8 @@ fn create_body(a: &CreateArgs) -> Result<Value> {
     if let Some(p) = a.pids_limit {
         host["PidsLimit"] = json!(p);
     }
+    host["Mounts"] = json!(super::volume::mounts_json(&a.mount)?);
+    host["VolumesFrom"] = json!(a.volumes_from);
     let mut body = json!({
         "Image": a.image,
         "Env": a.env,
