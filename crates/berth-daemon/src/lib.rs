@@ -9,7 +9,8 @@
 //! [`apiversion`] (negotiation), [`error`] (the one status mapping), [`daemon`] (container
 //! operations on records), [`lifecycle`] (start/stop/kill/wait/restart policies over
 //! `berth-runtime`'s monitor), [`network`] (container networking over `berth-network`),
-//! [`exec`] (exec instances), [`store`] (crash-safe container
+//! [`mounts`] (binds, volumes and tmpfs of a container), [`volumes`] (volumes over
+//! `berth-volume` and who uses them), [`exec`] (exec instances), [`store`] (crash-safe container
 //! records), [`events`] (broadcast + replay ring), [`logs`] (json-file reading and stream
 //! framing), [`filters`], [`time`], [`names`], [`host`], [`config`] (flags and daemon.json).
 //! Images are `berth-image`'s [`berth_image::Store`], used directly.
@@ -31,6 +32,7 @@ pub mod lifecycle;
 pub mod logdriver;
 pub mod logs;
 pub mod mounts;
+pub mod mounts;
 pub mod names;
 pub mod network;
 pub mod server;
@@ -38,6 +40,7 @@ pub mod stats;
 pub mod store;
 pub mod time;
 pub mod tls;
+pub mod volumes;
 pub mod volumes;
 pub mod update;
 
