@@ -32,7 +32,6 @@ pub mod lifecycle;
 pub mod logdriver;
 pub mod logs;
 pub mod mounts;
-pub mod mounts;
 pub mod names;
 pub mod network;
 pub mod server;
@@ -40,7 +39,6 @@ pub mod stats;
 pub mod store;
 pub mod time;
 pub mod tls;
-pub mod volumes;
 pub mod volumes;
 pub mod update;
 
