@@ -6,6 +6,7 @@ packages=(
   libseccomp-dev pkg-config   # libseccomp for the runtime's seccomp filters
   busybox-static              # the rootfs of every test image (no registry access here)
   runc crun skopeo hyperfine  # peers the tests and benchmarks compare against
+  docker-registry             # CNCF distribution, the registry interop test's peer
   jq iproute2 util-linux openssl
   nftables iptables           # NAT, port publishing and isolation for bridge networks
 )

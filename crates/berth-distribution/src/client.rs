@@ -278,7 +278,7 @@ impl Client {
     ) -> Option<HeaderValue> {
         if let Some((tok, exp)) = self
             .lock_tokens()
-            .get(&(ep.base.clone(), scope.to_string()))
+            .get(&token_key(ep, scope, creds))
         {
             if *exp > Instant::now() {
                 return HeaderValue::from_str(&format!("Bearer {tok}")).ok();
@@ -393,7 +393,7 @@ impl Client {
         // Spec minimum lifetime is 60 s; keep a margin so a token never expires mid-request.
         let ttl = t.expires_in.unwrap_or(60).max(60) - 10;
         self.lock_tokens().insert(
-            (ep.base.clone(), scope.to_string()),
+            token_key(ep, scope, creds),
             (token.clone(), Instant::now() + Duration::from_secs(ttl)),
         );
         Ok(token)
@@ -421,6 +421,29 @@ impl Client {
         }
         Ok("Login Succeeded".to_string())
     }
+}
+
+/// The token cache key: registry, scope, and whose credentials earned the token, so one
+/// client's token never serves another's request (nor a login with a wrong password).
+fn token_key(ep: &Endpoint, scope: &str, creds: Option<&Credentials>) -> (String, String) {
+    use sha2::Digest as _;
+    let who = creds.filter(|c| !c.is_empty()).map(|c| {
+        let mut h = sha2::Sha256::new();
+        for part in [
+            c.username.as_str(),
+            c.password.as_str(),
+            c.identity_token.as_deref().unwrap_or(""),
+            c.registry_token.as_deref().unwrap_or(""),
+        ] {
+            h.update(part.len().to_le_bytes());
+            h.update(part.as_bytes());
+        }
+        hex::encode(h.finalize())
+    });
+    (
+        ep.base.clone(),
+        format!("{scope}\n{}", who.unwrap_or_default()),
+    )
 }
 
 /// `https://index.docker.io/v1/` and friends → `docker.io`; `https://h:5000` → `h:5000`.
@@ -526,6 +549,30 @@ mod tests {
         assert!(!c.is_insecure("10.2.0.1"));
         assert!(!c.is_insecure("docker.io"));
         assert!(!c.is_insecure("reg.local:5001"));
+    }
+
+    #[test]
+    fn tokens_are_cached_per_credentials() {
+        let ep = Endpoint {
+            base: "http://r".into(),
+            domain: "r".into(),
+            challenge: None,
+        };
+        let scope = "repository:a:pull";
+        let alice = Credentials::basic("alice", "right");
+        let wrong = Credentials::basic("alice", "wrong");
+        assert_ne!(
+            token_key(&ep, scope, Some(&alice)),
+            token_key(&ep, scope, Some(&wrong))
+        );
+        assert_ne!(
+            token_key(&ep, scope, Some(&alice)),
+            token_key(&ep, scope, None)
+        );
+        assert_eq!(
+            token_key(&ep, scope, None),
+            token_key(&ep, scope, Some(&Credentials::default()))
+        );
     }
 
     #[test]
