@@ -112,6 +112,23 @@ enum Command {
     Stats(commands::StatsArgs),
     /// Update configuration of one or more containers
     Update(commands::UpdateArgs),
+    /// Copy files/folders between a container and the local filesystem
+    Cp(commands::CpArgs),
+    /// Export a container's filesystem as a tar archive
+    Export {
+        /// Write to a file, instead of STDOUT
+        #[arg(short, long)]
+        output: Option<String>,
+        /// Container
+        container: String,
+    },
+    /// Inspect changes to files or directories on a container's filesystem
+    Diff {
+        /// Container
+        container: String,
+    },
+    /// Create a new image from a container's changes
+    Commit(commands::CommitArgs),
     /// Display the running processes of a container
     Top {
         /// Container
@@ -257,6 +274,23 @@ enum ContainerCommand {
         #[arg(required = true)]
         containers: Vec<String>,
     },
+    /// Copy files/folders between a container and the local filesystem
+    Cp(commands::CpArgs),
+    /// Export a container's filesystem as a tar archive
+    Export {
+        /// Write to a file, instead of STDOUT
+        #[arg(short, long)]
+        output: Option<String>,
+        /// Container
+        container: String,
+    },
+    /// Inspect changes to files or directories on a container's filesystem
+    Diff {
+        /// Container
+        container: String,
+    },
+    /// Create a new image from a container's changes
+    Commit(commands::CommitArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -441,6 +475,22 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         } => cmd::wait(c, &containers).await,
         Command::Pause { containers } => cmd::pause(c, &containers, true).await,
         Command::Unpause { containers } => cmd::pause(c, &containers, false).await,
+        Command::Cp(a)
+        | Command::Container {
+            command: ContainerCommand::Cp(a),
+        } => cmd::cp(c, &a).await,
+        Command::Export { output, container }
+        | Command::Container {
+            command: ContainerCommand::Export { output, container },
+        } => cmd::export(c, output.as_deref(), &container).await,
+        Command::Diff { container }
+        | Command::Container {
+            command: ContainerCommand::Diff { container },
+        } => cmd::diff(c, &container).await,
+        Command::Commit(a)
+        | Command::Container {
+            command: ContainerCommand::Commit(a),
+        } => cmd::commit(c, &a).await,
         Command::Top { container, ps_args } => cmd::top(c, &container, &ps_args).await,
         Command::Stats(a) => cmd::stats(c, &a).await,
         Command::Update(a) => cmd::update(c, &a).await,

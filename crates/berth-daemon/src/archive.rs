@@ -237,6 +237,7 @@ pub(crate) fn container_user_ids(fs: &ContainerFs, user: &str) -> Result<(u32, u
             .unwrap_or_default()
     };
     let passwd = read("/etc/passwd");
+    // An empty user or group is root's, as in `docker run --user ":33"`.
     let (uid, primary_gid) = if u.is_empty() {
         (0, 0)
     } else if let Ok(n) = u.parse::<u32>() {

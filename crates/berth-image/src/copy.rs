@@ -104,6 +104,37 @@ pub struct ExtractOptions {
     /// Own every entry by this uid/gid instead of the archive's (`copyUIDGID=1`: the
     /// container's user).
     pub owner: Option<(u32, u32)>,
+    /// Rename the archive's top-level entry `.0` to `.1` while extracting (the docker CLI's
+    /// rebasing: `docker cp ctr:/a/file ./other` writes `file` as `other`). A `.0` of `.`
+    /// puts every entry under `.1`.
+    pub rename_top: Option<(String, String)>,
+}
+
+/// Apply [`ExtractOptions::rename_top`] to an entry or hard link name.
+fn rename_top(raw: &[u8], rename: Option<&(String, String)>) -> Vec<u8> {
+    let Some((from, to)) = rename else {
+        return raw.to_vec();
+    };
+    let mut name = raw;
+    while name.first() == Some(&b'/') {
+        name = &name[1..];
+    }
+    if from == "." {
+        let mut out = to.as_bytes().to_vec();
+        out.push(b'/');
+        out.extend_from_slice(name);
+        return out;
+    }
+    let (first, rest) = match name.iter().position(|b| *b == b'/') {
+        Some(i) => name.split_at(i),
+        None => (name, &b""[..]),
+    };
+    if first != from.as_bytes() {
+        return raw.to_vec();
+    }
+    let mut out = to.as_bytes().to_vec();
+    out.extend_from_slice(rest);
+    out
 }
 
 /// A path as the API names it: absolute in the container, lexically cleaned, with its
@@ -296,6 +327,11 @@ impl ContainerFs {
     /// `GET /containers/{id}/archive?path=`: the path as a tar stream whose entries are named
     /// after its last element. Returns the writer when the archive is complete.
     pub fn archive<W: Write>(&self, path: &str, w: W) -> Result<W> {
+        self.archive_named(path, None, w)
+    }
+
+    /// [`ContainerFs::archive`] with the top-level entry called `name` instead.
+    pub fn archive_named<W: Write>(&self, path: &str, name: Option<&str>, w: W) -> Result<W> {
         let p = ContainerPath::parse(path);
         let rel = p.rel();
         let nofollow = if p.follows_last() {
@@ -309,11 +345,12 @@ impl ContainerFs {
         if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
             let dir = self.open_rel(&rel, libc::O_RDONLY | libc::O_DIRECTORY | nofollow, path)?;
             // The root itself is archived without a leading name (`bin/`, `etc/`, ...).
-            let name = match p.base().as_str() {
-                "/" => PathBuf::new(),
-                b => PathBuf::from(b),
+            let top = match (name, p.base().as_str()) {
+                (Some(n), _) => PathBuf::from(n),
+                (None, "/") => PathBuf::new(),
+                (None, b) => PathBuf::from(b),
             };
-            tw.dir(&dir, &name)?;
+            tw.dir(&dir, &top)?;
         } else {
             let parent = self.open_rel(
                 &rel.parent().map(Path::to_path_buf).unwrap_or_default(),
@@ -321,7 +358,8 @@ impl ContainerFs {
                 path,
             )?;
             let base = rel.file_name().unwrap_or_default();
-            tw.child(&parent, base, &PathBuf::from(p.base()))?;
+            let top = PathBuf::from(name.map_or_else(|| p.base(), str::to_string));
+            tw.child(&parent, base, &top)?;
         }
         tw.finish()
     }
@@ -709,6 +747,22 @@ impl CopyExtractor<'_> {
     }
 
     fn entry(&mut self, kind: EntryType, meta: &EntryMeta, data: &mut dyn Read) -> Result<()> {
+        let renamed;
+        let meta = if self.opts.rename_top.is_some() {
+            let rename = self.opts.rename_top.as_ref();
+            renamed = EntryMeta {
+                path: rename_top(&meta.path, rename),
+                link: match kind {
+                    EntryType::Link => meta.link.as_deref().map(|l| rename_top(l, rename)),
+                    _ => meta.link.clone(),
+                },
+                xattrs: meta.xattrs.clone(),
+                ..*meta
+            };
+            &renamed
+        } else {
+            meta
+        };
         let Some(rel) = entry_rel(&meta.path)? else {
             // `./` describes the destination itself (dockerd applies its metadata).
             if kind == EntryType::Directory {
@@ -1154,6 +1208,7 @@ mod tests {
         let opts = ExtractOptions {
             allow_overwrite_dir_non_dir: true,
             owner: Some((1234, 4321)),
+            rename_top: None,
         };
         // Through a symlinked destination: `datalink -> /data`.
         c.extract("/datalink", t.as_slice(), &opts)
@@ -1186,7 +1241,7 @@ mod tests {
         let c = f.fs();
         let opts = ExtractOptions {
             allow_overwrite_dir_non_dir: true,
-            owner: None,
+            ..Default::default()
         };
         let canary_name = f.canary.display().to_string();
         let cases: Vec<Vec<u8>> = vec![
@@ -1262,7 +1317,7 @@ mod tests {
         ));
         let allow = ExtractOptions {
             allow_overwrite_dir_non_dir: true,
-            owner: None,
+            ..Default::default()
         };
         c.extract("/data", t.as_slice(), &allow).expect("extract");
         assert!(f.root.join("data/a.txt").is_dir());
@@ -1273,6 +1328,29 @@ mod tests {
         let gz = gz.finish().expect("gzip");
         c.extract("/data", gz.as_slice(), &allow).expect("extract");
         assert_eq!(fs::read(f.root.join("data/z.txt")).expect("read"), b"zz");
+    }
+
+    #[test]
+    fn renames_follow_the_docker_cli() {
+        let r = ("a".to_string(), "b".to_string());
+        assert_eq!(rename_top(b"a/x", Some(&r)), b"b/x");
+        assert_eq!(rename_top(b"/a", Some(&r)), b"b");
+        assert_eq!(rename_top(b"ab/x", Some(&r)), b"ab/x");
+        let dot = (".".to_string(), "d".to_string());
+        assert_eq!(rename_top(b"./x", Some(&dot)), b"d/./x");
+        assert_eq!(rename_top(b"x", None), b"x");
+
+        let f = fixture();
+        let c = f.fs();
+        // (`/data` itself holds `up -> ../..`, which extraction refuses as dockerd does.)
+        let t = c.archive_named("/data/sub", Some("copy"), Vec::new()).expect("archive");
+        assert_eq!(names(&t)[1].0, "copy/b.txt");
+        let opts = ExtractOptions {
+            rename_top: Some(("copy".into(), "again".into())),
+            ..Default::default()
+        };
+        c.extract("/", t.as_slice(), &opts).expect("extract");
+        assert_eq!(fs::read(f.root.join("again/b.txt")).expect("read"), b"world");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! and returns the exit code.
 
 mod containers;
+mod fs;
 mod images;
 mod network;
 mod registry;
@@ -11,6 +12,7 @@ mod system;
 mod volume;
 
 pub use containers::{container_prune, inspect, logs, ps, rename, rm};
+pub use fs::{commit, cp, diff, export, CommitArgs, CpArgs};
 pub use containers::{InspectArgs, LogsArgs, PruneArgs, PsArgs, RmArgs};
 pub use images::{
     history, images, import, load, prune as image_prune, rmi, save, tag, ImagesArgs,

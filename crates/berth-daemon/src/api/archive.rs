@@ -133,7 +133,7 @@ pub async fn put(ctx: &Ctx, key: &str, req: Request<Incoming>) -> Result<Respons
     let record = ctx.daemon.containers.get(key)?;
     let opts = berth_image::ExtractOptions {
         allow_overwrite_dir_non_dir: !ctx.query.bool("noOverwriteDirNonDir"),
-        owner: None,
+        ..Default::default()
     };
     let copy_uid_gid = ctx.query.bool("copyUIDGID");
     // The body is read on the runtime and handed to the extracting thread in chunks.
@@ -160,8 +160,9 @@ pub async fn put(ctx: &Ctx, key: &str, req: Request<Incoming>) -> Result<Respons
             let dest = fs.resolve(&p)?;
             d.check_writable(&rec, &dest)?;
             let mut opts = opts;
-            if copy_uid_gid {
-                let user = rec.config.user.clone().unwrap_or_default();
+            // Without a configured user, dockerd keeps the archive's owners even then.
+            let user = rec.config.user.clone().unwrap_or_default();
+            if copy_uid_gid && !user.is_empty() {
                 opts.owner = Some(crate::archive::container_user_ids(fs, &user)?);
             }
             let reader = ChannelReader {
