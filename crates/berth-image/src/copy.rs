@@ -496,19 +496,10 @@ impl<'a, W: Write> TarWriter<'a, W> {
         if !name.as_os_str().is_empty() {
             let st = sys::fstat(dir).map_err(self.err("stat", name))?;
             let mut h = Self::header(&st, EntryType::Directory);
-            // Directory names end in `/`, as dockerd writes them; the tar crate strips it, so
-            // short names are set by hand (long ones go through a GNU long-name entry).
+            // Directory names end in `/`, as dockerd writes them.
             let mut raw = name.as_os_str().as_bytes().to_vec();
             raw.push(b'/');
-            if raw.len() <= 100 {
-                h.as_old_mut().name = [0; 100];
-                h.as_old_mut().name[..raw.len()].copy_from_slice(&raw);
-                h.set_cksum();
-                self.b.append(&h, io::empty())
-            } else {
-                self.b.append_data(&mut h, name, io::empty())
-            }
-            .map_err(self.err("write tar entry", name))?;
+            self.put(&mut h, &raw, None, io::empty(), name)?;
         }
         // Listing through the fd's /proc link reads exactly the directory we opened.
         let listing = format!("/proc/self/fd/{}", dir.as_raw_fd());
@@ -551,10 +542,8 @@ impl<'a, W: Write> TarWriter<'a, W> {
                     let key = (st.st_dev, st.st_ino);
                     if let Some(first) = self.links.get(&key).cloned() {
                         h.set_entry_type(EntryType::Link);
-                        return self
-                            .b
-                            .append_link(&mut h, name, first)
-                            .map_err(self.err("write tar entry", name));
+                        let link = first.as_os_str().as_bytes().to_vec();
+                        return self.put(&mut h, raw(name), Some(&link), io::empty(), name);
                     }
                     self.links.insert(key, name.to_path_buf());
                 }
@@ -565,16 +554,18 @@ impl<'a, W: Write> TarWriter<'a, W> {
                     .take(size)
                     .chain(io::repeat(0))
                     .take(size);
-                self.b
-                    .append_data(&mut h, name, data)
-                    .map_err(self.err("write tar entry", name))
+                self.put(&mut h, raw(name), None, data, name)
             }
             libc::S_IFLNK => {
                 let target = sys::readlinkat(parent, child).map_err(self.err("read link", name))?;
                 let mut h = Self::header(&st, EntryType::Symlink);
-                self.b
-                    .append_link(&mut h, name, Path::new(&target))
-                    .map_err(self.err("write tar entry", name))
+                self.put(
+                    &mut h,
+                    raw(name),
+                    Some(target.as_bytes()),
+                    io::empty(),
+                    name,
+                )
             }
             fmt @ (libc::S_IFCHR | libc::S_IFBLK | libc::S_IFIFO) => {
                 let kind = match fmt {
@@ -589,19 +580,66 @@ impl<'a, W: Write> TarWriter<'a, W> {
                     h.set_device_minor(libc::minor(st.st_rdev))
                         .map_err(self.err("write tar entry", name))?;
                 }
-                self.b
-                    .append_data(&mut h, name, io::empty())
-                    .map_err(self.err("write tar entry", name))
+                self.put(&mut h, raw(name), None, io::empty(), name)
             }
             // Sockets are not archived (as in Docker).
             _ => Ok(()),
         }
     }
 
+    /// Append an entry named exactly `name` (the tar crate's own path setters normalise
+    /// `./x` to `x`, but the docker CLI rebases `./` names from `/dir/.` archives by their
+    /// leading `.`). Names and link targets over 100 bytes go in GNU long-name entries.
+    fn put(
+        &mut self,
+        h: &mut tar::Header,
+        name: &[u8],
+        link: Option<&[u8]>,
+        data: impl Read,
+        shown: &Path,
+    ) -> Result<()> {
+        const FIELD: usize = 100;
+        let long = |kind: EntryType, value: &[u8], b: &mut tar::Builder<W>| {
+            let mut lh = tar::Header::new_gnu();
+            lh.set_entry_type(kind);
+            lh.as_old_mut().name[..13].copy_from_slice(b"././@LongLink");
+            lh.set_mode(0o644);
+            lh.set_uid(0);
+            lh.set_gid(0);
+            lh.set_mtime(0);
+            lh.set_size(value.len() as u64 + 1);
+            lh.set_cksum();
+            b.append(&lh, value.chain(&b"\0"[..]))
+        };
+        let res = (|| {
+            if name.len() > FIELD {
+                long(EntryType::GNULongName, name, &mut self.b)?;
+            }
+            let n = name.len().min(FIELD);
+            h.as_old_mut().name = [0; FIELD];
+            h.as_old_mut().name[..n].copy_from_slice(&name[..n]);
+            if let Some(link) = link {
+                if link.len() > FIELD {
+                    long(EntryType::GNULongLink, link, &mut self.b)?;
+                }
+                let n = link.len().min(FIELD);
+                h.as_old_mut().linkname = [0; FIELD];
+                h.as_old_mut().linkname[..n].copy_from_slice(&link[..n]);
+            }
+            h.set_cksum();
+            self.b.append(h, data)
+        })();
+        res.map_err(self.err("write tar entry", shown))
+    }
+
     fn finish(self) -> Result<W> {
         let label = self.label.to_path_buf();
         self.b.into_inner().ctx("finish tar", label)
     }
+}
+
+fn raw(p: &Path) -> &[u8] {
+    p.as_os_str().as_bytes()
 }
 
 /// Normalise an entry name relative to the extraction directory: a leading `/` is dropped
@@ -1168,9 +1206,33 @@ mod tests {
         );
         let t = names(&c.archive("/data/.", Vec::new()).expect("archive"));
         assert_eq!(t[0].0, "./");
-        // The tar crate drops the `./` of member names; readers treat both alike.
-        assert_eq!(t[1], ("a.txt".to_string(), b"hello".to_vec()));
+        assert_eq!(t[1], ("./a.txt".to_string(), b"hello".to_vec()));
         f.assert_canary();
+    }
+
+    #[test]
+    fn long_names_and_links_survive() {
+        let f = fixture();
+        let long = "n".repeat(150);
+        fs::create_dir_all(f.root.join("data").join(&long)).expect("mkdir");
+        fs::write(f.root.join("data").join(&long).join("f"), b"long").expect("write");
+        symlink(format!("/{long}/{long}"), f.root.join("data/ln")).expect("symlink");
+        let t = names(&f.fs().archive("/data", Vec::new()).expect("archive"));
+        assert!(t
+            .iter()
+            .any(|(n, d)| *n == format!("data/{long}/f") && d == b"long"));
+        let bytes = f.fs().archive("/data/ln", Vec::new()).expect("archive");
+        let mut a = tar::Archive::new(bytes.as_slice());
+        let e = a
+            .entries()
+            .expect("entries")
+            .next()
+            .expect("one")
+            .expect("entry");
+        assert_eq!(
+            e.link_name_bytes().expect("link").as_ref(),
+            format!("/{long}/{long}").as_bytes()
+        );
     }
 
     #[test]
@@ -1343,14 +1405,19 @@ mod tests {
         let f = fixture();
         let c = f.fs();
         // (`/data` itself holds `up -> ../..`, which extraction refuses as dockerd does.)
-        let t = c.archive_named("/data/sub", Some("copy"), Vec::new()).expect("archive");
+        let t = c
+            .archive_named("/data/sub", Some("copy"), Vec::new())
+            .expect("archive");
         assert_eq!(names(&t)[1].0, "copy/b.txt");
         let opts = ExtractOptions {
             rename_top: Some(("copy".into(), "again".into())),
             ..Default::default()
         };
         c.extract("/", t.as_slice(), &opts).expect("extract");
-        assert_eq!(fs::read(f.root.join("again/b.txt")).expect("read"), b"world");
+        assert_eq!(
+            fs::read(f.root.join("again/b.txt")).expect("read"),
+            b"world"
+        );
     }
 
     #[test]
