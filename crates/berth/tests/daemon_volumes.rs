@@ -512,3 +512,57 @@ fn berth_cli_volume_commands_and_run_mount_flags() {
     assert!(pruned.contains("cli-vol"), "{pruned}");
     assert!(ok(d.berth(&["volume", "ls", "-q"])).trim().is_empty());
 }
+
+#[test]
+fn volume_mount_is_released_when_its_container_exits_while_the_daemon_is_down() {
+    if !have_tools() {
+        return;
+    }
+    let mut d = Daemon::start();
+    import_busybox(&d);
+    ok(d.docker(&[
+        "volume",
+        "create",
+        "-o",
+        "type=tmpfs",
+        "-o",
+        "device=tmpfs",
+        "keep",
+    ]));
+    let data = d.data().join("volumes/keep/_data");
+    ok(d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "long",
+        "--network",
+        "none",
+        "-v",
+        "keep:/k",
+        "busybox",
+        "sleep",
+        "1000",
+    ]));
+    assert!(is_mountpoint(&data));
+    let pid = inspect(&d, "long")["State"]["Pid"].as_i64().unwrap();
+
+    // A crash of the daemon leaves the container and its volume mounted.
+    d.kill9();
+    assert!(is_mountpoint(&data));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    d.spawn();
+    // The restarted daemon records the exit and the volume's last user is gone.
+    assert_eq!(ok(d.docker(&["wait", "long"])).trim(), "137");
+    // The exit is recorded before its cleanup finishes; give that a moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while is_mountpoint(&data) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(!is_mountpoint(&data));
+    ok(d.docker(&["rm", "long"]));
+    ok(d.docker(&["volume", "rm", "keep"]));
+}
