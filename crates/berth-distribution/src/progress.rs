@@ -3,11 +3,18 @@
 
 use serde::Serialize;
 
-/// `{"current":N,"total":M}`
+/// `{"current":N,"total":M}`; zero counts are left out, so a layer's state change carries
+/// `{}` as dockerd's does.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct ProgressDetail {
+    #[serde(skip_serializing_if = "is_zero")]
     pub current: u64,
+    #[serde(skip_serializing_if = "is_zero")]
     pub total: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// One line of a pull or push progress stream.
@@ -31,8 +38,20 @@ impl ProgressMessage {
         }
     }
 
-    /// A per-layer (or per-tag) line.
+    /// A layer's state change (`Preparing`, `Pushed`, `Pull complete`). It carries an empty
+    /// `progressDetail`, as dockerd's do: the docker CLI only redraws a layer's line in place
+    /// for messages that have one.
     pub fn with_id(status: impl Into<String>, id: impl Into<String>) -> Self {
+        ProgressMessage {
+            status: status.into(),
+            progress_detail: Some(ProgressDetail::default()),
+            id: Some(id.into()),
+        }
+    }
+
+    /// A one-off line about an id (`latest: Pulling from library/busybox`), printed by the
+    /// docker CLI on its own line.
+    pub fn message(status: impl Into<String>, id: impl Into<String>) -> Self {
         ProgressMessage {
             status: status.into(),
             progress_detail: None,
@@ -100,6 +119,15 @@ mod tests {
         assert_eq!(
             String::from_utf8(ProgressMessage::status("Digest: x").to_json_line()).unwrap(),
             "{\"status\":\"Digest: x\"}\n"
+        );
+        assert_eq!(
+            String::from_utf8(ProgressMessage::with_id("Pushed", "ab").to_json_line()).unwrap(),
+            "{\"status\":\"Pushed\",\"progressDetail\":{},\"id\":\"ab\"}\n"
+        );
+        assert_eq!(
+            String::from_utf8(ProgressMessage::message("Pulling from a", "v1").to_json_line())
+                .unwrap(),
+            "{\"status\":\"Pulling from a\",\"id\":\"v1\"}\n"
         );
         let e: serde_json::Value = serde_json::from_slice(&error_json_line("boom")).unwrap();
         assert_eq!(e["errorDetail"]["message"], "boom");

@@ -271,7 +271,7 @@ impl Client {
             (None, Some(d)) => d.to_string(),
             (None, None) => "latest".to_string(),
         };
-        progress(ProgressMessage::with_id(
+        progress(ProgressMessage::message(
             format!("Pulling from {}", r.path()),
             shown,
         ));
