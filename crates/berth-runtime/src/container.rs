@@ -11,7 +11,7 @@
 //!   CLI and the monitor, both of which run in a fresh single-threaded process. A multi-threaded
 //!   caller runs `berth runtime ...` or `berth monitor ...` as a subprocess instead.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -22,10 +22,11 @@ use libcontainer::container::{Container, ContainerStatus};
 use libcontainer::syscall::syscall::SyscallType;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
-use oci_spec::runtime::{LinuxResources, Spec};
+use oci_spec::runtime::{Capability, LinuxResources, Process, Spec};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::seccomp_filter::{self, PrecompiledSeccomp};
 
 /// Default state root of `berth runtime`.
 pub const DEFAULT_ROOT: &str = "/run/berth/runtime";
@@ -33,6 +34,10 @@ pub const DEFAULT_ROOT: &str = "/run/berth/runtime";
 /// Cgroup parent used when a bundle's config.json has no `linux.cgroupsPath` (youki would
 /// otherwise create a literal `:youki:<id>` cgroup).
 pub const DEFAULT_CGROUP_PARENT: &str = "/berth";
+
+/// Directory under the runtime root caching compiled seccomp programs (dot-named: not a
+/// container id).
+const SECCOMP_CACHE: &str = ".seccomp";
 
 /// The container state as printed by `runc state` (and the OCI runtime spec's state).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -502,18 +507,44 @@ pub(crate) fn create(
     fs::create_dir_all(runtime.root())
         .map_err(|e| Error::io(format!("create {}", runtime.root().display()), e))?;
 
+    // A seccomp profile goes to the init precompiled (see `seccomp_filter`); one that cannot
+    // be compiled is left to libcontainer, which reports the problem the usual way.
+    let precompiled = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.seccomp().as_ref())
+        .filter(|profile| seccomp_filter::precompilable(profile))
+        .and_then(|profile| {
+            seccomp_filter::compiled(&runtime.root().join(SECCOMP_CACHE), profile)
+                .and_then(|program| PrecompiledSeccomp::new(&program, profile))
+                .inspect_err(|err| tracing::warn!(%err, "seccomp profile not precompiled"))
+                .ok()
+        });
+
     // libcontainer reads config.json from the bundle itself. When the spec lacks a cgroups
-    // path, hand it a patched copy (absolute rootfs, explicit cgroup) from a private staging
-    // bundle, and record the real bundle in the state afterwards.
+    // path or its seccomp profile is precompiled, hand it a patched copy (absolute rootfs,
+    // explicit cgroup, no profile) from a private staging bundle, and record the real bundle
+    // in the state afterwards: `exec` reads the real one.
     let needs_cgroup = spec
         .linux()
         .as_ref()
         .is_none_or(|l| l.cgroups_path().is_none());
+    let staged = needs_cgroup || precompiled.is_some();
     let staging = runtime.root().join(format!(".{id}.bundle"));
-    let build_bundle = if needs_cgroup {
+    let build_bundle = if staged {
         let mut linux = spec.linux().clone().unwrap_or_default();
-        linux.set_cgroups_path(Some(PathBuf::from(format!("{DEFAULT_CGROUP_PARENT}/{id}"))));
+        if needs_cgroup {
+            linux.set_cgroups_path(Some(PathBuf::from(format!("{DEFAULT_CGROUP_PARENT}/{id}"))));
+        }
+        if precompiled.is_some() {
+            linux.set_seccomp(None);
+        }
         spec.set_linux(Some(linux));
+        if precompiled.is_some() {
+            if let Some(process) = spec.process_mut() {
+                seccomp_filter::grant_filter_loading(process);
+            }
+        }
         let mut root = spec.root().clone().unwrap_or_default();
         root.set_path(rootfs.clone());
         spec.set_root(Some(root));
@@ -535,13 +566,17 @@ pub(crate) fn create(
         opts.preserve_fds,
         [opts.stdin, opts.stdout, opts.stderr],
     )?;
+    let builder = match precompiled {
+        Some(executor) => builder.with_executor(executor),
+        None => builder,
+    };
     let result = builder
         .as_init(&build_bundle)
         .with_systemd(false)
         .with_detach(opts.detach || opts.console_socket.is_some())
         .with_no_pivot(opts.no_pivot)
         .build();
-    if needs_cgroup {
+    if staged {
         let _ = fs::remove_dir_all(&staging);
     }
     let mut container = match result {
@@ -557,7 +592,7 @@ pub(crate) fn create(
             return Err(Error::libcontainer(format!("create container {id}"), &e));
         }
     };
-    if needs_cgroup {
+    if staged {
         container.state.bundle = bundle;
         container
             .save()
@@ -566,6 +601,86 @@ pub(crate) fn create(
     container
         .pid()
         .ok_or_else(|| Error::Monitor(format!("container {id} has no pid after create")))
+}
+
+/// The process `exec` runs, as runc derives it: the container's environment with the
+/// overrides, its capabilities plus the added ones, its rlimits and no_new_privs, root (or the
+/// given user) in `/` (or the given directory), a terminal when a console socket is given.
+fn exec_process(spec: &Spec, opts: &ExecOptions) -> Result<Process> {
+    let base = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| Error::InvalidOption("the container's spec has no process".into()))?;
+    if opts.args.is_empty() {
+        return Err(Error::InvalidOption("exec needs a command".into()));
+    }
+    if opts.cwd.as_ref().is_some_and(|c| c.is_relative()) {
+        return Err(Error::InvalidOption(
+            "the working directory must be an absolute path".into(),
+        ));
+    }
+    let mut env: Vec<String> = base
+        .env()
+        .iter()
+        .flatten()
+        .filter(|kv| !opts.env.contains_key(kv.split('=').next().unwrap_or("")))
+        .cloned()
+        .collect();
+    env.extend(opts.env.iter().map(|(k, v)| format!("{k}={v}")));
+
+    let mut added = HashSet::new();
+    for cap in &opts.caps {
+        let name = cap.to_ascii_uppercase();
+        let name = name.strip_prefix("CAP_").unwrap_or(&name).to_owned();
+        let cap: Capability = format!("CAP_{name}")
+            .parse()
+            .map_err(|_| Error::InvalidOption(format!("unknown capability {cap:?}")))?;
+        added.insert(cap);
+    }
+    let with_added = |set: &Option<HashSet<Capability>>| -> Option<HashSet<Capability>> {
+        Some(set.iter().flatten().chain(&added).copied().collect())
+    };
+    let capabilities = match base.capabilities() {
+        Some(c) => {
+            let mut caps = c.clone();
+            caps.set_bounding(with_added(c.bounding()))
+                .set_effective(with_added(c.effective()))
+                .set_permitted(with_added(c.permitted()));
+            // Inheritable capabilities never come from the exec's request (GHSA-f3fp-gc8g-vw66).
+            if c.inheritable().is_some() {
+                caps.set_ambient(with_added(c.ambient()));
+            } else {
+                caps.set_ambient(None);
+            }
+            Some(caps)
+        }
+        None => None,
+    };
+
+    let mut user = oci_spec::runtime::User::default();
+    user.set_uid(opts.user.unwrap_or(0))
+        .set_gid(opts.group.unwrap_or(0))
+        .set_additional_gids(
+            (!opts.additional_gids.is_empty()).then(|| opts.additional_gids.clone()),
+        );
+    let mut process = Process::default();
+    process
+        .set_terminal(Some(opts.console_socket.is_some()))
+        .set_args(Some(opts.args.clone()))
+        .set_env(Some(env))
+        .set_cwd(opts.cwd.clone().unwrap_or_else(|| PathBuf::from("/")))
+        .set_user(user)
+        .set_capabilities(capabilities)
+        .set_rlimits(base.rlimits().clone())
+        .set_no_new_privileges(if opts.no_new_privs {
+            Some(true)
+        } else {
+            base.no_new_privileges()
+        })
+        .set_apparmor_profile(None)
+        .set_oom_score_adj(None)
+        .set_selinux_label(None);
+    Ok(process)
 }
 
 /// Options of [`exec`].
@@ -610,6 +725,47 @@ pub(crate) fn exec(runtime: &Runtime, id: &str, opts: ExecOptions) -> Result<Pid
             "exec needs a command or --process".into(),
         ));
     }
+    // The exec'd process is described in full here rather than by libcontainer's tenant
+    // builder, which leaves out the container's seccomp profile and its rlimits, and cannot
+    // give a process a terminal without a process file.
+    let (spec, _) = load_bundle(container.bundle())?;
+    let mut process = match &opts.process {
+        Some(path) => {
+            let text = fs::read_to_string(path)
+                .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+            serde_json::from_str(&text)
+                .map_err(|e| Error::json(format!("process file {}", path.display()), e))?
+        }
+        None => exec_process(&spec, &opts)?,
+    };
+    let profile = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref());
+    let precompiled =
+        match profile {
+            Some(profile) if seccomp_filter::precompilable(profile) => Some(
+                seccomp_filter::compiled(&runtime.root().join(SECCOMP_CACHE), profile)
+                    .and_then(|program| PrecompiledSeccomp::new(&program, profile))?,
+            ),
+            Some(_) => return Err(Error::InvalidOption(
+                "exec into a container whose seccomp profile notifies a listener is not supported"
+                    .into(),
+            )),
+            None => None,
+        };
+    if precompiled.is_some() {
+        seccomp_filter::grant_filter_loading(&mut process);
+    }
+    let process_file = runtime.container_dir(id).join(format!(
+        "exec-{}-{}.json",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
+    ));
+    let text = serde_json::to_vec(&process).map_err(|e| Error::json("encode process", e))?;
+    fs::write(&process_file, text)
+        .map_err(|e| Error::io(format!("write {}", process_file.display()), e))?;
+
     let builder = base_builder(
         runtime,
         id,
@@ -618,24 +774,18 @@ pub(crate) fn exec(runtime: &Runtime, id: &str, opts: ExecOptions) -> Result<Pid
         opts.preserve_fds,
         [opts.stdin, opts.stdout, opts.stderr],
     )?;
-    let mut tenant = builder
+    let builder = match precompiled {
+        Some(executor) => builder.with_executor(executor),
+        None => builder,
+    };
+    let built = builder
         .as_tenant()
         .with_detach(opts.detach || opts.console_socket.is_some())
-        .with_cwd(opts.cwd.as_ref())
-        .with_env(opts.env)
-        .with_process(opts.process.as_ref())
-        .with_no_new_privs(opts.no_new_privs)
-        .with_capabilities(opts.caps)
-        .with_additional_gids(opts.additional_gids)
-        .with_user(opts.user)
-        .with_group(opts.group)
-        .with_ignore_paused(opts.ignore_paused);
-    if !opts.args.is_empty() {
-        tenant = tenant.with_container_args(opts.args);
-    }
-    tenant
-        .build()
-        .map_err(|e| Error::libcontainer(format!("exec in container {id}"), &e))
+        .with_process(Some(&process_file))
+        .with_ignore_paused(opts.ignore_paused)
+        .build();
+    let _ = fs::remove_file(&process_file);
+    built.map_err(|e| Error::libcontainer(format!("exec in container {id}"), &e))
 }
 
 /// Exit code of a wait status the way shells and Docker report it (128+signal).

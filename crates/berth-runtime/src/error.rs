@@ -36,6 +36,9 @@ pub enum Error {
     /// An error from the cgroup manager.
     #[error("cgroup {path}: {message}")]
     Cgroup { path: PathBuf, message: String },
+    /// A seccomp profile could not be compiled or loaded.
+    #[error("seccomp: {0}")]
+    Seccomp(String),
     /// The monitor could not be started or reported a failure.
     #[error("monitor: {0}")]
     Monitor(String),

@@ -33,6 +33,7 @@ pub mod container;
 pub mod error;
 pub mod monitor;
 pub mod resources;
+mod seccomp_filter;
 pub mod spec;
 
 pub use container::{ContainerState, Runtime};

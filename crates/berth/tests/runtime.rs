@@ -151,7 +151,7 @@ fn default_capabilities_are_dropped() {
             "-c",
             "ip link add d0 type dummy 2>/dev/null && echo link-ok; \
              mount -t tmpfs none /mnt 2>/dev/null && echo mount-ok; \
-             grep CapEff /proc/self/status",
+             grep -E '^(CapEff|CapPrm|NoNewPrivs|Seccomp):' /proc/1/status",
         ],
         |_| {},
     );
@@ -159,8 +159,13 @@ fn default_capabilities_are_dropped() {
     let text = stdout(&out);
     assert!(!text.contains("link-ok"), "{text}");
     assert!(!text.contains("mount-ok"), "{text}");
-    // Docker's 14 default capabilities.
+    // Docker's 14 default capabilities, in the workload itself (pid 1): CAP_SYS_ADMIN, which
+    // the init holds to load the precompiled seccomp filter, is gone after its execve.
     assert!(text.contains("CapEff:\t00000000a80425fb"), "{text}");
+    assert!(text.contains("CapPrm:\t00000000a80425fb"), "{text}");
+    assert!(text.contains("Seccomp:\t2"), "{text}");
+    // As Docker: setuid programs work unless no-new-privileges is asked for.
+    assert!(text.contains("NoNewPrivs:\t0"), "{text}");
 }
 
 #[test]
@@ -250,6 +255,23 @@ fn exec_joins_running_container() {
 
     let out = c.runtime(&["exec", &c.id, "sh", "-c", "exit 3"]);
     assert_eq!(out.status.code(), Some(3));
+
+    // An exec'd process is confined like the init: same seccomp filter (unshare denied),
+    // capabilities and no_new_privs, and its own pid-1-independent view of them.
+    let out = c.runtime(&[
+        "exec",
+        &c.id,
+        "sh",
+        "-c",
+        "grep -E '^(CapEff|CapPrm|NoNewPrivs|Seccomp):' /proc/self/status; \
+         unshare -U true 2>/dev/null && echo unshare-ok",
+    ]);
+    let text = stdout(&out);
+    assert!(text.contains("Seccomp:\t2"), "{text}");
+    assert!(text.contains("CapEff:\t00000000a80425fb"), "{text}");
+    assert!(text.contains("CapPrm:\t00000000a80425fb"), "{text}");
+    assert!(text.contains("NoNewPrivs:\t0"), "{text}");
+    assert!(!text.contains("unshare-ok"), "{text}");
 
     // ps, pause/resume, kill, delete.
     let out = c.runtime(&["ps", "--format", "json", &c.id]);

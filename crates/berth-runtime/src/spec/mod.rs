@@ -633,15 +633,14 @@ pub fn build_spec(
         )
         .capabilities(capabilities)
         .rlimits(rlimits(opts)?);
-    // Only ever Some(true): libcontainer loads seccomp before dropping capabilities only when
-    // the field is absent, so Some(false) would make the filter fail to load (EACCES).
-    if opts.no_new_privileges {
-        process = process.no_new_privileges(true);
-    }
     if let Some(adj) = opts.oom_score_adj {
         process = process.oom_score_adj(adj);
     }
-    let process = process.build().map_err(|e| bad("process", e))?;
+    let mut process = process.build().map_err(|e| bad("process", e))?;
+    // Docker leaves no_new_privs off unless asked: setuid programs in the image work. The
+    // field is absent rather than false (oci-spec's builder defaults it to true), because
+    // libcontainer treats any present value as "load seccomp after dropping capabilities".
+    process.set_no_new_privileges(opts.no_new_privileges.then_some(true));
 
     // Mounts.
     let userns = opts.userns.is_some();
