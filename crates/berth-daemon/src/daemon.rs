@@ -241,6 +241,13 @@ impl Daemon {
                 )));
             }
         }
+        for h in f.get("health") {
+            if !["starting", "healthy", "unhealthy", "none"].contains(&h.as_str()) {
+                return Err(Error::InvalidParameter(format!(
+                    "Unrecognised filter value for health: {h}"
+                )));
+            }
+        }
         let exited: Vec<i64> = f
             .get("exited")
             .iter()
