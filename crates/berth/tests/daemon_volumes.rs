@@ -109,6 +109,13 @@ fn named_volume_outlives_containers_and_is_refused_while_used() {
     );
     let dangling = ok(d.docker(&["volume", "ls", "-q", "--filter", "dangling=true"]));
     assert_eq!(dangling.trim(), "shared");
+    let df = d.http("GET", "/system/df", None).json();
+    let usage = &df["Volumes"][0]["UsageData"];
+    assert_eq!(df["Volumes"][0]["Name"], "shared");
+    assert_eq!(
+        (usage["Size"].as_i64(), usage["RefCount"].as_i64()),
+        (Some(10), Some(0))
+    );
     // Prune removes only anonymous volumes unless asked for all.
     ok(d.docker(&["volume", "prune", "-f"]));
     assert!(ok(d.docker(&["volume", "ls", "-q"])).contains("shared"));
