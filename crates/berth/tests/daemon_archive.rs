@@ -237,6 +237,63 @@ fn cp_with_both_clis_on_stopped_and_running_containers() {
         "piped"
     );
 
+    // `-a`: owned by the container's user; without it, by the archive's owners.
+    ok(d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "user",
+        "--user",
+        "1234:4321",
+        "busybox",
+        "sleep",
+        "1000",
+    ]));
+    ok(d.docker(&["cp", "-a", &w("up.txt"), "user:/"]));
+    ok(d.berth(&["cp", &w("up.txt"), "user:/plain.txt"]));
+    let out = ok(d.docker(&[
+        "exec",
+        "user",
+        "stat",
+        "-c",
+        "%u:%g",
+        "/up.txt",
+        "/plain.txt",
+    ]));
+    assert_eq!(out, "1234:4321\n0:0\n");
+    // A read-only rootfs takes nothing.
+    ok(d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "ro",
+        "--read-only",
+        "busybox",
+        "sleep",
+        "1000",
+    ]));
+    let err = fail(d.docker(&["cp", &w("up.txt"), "ro:/"]));
+    assert!(
+        err.contains("container rootfs is marked read-only"),
+        "{err}"
+    );
+    // On a terminal, the CLI reports what it copied, as docker does.
+    let script = std::process::Command::new("script")
+        .args([
+            "-qec",
+            &format!("{} cp running:/live {}", daemon_common::BERTH, w("tty")),
+            "/dev/null",
+        ])
+        .env("BERTH_HOST", d.host())
+        .output();
+    if let Ok(out) = script {
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(&format!("Successfully copied 2.05kB to {}", w("tty"))),
+            "{text}"
+        );
+    }
+
     // Errors in docker's words.
     let err = fail(d.berth(&["cp", "running:/nope", &w("x")]));
     assert!(
