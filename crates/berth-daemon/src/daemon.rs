@@ -142,6 +142,7 @@ impl Daemon {
         }
         let mut host_config = body.host_config.clone().unwrap_or_default();
         validate_host_config(&host_config)?;
+        crate::health::validate(body.healthcheck.as_ref())?;
         let image_ref = body
             .image
             .clone()

@@ -17,7 +17,7 @@ use bollard_stubs::models::HealthConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::daemon::Daemon;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::exec::ExecConfig;
 use crate::time;
 
@@ -67,6 +67,33 @@ pub const UNHEALTHY: &str = "unhealthy";
 /// The `health` filter's name for a container's state: `none` without a health check.
 pub fn filter_status(health: Option<&Health>) -> &str {
     health.map_or("none", |h| h.status.as_str())
+}
+
+/// Checks a create request's health config as dockerd does (durations of zero mean the
+/// default; anything else must be at least a millisecond).
+pub fn validate(hc: Option<&HealthConfig>) -> Result<()> {
+    let Some(hc) = hc else {
+        return Ok(());
+    };
+    const MIN: i64 = 1_000_000;
+    for (name, v) in [
+        ("Interval", hc.interval),
+        ("Timeout", hc.timeout),
+        ("StartPeriod", hc.start_period),
+        ("StartInterval", hc.start_interval),
+    ] {
+        if v.is_some_and(|v| v != 0 && v < MIN) {
+            return Err(Error::InvalidParameter(format!(
+                "{name} in Healthcheck cannot be less than 1ms"
+            )));
+        }
+    }
+    if hc.retries.is_some_and(|r| r < 0) {
+        return Err(Error::InvalidParameter(
+            "Retries in Healthcheck cannot be negative".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// A health config with dockerd's defaults filled in.
@@ -401,6 +428,18 @@ mod tests {
         assert_eq!(h.log.len(), MAX_LOG_ENTRIES);
         assert_eq!(filter_status(Some(&h)), HEALTHY);
         assert_eq!(filter_status(None), "none");
+    }
+
+    #[test]
+    fn validation() {
+        assert!(validate(Some(&hc(r#"{"Interval":0,"Retries":0}"#))).is_ok());
+        let err = validate(Some(&hc(r#"{"Timeout":1000}"#))).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Timeout in Healthcheck cannot be less than 1ms"
+        );
+        assert!(validate(Some(&hc(r#"{"Retries":-1}"#))).is_err());
+        assert!(validate(None).is_ok());
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! operations on records), [`lifecycle`] (start/stop/kill/wait/restart policies over
 //! `berth-runtime`'s monitor), [`network`] (container networking over `berth-network`),
 //! [`mounts`] (binds, volumes and tmpfs of a container), [`volumes`] (volumes over
-//! `berth-volume` and who uses them), [`exec`] (exec instances),
+//! `berth-volume` and who uses them), [`exec`] (exec instances), [`archive`] (`docker cp`'s
+//! container filesystem views),
 //! [`health`] (health checks), [`stats`] (`docker stats` documents), [`update`]
 //! (`docker update`), [`store`] (crash-safe container
 //! records), [`events`] (broadcast + replay ring), [`logs`] (json-file reading and stream
