@@ -109,6 +109,7 @@ impl Volumes {
                 .filter(|p| p.typ == "volume")
                 .map(|p| p.name.as_str())
                 .collect();
+            names.sort_unstable();
             names.dedup();
             for n in names {
                 *counts.entry(n.to_string()).or_default() += 1;

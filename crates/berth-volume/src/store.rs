@@ -331,11 +331,10 @@ impl VolumeStore {
             .cloned()
             .ok_or_else(|| Error::NoSuchVolume(name.to_string()))?;
         if let Some(opts) = volume.options.as_ref().filter(|o| local::needs_mount(o)) {
-            let users = state.users.get(name).cloned().unwrap_or_default();
             if !local::is_mountpoint(&volume.mountpoint) {
                 local::mount_volume(name, opts, &volume.mountpoint)?;
             }
-            let mut users = users;
+            let mut users = state.users.get(name).cloned().unwrap_or_default();
             users.insert(user.to_string());
             self.save_users(name, &users)?;
             state.users.insert(name.to_string(), users);

@@ -196,9 +196,9 @@ async fn route(daemon: Arc<Daemon>, req: Request<Incoming>) -> Result<Response<B
         }
         (&Method::GET, ["volumes"]) => volumes::list(&ctx),
         (&Method::POST, ["volumes", "create"]) => volumes::create(&ctx, req).await,
-        (&Method::POST, ["volumes", "prune"]) => volumes::prune(&ctx),
+        (&Method::POST, ["volumes", "prune"]) => volumes::prune(&ctx).await,
         (&Method::GET, ["volumes", name]) => volumes::inspect(&ctx, name),
-        (&Method::DELETE, ["volumes", name]) => volumes::remove(&ctx, name),
+        (&Method::DELETE, ["volumes", name]) => volumes::remove(&ctx, name).await,
         (_, ["swarm", ..]) => Err(Error::NotInSwarm),
         _ => Err(Error::RouteNotFound),
     }

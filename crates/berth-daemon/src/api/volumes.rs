@@ -7,7 +7,7 @@ use hyper::{Request, Response, StatusCode};
 
 use super::{empty, json_response, read_json, Body, Ctx};
 use crate::apiversion::ApiVersion;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// `GET /volumes?filters=`.
 pub fn list(ctx: &Ctx) -> Result<Response<Body>> {
@@ -36,16 +36,25 @@ pub fn inspect(ctx: &Ctx, name: &str) -> Result<Response<Body>> {
 }
 
 /// `DELETE /volumes/{name}?force=`.
-pub fn remove(ctx: &Ctx, name: &str) -> Result<Response<Body>> {
-    ctx.daemon.remove_volume(name, ctx.query.bool("force"))?;
+pub async fn remove(ctx: &Ctx, name: &str) -> Result<Response<Body>> {
+    let (d, name, force) = (
+        ctx.daemon.clone(),
+        name.to_string(),
+        ctx.query.bool("force"),
+    );
+    // Deleting a volume's content is blocking filesystem work.
+    tokio::task::spawn_blocking(move || d.remove_volume(&name, force))
+        .await
+        .map_err(|e| Error::Internal(format!("remove volume: {e}")))??;
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
 /// `POST /volumes/prune?filters=`. Before API 1.42 prune removed named volumes too.
-pub fn prune(ctx: &Ctx) -> Result<Response<Body>> {
+pub async fn prune(ctx: &Ctx) -> Result<Response<Body>> {
     let all_by_default = ctx.version < ApiVersion(1, 42);
-    let v = ctx
-        .daemon
-        .prune_volumes(&ctx.query.filters()?, all_by_default)?;
+    let (d, filters) = (ctx.daemon.clone(), ctx.query.filters()?);
+    let v = tokio::task::spawn_blocking(move || d.prune_volumes(&filters, all_by_default))
+        .await
+        .map_err(|e| Error::Internal(format!("prune volumes: {e}")))??;
     Ok(json_response(StatusCode::OK, &v))
 }
