@@ -271,11 +271,13 @@ impl Client {
             (None, Some(d)) => d.to_string(),
             (None, None) => "latest".to_string(),
         };
+        // After the manifest resolved, as dockerd does: a daemon can still answer an unknown
+        // image or refused credentials with a plain HTTP error while nothing was streamed.
+        let (ep, top, top_digest, _) = self.resolve(&r, creds).await?;
         progress(ProgressMessage::message(
             format!("Pulling from {}", r.path()),
             shown,
         ));
-        let (ep, top, top_digest, _) = self.resolve(&r, creds).await?;
 
         // An index: pick the platform's manifest and fetch it by digest.
         let (manifest_bytes, manifest_digest) = match parse_doc(&top, &top_digest)? {

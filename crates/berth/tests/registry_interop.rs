@@ -49,7 +49,9 @@ impl Registry {
     /// Debian's docker-registry (distribution 2.8) with a private config and root.
     fn distribution() -> Option<Registry> {
         if !Path::new(DOCKER_REGISTRY).exists() {
-            eprintln!("skipping: {DOCKER_REGISTRY} is not installed (apt-get install docker-registry)");
+            eprintln!(
+                "skipping: {DOCKER_REGISTRY} is not installed (apt-get install docker-registry)"
+            );
             return None;
         }
         let dir = tempfile::tempdir().expect("tempdir");
@@ -326,6 +328,24 @@ fn push_pull_through_distribution_and_skopeo_through_berth_registry() {
     assert_eq!(v["Descriptor"]["digest"], digest.as_str());
     assert_eq!(v["Platforms"][0]["os"], "linux");
 
+    // An unknown tag fails before anything streamed: a plain 404, as from dockerd.
+    let r = dst.http(
+        "POST",
+        &format!("/images/create?fromImage={repo}&tag=nope"),
+        None,
+    );
+    assert_eq!(r.status, 404, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.message(),
+        format!("manifest for {repo}:nope not found: manifest unknown")
+    );
+    let out = b.berth(&["pull", &format!("{repo}:nope")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out).trim(),
+        format!("Error response from daemon: manifest for {repo}:nope not found: manifest unknown")
+    );
+
     // Pushing a tag that does not exist locally is dockerd's 404.
     let r = src.http(
         "POST",
@@ -417,7 +437,10 @@ fn bearer_token_login_push_pull_logout() {
         serde_json::from_slice(&std::fs::read(&file).expect("read config")).expect("config json");
     assert_eq!(v["auths"][reg.addr.as_str()]["auth"], "YWxpY2U6czNjcmV0"); // alice:s3cret
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(&file).expect("stat config").permissions().mode();
+    let mode = std::fs::metadata(&file)
+        .expect("stat config")
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
 
     // Push and pull through the daemon with the stored credentials.
@@ -448,13 +471,26 @@ fn bearer_token_login_push_pull_logout() {
         "wrong\n",
     );
     assert!(!bad.status.success());
-    assert!(stderr(&bad).contains("401 Unauthorized"), "{}", stderr(&bad));
+    assert!(
+        stderr(&bad).contains("401 Unauthorized"),
+        "{}",
+        stderr(&bad)
+    );
 
     // Logged out: the registry refuses again.
     let out = ok(c.berth(&["logout", &reg.addr]));
-    assert_eq!(out.trim(), format!("Removing login credentials for {}", reg.addr));
+    assert_eq!(
+        out.trim(),
+        format!("Removing login credentials for {}", reg.addr)
+    );
     ok(c.berth(&["rmi", &image, &tag2]));
     let out = c.berth(&["pull", &image]);
     assert!(!out.status.success(), "pull after logout succeeded");
     assert!(stderr(&out).contains("unauthorized"), "{}", stderr(&out));
+    let r = d.http(
+        "POST",
+        &format!("/images/create?fromImage={repo}&tag=v1"),
+        None,
+    );
+    assert_eq!(r.status, 401, "{}", String::from_utf8_lossy(&r.body));
 }

@@ -85,6 +85,63 @@ impl JsonStream {
     }
 }
 
+/// Runs a pull or push in its own task and answers as dockerd does: a failure before the
+/// job reported anything is a plain HTTP error with the error's status (404 for an unknown
+/// manifest, 401 for refused credentials); after that, the response is a 200 stream that
+/// ends with Docker's error line. `finish` writes the result lines of a successful job. A
+/// client that disconnects cancels the job.
+pub(super) async fn stream_job<T, Fut>(
+    job: impl FnOnce(berth_distribution::Progress) -> Fut,
+    finish: impl FnOnce(&JsonStream, T) + Send + 'static,
+) -> Result<Response<Body>>
+where
+    T: Send + 'static,
+    Fut: std::future::Future<Output = berth_distribution::Result<T>> + Send + 'static,
+{
+    type Head = tokio::sync::oneshot::Sender<Option<berth_distribution::Error>>;
+    let (stream, resp) = JsonStream::new();
+    let (head_tx, head_rx) = tokio::sync::oneshot::channel();
+    // Taken by whichever comes first: the first progress line (stream) or the job's end.
+    let head: Arc<std::sync::Mutex<Option<Head>>> = Arc::new(std::sync::Mutex::new(Some(head_tx)));
+    let take_head = |h: &std::sync::Mutex<Option<Head>>| crate::events::lock(h).take();
+    let sink = stream.progress();
+    let progress: berth_distribution::Progress = {
+        let head = head.clone();
+        Arc::new(move |m| {
+            if let Some(h) = take_head(&head) {
+                let _ = h.send(None);
+            }
+            sink(m)
+        })
+    };
+    let work = job(progress);
+    tokio::spawn(async move {
+        let result = tokio::select! {
+            r = work => r,
+            // The client went away: dropping the job's future cancels its transfers.
+            () = stream.closed() => return,
+        };
+        match result {
+            Ok(v) => {
+                if let Some(h) = take_head(&head) {
+                    let _ = h.send(None);
+                }
+                finish(&stream, v);
+            }
+            Err(e) => match take_head(&head) {
+                Some(h) => {
+                    let _ = h.send(Some(e));
+                }
+                None => stream.error(&e.to_string()),
+            },
+        }
+    });
+    match head_rx.await {
+        Ok(Some(e)) => Err(Error::Registry(e)),
+        _ => Ok(resp),
+    }
+}
+
 struct UnboundedBody {
     rx: mpsc::UnboundedReceiver<Bytes>,
 }
@@ -163,49 +220,41 @@ pub async fn push(ctx: &Ctx, name: String, req: &Request<Incoming>) -> Result<Re
 
     let registry = ctx.daemon.registry()?;
     let d = ctx.daemon.clone();
-    let (stream, resp) = JsonStream::new();
-    tokio::spawn(async move {
-        let opts = berth_distribution::PushOptions {
-            credentials,
-            chunk_size: None,
-        };
-        let progress = stream.progress();
-        let work = async {
-            match &target {
+    let opts = berth_distribution::PushOptions {
+        credentials,
+        chunk_size: None,
+    };
+    let job_daemon = d.clone();
+    let job_repo = repo.name();
+    stream_job(
+        move |progress| async move {
+            match target {
                 Some(t) => registry
-                    .push(&d.images, &t.to_string(), &opts, progress)
+                    .push(&job_daemon.images, &t.to_string(), &opts, progress)
                     .await
                     .map(|r| vec![r]),
                 None => {
                     registry
-                        .push_all_tags(&d.images, &repo.name(), &opts, progress)
+                        .push_all_tags(&job_daemon.images, &job_repo, &opts, progress)
                         .await
                 }
             }
-        };
-        let result = tokio::select! {
-            r = work => r,
-            // The client went away: dropping the push future cancels its uploads.
-            () = stream.closed() => return,
-        };
-        match result {
-            Ok(results) => {
-                for r in results {
-                    stream.send(&json!({
-                        "progressDetail": {},
-                        "aux": {"Tag": r.tag, "Digest": r.digest.to_string(), "Size": r.size},
-                    }));
-                    let pushed = repo
-                        .with_tag(&r.tag)
-                        .map(|x| x.familiar())
-                        .unwrap_or_else(|_| format!("{familiar_name}:{}", r.tag));
-                    image_event(&d, "push", &pushed, &familiar_name);
-                }
+        },
+        move |stream, results| {
+            for r in results {
+                stream.send(&json!({
+                    "progressDetail": {},
+                    "aux": {"Tag": r.tag, "Digest": r.digest.to_string(), "Size": r.size},
+                }));
+                let pushed = repo
+                    .with_tag(&r.tag)
+                    .map(|x| x.familiar())
+                    .unwrap_or_else(|_| format!("{familiar_name}:{}", r.tag));
+                image_event(&d, "push", &pushed, &familiar_name);
             }
-            Err(e) => stream.error(&e.to_string()),
-        }
-    });
-    Ok(resp)
+        },
+    )
+    .await
 }
 
 /// The body of `POST /auth`.

@@ -372,27 +372,25 @@ pub async fn pull(ctx: &Ctx, req: &Request<Incoming>) -> Result<Response<Body>> 
             .map(str::to_string),
     };
     let registry = ctx.daemon.registry()?;
-    let (stream, resp) = super::distribution::JsonStream::new();
     let d = ctx.daemon.clone();
-    tokio::spawn(async move {
-        let progress = stream.progress();
-        let result = tokio::select! {
-            r = registry.pull(&d.images, &reference, &opts, progress) => r,
-            // The client went away: dropping the pull future cancels its downloads.
-            () = stream.closed() => return,
-        };
-        match result {
-            // The client's progress already ended with the `Digest:` and `Status:` lines.
-            Ok(r) => {
-                let familiar = berth_image::Reference::parse(&r.reference)
-                    .map(|x| x.familiar())
-                    .unwrap_or_else(|_| r.reference.clone());
-                image_event(&d, "pull", r.id.as_str(), &familiar);
-            }
-            Err(err) => stream.error(&err.to_string()),
-        }
-    });
-    Ok(resp)
+    let job_daemon = d.clone();
+    super::distribution::stream_job(
+        move |progress| async move {
+            registry
+                .pull(&job_daemon.images, &reference, &opts, progress)
+                .await
+        },
+        // The progress already ended with the `Digest:` and `Status:` lines.
+        move |_, r| {
+            // dockerd's pull event: the reference as id, the repository as name.
+            let (familiar, name) = match berth_image::Reference::parse(&r.reference) {
+                Ok(x) => (x.familiar(), x.familiar_name()),
+                Err(_) => (r.reference.clone(), r.reference.clone()),
+            };
+            image_event(&d, "pull", &familiar, &name);
+        },
+    )
+    .await
 }
 
 /// `GET /containers/{id}/changes`: the container's filesystem changes against its image.
