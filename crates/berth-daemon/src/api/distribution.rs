@@ -1,9 +1,11 @@
-//! Registry routes besides pull: `POST /images/{name}/push`, `POST /auth` and
-//! `GET /distribution/{name}/json`, over the daemon's shared `berth_distribution::Client`.
+//! Registry routes: `POST /images/{name}/push`, `POST /auth` and
+//! `GET /distribution/{name}/json` over the daemon's shared `berth_distribution::Client`,
+//! and the streaming machinery pull (`images::pull`) shares with push.
 //!
-//! Push (like pull) answers with Docker's JSON progress stream. Every line, progress and
-//! result alike, goes through one ordered [`JsonStream`], so a slow client never loses a
-//! layer's final `Pushed` line and never sees the result before the progress. A client that
+//! Pull and push answer with Docker's JSON progress stream ([`stream_job`]). Every line,
+//! progress and result alike, goes through one ordered [`JsonStream`], so a slow client never
+//! loses a layer's final `Pushed` line and never sees the result before the progress. A
+//! failure before the first line is a plain HTTP error, as in dockerd; a client that
 //! disconnects cancels the transfer, as dockerd's request context does.
 
 use std::convert::Infallible;
