@@ -277,9 +277,7 @@ impl Client {
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let req = req
-            .body(Full::new(Bytes::new()))
-            .context("build request")?;
+        let req = req.body(Full::new(Bytes::new())).context("build request")?;
         let resp = sender.send_request(req).await.context("send request")?;
         check(resp).await
     }

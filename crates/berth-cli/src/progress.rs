@@ -55,7 +55,10 @@ impl<W: Write> Renderer<W> {
     }
 
     /// Reads the whole response body, drawing each message as it arrives.
-    pub async fn render(&mut self, resp: hyper::Response<hyper::body::Incoming>) -> Result<Outcome> {
+    pub async fn render(
+        &mut self,
+        resp: hyper::Response<hyper::body::Incoming>,
+    ) -> Result<Outcome> {
         let mut body = resp.into_body();
         let mut buf = Vec::new();
         let mut outcome = Outcome::default();
@@ -240,7 +243,10 @@ mod tests {
             "The push refers to repository [127.0.0.1:5000/a]\naaa: Preparing\nbbb: Preparing\n\
              aaa: Pushed\nbbb: Layer already exists\nlatest: digest: sha256:x size: 5\n"
         );
-        assert_eq!(outcome.aux, vec![json!({"Tag": "latest", "Digest": "sha256:x", "Size": 5})]);
+        assert_eq!(
+            outcome.aux,
+            vec![json!({"Tag": "latest", "Digest": "sha256:x", "Size": 5})]
+        );
         assert!(outcome.error.is_none());
     }
 

@@ -276,10 +276,7 @@ impl Client {
         creds: Option<&Credentials>,
         scope: &str,
     ) -> Option<HeaderValue> {
-        if let Some((tok, exp)) = self
-            .lock_tokens()
-            .get(&token_key(ep, scope, creds))
-        {
+        if let Some((tok, exp)) = self.lock_tokens().get(&token_key(ep, scope, creds)) {
             if *exp > Instant::now() {
                 return HeaderValue::from_str(&format!("Bearer {tok}")).ok();
             }
