@@ -290,7 +290,7 @@ impl Daemon {
     /// are released again if a later one fails.
     pub fn container_mounts(&self, r: &ContainerRecord, rootfs: &Path) -> Result<Vec<MountSpec>> {
         let mut specs = Vec::new();
-        let mut points = self.volumes.mount_points(&r.id);
+        let mut points = self.ensure_mount_points(r)?;
         points.sort_by_key(|p| Path::new(&p.destination).components().count());
         for p in &points {
             match self.prepare_mount(r, p, rootfs) {
@@ -316,6 +316,18 @@ impl Daemon {
         }
         specs.sort_by_key(|s| s.target.components().count());
         Ok(specs)
+    }
+
+    /// The container's mount points; a container recorded before mount points were (no
+    /// `mounts.json`) gets them resolved from its configuration now, once.
+    fn ensure_mount_points(&self, r: &ContainerRecord) -> Result<Vec<MountPoint>> {
+        let dir = self.containers.dir(&r.id);
+        if dir.join(crate::volumes::MOUNTS_FILE).exists() {
+            return Ok(self.volumes.mount_points(&r.id));
+        }
+        let points = self.create_mount_points(&r.config, &r.host_config)?;
+        self.volumes.set_mount_points(&r.id, &dir, points.clone())?;
+        Ok(points)
     }
 
     fn prepare_mount(

@@ -573,3 +573,35 @@ fn volume_mount_is_released_when_its_container_exits_while_the_daemon_is_down() 
     ok(d.docker(&["rm", "long"]));
     ok(d.docker(&["volume", "rm", "keep"]));
 }
+
+#[test]
+fn container_recorded_without_mount_points_gets_them_at_start() {
+    if !have_tools() {
+        return;
+    }
+    let mut d = Daemon::start();
+    import_busybox(&d);
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("f"), "bound\n").unwrap();
+    let bind = format!("{}:/b:ro", host.path().display());
+    let id = ok(d.docker(&[
+        "create",
+        "--network",
+        "none",
+        "-v",
+        &bind,
+        "busybox",
+        "cat",
+        "/b/f",
+    ]))
+    .trim()
+    .to_string();
+    // As a record written before mount points were kept.
+    d.stop();
+    std::fs::remove_file(d.data().join("containers").join(&id).join("mounts.json")).unwrap();
+    d.spawn();
+    assert_eq!(ok(d.docker(&["start", "-a", &id])), "bound\n");
+    let m = &inspect(&d, &id)["Mounts"][0];
+    assert_eq!(m["Source"], host.path().display().to_string());
+    assert_eq!(m["RW"], false);
+}
