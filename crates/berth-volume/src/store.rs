@@ -123,6 +123,9 @@ impl VolumeStore {
     pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
         fs::create_dir_all(&root).map_err(|e| Error::io("create", &root, e))?;
+        // As dockerd's: others may traverse (into bind-mounted content) but not list names.
+        fs::set_permissions(&root, std::os::unix::fs::PermissionsExt::from_mode(0o701))
+            .map_err(|e| Error::io("chmod", &root, e))?;
         let mut state = State::default();
         let entries = fs::read_dir(&root).map_err(|e| Error::io("read", &root, e))?;
         for entry in entries {
