@@ -387,7 +387,7 @@ impl Daemon {
                 );
                 if p.copy_data && p.subpath.is_empty() && copyup::is_empty_dir(&path) {
                     let src = copyup::resolve_in_root(rootfs, &target)?;
-                    copyup::copy_up(&src, &path)?;
+                    self.volumes.store.populate(&path, &src)?;
                 }
                 let source = if p.subpath.is_empty() {
                     path

@@ -93,6 +93,8 @@ pub struct ListFilters {
 pub struct VolumeStore {
     root: PathBuf,
     state: Mutex<State>,
+    /// Serialises copy-ups, so two containers starting on one new volume copy it once.
+    populate: Mutex<()>,
 }
 
 #[derive(Default)]
@@ -169,6 +171,7 @@ impl VolumeStore {
         Ok(VolumeStore {
             root,
             state: Mutex::new(state),
+            populate: Mutex::new(()),
         })
     }
 
@@ -343,6 +346,13 @@ impl VolumeStore {
             state.users.insert(name.to_string(), users);
         }
         Ok(volume.mountpoint)
+    }
+
+    /// Copies the directory `src` (already resolved inside an image root) into the volume
+    /// mounted at `path` if the volume is still empty ([`crate::copyup::copy_up`]).
+    pub fn populate(&self, path: &Path, src: &Path) -> Result<()> {
+        let _one_at_a_time = self.populate.lock().unwrap_or_else(|p| p.into_inner());
+        crate::copyup::copy_up(src, path)
     }
 
     /// Container `user` stopped using the volume; its last user unmounts it.
