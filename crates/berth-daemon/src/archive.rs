@@ -278,3 +278,29 @@ pub(crate) fn container_user_ids(fs: &ContainerFs, user: &str) -> Result<(u32, u
     };
     Ok((uid, gid))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_users_resolve_in_the_container() {
+        let root = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(root.path().join("etc")).expect("mkdir");
+        std::fs::write(
+            root.path().join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n",
+        )
+        .expect("write");
+        std::fs::write(root.path().join("etc/group"), "root:x:0:\ngrp:x:2000:\n").expect("write");
+        let fs = ContainerFs::open(root.path()).expect("open");
+        let ids = |u: &str| container_user_ids(&fs, u);
+        assert_eq!(ids("app").expect("app"), (1000, 1001));
+        assert_eq!(ids("app:grp").expect("app:grp"), (1000, 2000));
+        assert_eq!(ids("1000").expect("1000"), (1000, 1001));
+        assert_eq!(ids("5:6").expect("5:6"), (5, 6));
+        assert_eq!(ids(":33").expect(":33"), (0, 33));
+        assert!(ids("nobody").is_err());
+        assert!(ids("app:nogroup").is_err());
+    }
+}
