@@ -143,35 +143,33 @@ impl Daemon {
                 mode: None,
             });
         }
+        // `--volumes-from`: the other containers' mount points, for paths not taken above.
+        let mut from_others: Vec<MountPoint> = Vec::new();
+        for spec in hc.volumes_from.iter().flatten() {
+            let (name, mode) = match spec.rsplit_once(':') {
+                Some((n, m)) if matches!(m, "ro" | "rw") => (n, Some(m)),
+                _ => (spec.as_str(), None),
+            };
+            let other = self.containers.get(name)?;
+            for mut p in self.volumes.mount_points(&other.id) {
+                if seen.contains(&p.destination)
+                    || from_others.iter().any(|q| q.destination == p.destination)
+                {
+                    continue;
+                }
+                if let Some(m) = mode {
+                    p.rw = m == "rw";
+                }
+                // The other container's anonymous volumes stay its own.
+                p.anonymous = false;
+                from_others.push(p);
+            }
+        }
         // Everything is valid; now volumes may be created.
         let mut points = Vec::new();
         let result = (|| -> Result<()> {
             for p in planned {
                 points.push(self.mount_point(p, hc)?);
-            }
-            let taken: HashSet<String> = points.iter().map(|p| p.destination.clone()).collect();
-            let mut from_others = Vec::new();
-            for spec in hc.volumes_from.iter().flatten() {
-                let (name, mode) = match spec.rsplit_once(':') {
-                    Some((n, m)) if matches!(m, "ro" | "rw") => (n, Some(m)),
-                    _ => (spec.as_str(), None),
-                };
-                let other = self.containers.get(name)?;
-                for mut p in self.volumes.mount_points(&other.id) {
-                    if taken.contains(&p.destination)
-                        || from_others
-                            .iter()
-                            .any(|q: &MountPoint| q.destination == p.destination)
-                    {
-                        continue;
-                    }
-                    if let Some(m) = mode {
-                        p.rw = m == "rw";
-                    }
-                    // The other container's anonymous volumes stay its own.
-                    p.anonymous = false;
-                    from_others.push(p);
-                }
             }
             points.extend(from_others);
             let tmpfs = hc.tmpfs.clone().unwrap_or_default();

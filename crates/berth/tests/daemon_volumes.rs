@@ -394,6 +394,8 @@ fn bad_specifications_are_refused_with_dockerd_messages() {
         assert_eq!(resp.status, 400, "{hc}: {}", resp.message());
         assert_eq!(resp.message(), message, "{hc}");
     }
+    let resp = create(json!({"Binds": ["newvol:/x"], "VolumesFrom": ["nope"]}));
+    assert_eq!(resp.status, 404, "{}", resp.message());
     // No volume was created by the refused requests.
     assert!(ok(d.docker(&["volume", "ls", "-q"])).trim().is_empty());
 
