@@ -8,7 +8,7 @@
 //! container inspect and list. The `/networks` routes live in `api::networks`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -259,7 +259,7 @@ impl Daemon {
             .clone()
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| short_id(&r.id).to_string());
-        let files = |own_ip: Option<Ipv4Addr>, dns: Option<Ipv4Addr>, host_hosts: bool| {
+        let files = |own: Option<&EndpointRecord>, dns: Option<Ipv4Addr>, host_hosts: bool| {
             let hc = &r.host_config;
             let extra: Vec<files::HostEntry> = hc
                 .extra_hosts
@@ -276,7 +276,13 @@ impl Daemon {
             let hosts = if host_hosts {
                 std::fs::read_to_string("/etc/hosts").unwrap_or_default()
             } else {
-                files::hosts_file(&hostname, None, own_ip, &extra)
+                files::hosts_file(
+                    &hostname,
+                    None,
+                    own.map(|e| e.ip),
+                    own.and_then(|e| e.ip6),
+                    &extra,
+                )
             };
             let host_rc = files::parse_resolv_conf(
                 &std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
@@ -338,8 +344,8 @@ impl Daemon {
                 self.network_teardown(&r.id);
                 netns::create(&path)?;
                 match self.connect_all(r, &primary, &path) {
-                    Ok((ip, dns)) => {
-                        let mounts = files(ip, dns, false);
+                    Ok((ep, dns)) => {
+                        let mounts = files(Some(&ep), dns, false);
                         if mounts.is_err() {
                             self.network_teardown(&r.id);
                         }
@@ -358,13 +364,13 @@ impl Daemon {
     }
 
     /// Connects a starting container to its primary network and to every other network of its
-    /// EndpointsConfig. Returns its primary address and embedded DNS server.
+    /// EndpointsConfig. Returns its primary endpoint and embedded DNS server.
     fn connect_all(
         &self,
         r: &ContainerRecord,
         primary: &str,
         netns: &Path,
-    ) -> Result<(Option<Ipv4Addr>, Option<Ipv4Addr>)> {
+    ) -> Result<(EndpointRecord, Option<Ipv4Addr>)> {
         let primary_net = self.network.mgr.inspect(primary)?;
         let mut extra: Vec<String> = r
             .networking_config
@@ -388,7 +394,7 @@ impl Daemon {
             n += 1;
         }
         let dns = (!primary_net.default_bridge).then_some(primary_net.gateway);
-        Ok((Some(ep.ip), dns))
+        Ok((ep, dns))
     }
 
     fn connect_one(
@@ -413,10 +419,25 @@ impl Daemon {
                     .map_err(|_| Error::InvalidParameter(format!("invalid IPv4 address {s:?}")))
             })
             .transpose()?;
-        if ip.is_some() && net.default_bridge {
+        let ip6 = settings
+            .and_then(|s| s.ipam_config.as_ref())
+            .and_then(|c| c.ipv6_address.as_deref())
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse::<Ipv6Addr>()
+                    .map_err(|_| Error::InvalidParameter(format!("invalid IPv6 address {s:?}")))
+            })
+            .transpose()?;
+        if (ip.is_some() || ip6.is_some()) && net.default_bridge {
             return Err(Error::InvalidParameter(
                 "user specified IP address is supported on user defined networks only".into(),
             ));
+        }
+        if ip6.is_some() && net.ipv6.is_none() {
+            return Err(Error::InvalidParameter(format!(
+                "invalid IPv6 address: network {} does not have IPv6 enabled",
+                net.name
+            )));
         }
         let ep = self.network.mgr.connect(
             &net.id,
@@ -434,6 +455,7 @@ impl Daemon {
                     })
                     .collect(),
                 ip,
+                ip6,
                 ports,
                 netns: netns.to_path_buf(),
                 ifname: Some(ifname.to_string()),
@@ -595,13 +617,15 @@ impl Daemon {
         let mode = r.host_config.network_mode.clone().unwrap_or_default();
         let mut networks = Map::new();
         let mut ports = Map::new();
-        let mut top = json!({"IPAddress": "", "Gateway": "", "MacAddress": "", "IPPrefixLen": 0});
+        let mut top = json!({"IPAddress": "", "Gateway": "", "MacAddress": "", "IPPrefixLen": 0,
+            "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0});
         for (net, ep) in &eps {
             let aliases = if net.default_bridge {
                 Value::Null
             } else {
                 json!(ep.aliases)
             };
+            let v6 = ep.ip6.zip(net.ipv6.as_ref());
             let v = json!({
                 "IPAMConfig": endpoint_settings(r, &net.name).and_then(|s| s.ipam_config.clone()),
                 "Links": endpoint_settings(r, &net.name).and_then(|s| s.links.clone()),
@@ -611,14 +635,25 @@ impl Daemon {
                 "Gateway": if net.internal { String::new() } else { net.gateway.to_string() },
                 "IPAddress": ep.ip.to_string(),
                 "IPPrefixLen": net.subnet.prefix(),
-                "IPv6Gateway": "",
-                "GlobalIPv6Address": "",
-                "GlobalIPv6PrefixLen": 0,
+                "IPv6Gateway": v6
+                    .filter(|_| !net.internal)
+                    .map(|(_, n6)| n6.gateway.to_string())
+                    .unwrap_or_default(),
+                "GlobalIPv6Address": v6.map(|(ip, _)| ip.to_string()).unwrap_or_default(),
+                "GlobalIPv6PrefixLen": v6.map(|(_, n6)| n6.subnet.prefix()).unwrap_or(0),
                 "MacAddress": ep.mac,
                 "DriverOpts": endpoint_settings(r, &net.name).and_then(|s| s.driver_opts.clone()),
             });
             if net.default_bridge {
-                for k in ["IPAddress", "Gateway", "MacAddress", "IPPrefixLen"] {
+                for k in [
+                    "IPAddress",
+                    "Gateway",
+                    "MacAddress",
+                    "IPPrefixLen",
+                    "IPv6Gateway",
+                    "GlobalIPv6Address",
+                    "GlobalIPv6PrefixLen",
+                ] {
                     top[k] = v[k].clone();
                 }
             }
@@ -687,11 +722,11 @@ impl Daemon {
             "SecondaryIPv6Addresses": null,
             "EndpointID": "",
             "Gateway": top["Gateway"],
-            "GlobalIPv6Address": "",
-            "GlobalIPv6PrefixLen": 0,
+            "GlobalIPv6Address": top["GlobalIPv6Address"],
+            "GlobalIPv6PrefixLen": top["GlobalIPv6PrefixLen"],
             "IPAddress": top["IPAddress"],
             "IPPrefixLen": top["IPPrefixLen"],
-            "IPv6Gateway": "",
+            "IPv6Gateway": top["IPv6Gateway"],
             "MacAddress": top["MacAddress"],
             "Networks": networks,
         })

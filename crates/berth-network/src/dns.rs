@@ -1,15 +1,18 @@
 //! The embedded DNS server for user-defined networks. One server per network listens on the
 //! bridge gateway address (UDP and TCP port 53) in the daemon's namespace; containers'
-//! resolv.conf points at it. It answers A queries for container names, aliases, short ids
-//! and the asking container's `--link` aliases, and relays everything else unchanged to
-//! the host's resolvers.
+//! resolv.conf points at it. It answers A and AAAA queries (AAAA for containers on IPv6
+//! networks) for container names, aliases, short ids and the asking container's `--link`
+//! aliases, and relays everything else unchanged to the host's resolvers.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::{rdata::A, RData, Record, RecordType};
+use hickory_proto::rr::{
+    rdata::{A, AAAA},
+    RData, Record, RecordType,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::task::JoinHandle;
@@ -20,11 +23,11 @@ use crate::error::{NetworkError, Result};
 pub trait NameResolver: Send + Sync + 'static {
     /// Addresses for `name` asked by `client` of the server at `server`, or `None` to
     /// forward the query upstream.
-    fn resolve(&self, server: Ipv4Addr, client: Ipv4Addr, name: &str) -> Option<Vec<Ipv4Addr>>;
+    fn resolve(&self, server: Ipv4Addr, client: Ipv4Addr, name: &str) -> Option<Vec<IpAddr>>;
 }
 
 impl NameResolver for crate::NetworkManager {
-    fn resolve(&self, server: Ipv4Addr, client: Ipv4Addr, name: &str) -> Option<Vec<Ipv4Addr>> {
+    fn resolve(&self, server: Ipv4Addr, client: Ipv4Addr, name: &str) -> Option<Vec<IpAddr>> {
         crate::NetworkManager::resolve(self, server, client, name)
     }
 }
@@ -164,15 +167,16 @@ async fn handle(c: &Ctx, peer: SocketAddr, q: &[u8]) -> Option<Vec<u8>> {
             if let Some(ips) = c.resolver.resolve(c.server, client, &name) {
                 let mut m = reply_to(&req, ResponseCode::NoError);
                 m.set_authoritative(true);
-                // IPv4-only networks: AAAA gets an empty NOERROR, as Docker answers.
-                if query.query_type() != RecordType::AAAA {
-                    for ip in ips {
-                        m.add_answer(Record::from_rdata(
-                            query.name().clone(),
-                            TTL,
-                            RData::A(A(ip)),
-                        ));
-                    }
+                // A name without an address of the asked family gets an empty NOERROR, as
+                // Docker answers AAAA on IPv4-only networks.
+                let qt = query.query_type();
+                for ip in ips {
+                    let rdata = match ip {
+                        IpAddr::V4(v4) if qt != RecordType::AAAA => RData::A(A(v4)),
+                        IpAddr::V6(v6) if qt != RecordType::A => RData::AAAA(AAAA(v6)),
+                        _ => continue,
+                    };
+                    m.add_answer(Record::from_rdata(query.name().clone(), TTL, rdata));
                 }
                 return m.to_vec().ok();
             }

@@ -1,13 +1,13 @@
 //! The crate's error type: one enum, each variant carrying the context (network, path,
 //! interface, port) an operator needs to act on it.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
 /// Errors returned by berth-network.
 #[derive(Debug, thiserror::Error)]
 pub enum NetworkError {
-    #[error("invalid subnet {0:?}: expected a.b.c.d/len")]
+    #[error("invalid subnet {0:?}: expected a.b.c.d/len or an IPv6 x:x::x/len")]
     InvalidCidr(String),
     #[error("invalid address {0:?}")]
     InvalidAddress(String),
@@ -32,9 +32,11 @@ pub enum NetworkError {
     #[error("no free address left in {0}")]
     PoolExhausted(String),
     #[error("address {addr} is already in use on network {network}")]
-    AddressInUse { addr: Ipv4Addr, network: String },
+    AddressInUse { addr: IpAddr, network: String },
     #[error("network {network} has active endpoints: {endpoints}")]
     ActiveEndpoints { network: String, endpoints: String },
+    #[error("network {0} does not have IPv6 enabled: an IPv6 address cannot be assigned")]
+    Ipv6Disabled(String),
     #[error("container {container} is already connected to network {network}")]
     AlreadyConnected { container: String, network: String },
     #[error("container {container} is not connected to network {network}")]

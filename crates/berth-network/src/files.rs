@@ -3,7 +3,7 @@
 //! bridge and host modes copy the host's resolvers (minus loopback ones, unreachable from a
 //! container namespace).
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// `/etc/hostname`.
 pub fn hostname_file(hostname: &str) -> String {
@@ -17,11 +17,13 @@ pub struct HostEntry {
     pub names: Vec<String>,
 }
 
-/// `/etc/hosts`: localhost entries, extra entries, then the container's own address.
+/// `/etc/hosts`: localhost entries, extra entries, then the container's own addresses
+/// (IPv4, then IPv6 on an IPv6 network, as dockerd writes them).
 pub fn hosts_file(
     hostname: &str,
     domain: Option<&str>,
     own_ip: Option<Ipv4Addr>,
+    own_ip6: Option<Ipv6Addr>,
     extra: &[HostEntry],
 ) -> String {
     let mut s = String::from(
@@ -30,7 +32,11 @@ pub fn hosts_file(
     for e in extra {
         s.push_str(&format!("{}\t{}\n", e.ip, e.names.join(" ")));
     }
-    if let Some(ip) = own_ip {
+    let own = own_ip
+        .map(std::net::IpAddr::V4)
+        .into_iter()
+        .chain(own_ip6.map(std::net::IpAddr::V6));
+    for ip in own {
         match domain {
             Some(d) if !d.is_empty() => s.push_str(&format!("{ip}\t{hostname}.{d} {hostname}\n")),
             _ => s.push_str(&format!("{ip}\t{hostname}\n")),
@@ -136,6 +142,7 @@ mod tests {
             "abc",
             None,
             Some(Ipv4Addr::new(10, 5, 0, 2)),
+            None,
             &[HostEntry {
                 ip: Ipv4Addr::new(10, 5, 0, 3),
                 names: vec!["db".into()],
@@ -143,5 +150,13 @@ mod tests {
         );
         assert!(h.contains("10.5.0.3\tdb\n") && h.ends_with("10.5.0.2\tabc\n"));
         assert_eq!(hostname_file("abc"), "abc\n");
+        let h6 = hosts_file(
+            "abc",
+            None,
+            Some(Ipv4Addr::new(10, 5, 0, 2)),
+            Some("fd00:1::2".parse().unwrap()),
+            &[],
+        );
+        assert!(h6.ends_with("10.5.0.2\tabc\nfd00:1::2\tabc\n"), "{h6}");
     }
 }

@@ -1,4 +1,5 @@
-//! Packet filtering and NAT. All of Berth's rules live in one nftables table, `ip berth`,
+//! Packet filtering and NAT. All of Berth's IPv4 rules live in one nftables table, `ip berth`
+//! (IPv6 networks add network isolation in `ip6 berth`; no IPv6 NAT, as Docker by default),
 //! regenerated from the persisted state and swapped in a single atomic `nft -f` transaction,
 //! so the host's own tables are never touched and a restart (or reconcile) converges to
 //! exactly the rules the state implies. When the host's iptables FORWARD policy is DROP
@@ -70,7 +71,24 @@ pub fn render(table: &str, state: &State) -> String {
     s.push_str("  chain forward {\n    type filter hook forward priority filter; policy accept;\n");
     // A published port is meant to be reachable, also from other networks via the host.
     s.push_str("    ct status dnat accept\n");
-    for n in &nets {
+    render_isolation(&mut s, &nets);
+    s.push_str("  }\n}\n");
+    // IPv6 is routed only between the bridges of IPv6 networks and the host (no NAT, no
+    // published ports), but where the host forwards IPv6 the same isolation must hold.
+    let _ = writeln!(
+        s,
+        "table ip6 {table}\ndelete table ip6 {table}\ntable ip6 {table} {{"
+    );
+    s.push_str("  chain forward {\n    type filter hook forward priority filter; policy accept;\n");
+    render_isolation(&mut s, &nets);
+    s.push_str("  }\n}\n");
+    s
+}
+
+/// Forward-chain rules keeping networks apart: by interface name, so they serve both
+/// families.
+fn render_isolation(s: &mut String, nets: &[&crate::store::NetworkRecord]) {
+    for n in nets {
         let br = &n.bridge;
         // Isolation: nothing crosses from one Berth network to another.
         let others: Vec<String> = nets
@@ -90,8 +108,6 @@ pub fn render(table: &str, state: &State) -> String {
             let _ = writeln!(s, "    oifname \"{br}\" iifname != \"{br}\" drop");
         }
     }
-    s.push_str("  }\n}\n");
-    s
 }
 
 fn nft(script: &str) -> Result<()> {
@@ -123,7 +139,9 @@ fn nft(script: &str) -> Result<()> {
 /// network exists. Also syncs the iptables FORWARD accepts and the sysctls we need.
 pub fn apply(table: &str, state: &State) -> Result<()> {
     if state.networks.is_empty() {
-        nft(&format!("table ip {table}\ndelete table ip {table}\n"))?;
+        nft(&format!(
+            "table ip {table}\ndelete table ip {table}\ntable ip6 {table}\ndelete table ip6 {table}\n"
+        ))?;
     } else {
         enable_forwarding()?;
         for n in state.networks.values() {
@@ -247,6 +265,8 @@ mod tests {
             labels: Default::default(),
             options: Default::default(),
             ipam: Allocations::default(),
+            aux_addresses: Default::default(),
+            ipv6: None,
             endpoints: Default::default(),
         }
     }
@@ -262,6 +282,7 @@ mod tests {
                 aliases: vec![],
                 links: vec![],
                 ip: Ipv4Addr::new(10, 0, 0, 2),
+                ip6: None,
                 mac: String::new(),
                 host_veth: "v1".into(),
                 netns: "/x".into(),
@@ -296,6 +317,9 @@ mod tests {
         );
         assert!(r.contains("iifname \"bra\" oifname { \"brb\" } drop"));
         assert!(r.contains("iifname \"brb\" oifname != \"brb\" drop"));
+        let v6 = r.split("table ip6 t {").nth(1).expect("ip6 table");
+        assert!(v6.contains("iifname \"bra\" oifname { \"brb\" } drop"));
+        assert!(!v6.contains("masquerade") && !v6.contains("dnat"));
     }
 
     #[test]

@@ -36,6 +36,7 @@ pub mod store;
 
 pub use error::{NetworkError, Result};
 pub use manager::{
-    Config, ConnectRequest, CreateNetwork, NetworkManager, ReconcileReport, DEFAULT_NETWORK,
+    Config, ConnectRequest, CreateIpv6, CreateNetwork, NetworkManager, ReconcileReport,
+    DEFAULT_NETWORK,
 };
 pub use ports::{parse_port_spec, PortMapping, Proto};

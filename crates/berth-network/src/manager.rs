@@ -6,16 +6,16 @@
 //! and short.
 
 use std::collections::{BTreeMap, HashSet};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::error::{NetworkError, Result};
 use crate::firewall;
-use crate::ipam::{self, Allocations, Ipv4Net};
+use crate::ipam::{self, Allocations, Allocations6, Ipv4Net, Ipv6Net};
 use crate::netlink::{self, ContainerIface};
 use crate::ports::{self, PortMapping};
-use crate::store::{self, EndpointRecord, NetworkRecord, State};
+use crate::store::{self, EndpointRecord, Ipv6Record, NetworkRecord, State};
 
 /// Name of Docker's default network.
 pub const DEFAULT_NETWORK: &str = "bridge";
@@ -82,6 +82,20 @@ pub struct CreateNetwork {
     pub bridge_name: Option<String>,
     pub labels: BTreeMap<String, String>,
     pub options: BTreeMap<String, String>,
+    /// IPAM `AuxiliaryAddresses` of the IPv4 config: name to address.
+    pub aux_addresses: BTreeMap<String, String>,
+    /// `EnableIPv6`: the IPv6 side of the network.
+    pub ipv6: Option<CreateIpv6>,
+}
+
+/// The IPv6 IPAM config of `docker network create --ipv6`; every field is optional (no
+/// subnet means a random unique-local /64).
+#[derive(Debug, Clone, Default)]
+pub struct CreateIpv6 {
+    pub subnet: Option<String>,
+    pub gateway: Option<String>,
+    pub ip_range: Option<String>,
+    pub aux_addresses: BTreeMap<String, String>,
 }
 
 /// Parameters of attaching a container to a network.
@@ -95,6 +109,8 @@ pub struct ConnectRequest {
     pub links: Vec<(String, String)>,
     /// Static address (`--ip`).
     pub ip: Option<Ipv4Addr>,
+    /// Static IPv6 address (`--ip6`); the network must have IPv6 enabled.
+    pub ip6: Option<Ipv6Addr>,
     pub ports: Vec<PortMapping>,
     /// The container's network namespace file.
     pub netns: PathBuf,
@@ -214,7 +230,13 @@ impl NetworkManager {
     /// its bridge and rules exist if it does (daemon start).
     pub fn ensure_default(&self) -> Result<NetworkRecord> {
         if let Ok(n) = self.inspect(DEFAULT_NETWORK) {
-            netlink::ensure_bridge(&n.bridge, n.gateway, n.subnet.prefix(), n.mtu)?;
+            netlink::ensure_bridge(
+                &n.bridge,
+                n.gateway,
+                n.subnet.prefix(),
+                v6_gateway(&n),
+                n.mtu,
+            )?;
             let st = self.lock();
             self.sync_firewall(&st, true)?;
             return Ok(n);
@@ -290,14 +312,20 @@ impl NetworkManager {
         };
         let mut ipam = Allocations::default();
         ipam.reserve(&req.name, &subnet, gateway, "gateway")
-            .map_err(|e| match e {
-                NetworkError::OutsideSubnet { addr, subnet, .. } => NetworkError::OutsideSubnet {
-                    what: "gateway",
-                    addr,
-                    subnet,
-                },
-                e => e,
-            })?;
+            .map_err(renamed("gateway"))?;
+        let mut aux_addresses = BTreeMap::new();
+        for (name, addr) in &req.aux_addresses {
+            let ip: Ipv4Addr = addr
+                .parse()
+                .map_err(|_| NetworkError::InvalidAddress(addr.clone()))?;
+            ipam.reserve(&req.name, &subnet, ip, &format!("aux:{name}"))
+                .map_err(renamed("auxiliary address"))?;
+            aux_addresses.insert(name.clone(), ip);
+        }
+        let ipv6 = match &req.ipv6 {
+            Some(v6) => Some(self.plan_ipv6(&guard, &req.name, v6)?),
+            None => None,
+        };
         let id = loop {
             let id = format!(
                 "{:016x}{:016x}{:016x}{:016x}",
@@ -345,10 +373,19 @@ impl NetworkManager {
             labels: req.labels,
             options: req.options,
             ipam,
+            aux_addresses,
+            ipv6,
             endpoints: BTreeMap::new(),
         };
         let existed = netlink::link_exists(&bridge)?;
-        netlink::ensure_bridge(&bridge, gateway, subnet.prefix(), rec.mtu)?;
+        let r =
+            netlink::ensure_bridge(&bridge, gateway, subnet.prefix(), v6_gateway(&rec), rec.mtu);
+        if let Err(e) = r {
+            if !existed {
+                let _ = netlink::delete_link(&bridge);
+            }
+            return Err(e);
+        }
         let mut new = guard.clone();
         new.networks.insert(id, rec.clone());
         if let Err(e) = self.commit(&mut guard, new) {
@@ -357,8 +394,89 @@ impl NetworkManager {
             }
             return Err(e);
         }
-        tracing::info!(network = %rec.name, bridge = %bridge, subnet = %subnet, "network created");
+        tracing::info!(network = %rec.name, bridge = %bridge, subnet = %subnet,
+            subnet6 = ?rec.ipv6.as_ref().map(|v| v.subnet), "network created");
         Ok(rec)
+    }
+
+    /// Validates and allocates the IPv6 side of a new network: subnet (given, or a random
+    /// unique-local /64 clear of other networks and host routes), range, gateway and
+    /// auxiliary addresses.
+    fn plan_ipv6(&self, st: &State, name: &str, req: &CreateIpv6) -> Result<Ipv6Record> {
+        let taken: Vec<Ipv6Net> = st
+            .networks
+            .values()
+            .filter_map(|n| n.ipv6.as_ref().map(|v| v.subnet))
+            .collect();
+        let subnet = match &req.subnet {
+            Some(s) => {
+                let s: Ipv6Net = s.parse()?;
+                if let Some(o) = taken.iter().find(|t| t.overlaps(&s)) {
+                    return Err(NetworkError::SubnetOverlap {
+                        subnet: s.to_string(),
+                        other: o.to_string(),
+                    });
+                }
+                s
+            }
+            None => {
+                let mut avoid = taken;
+                avoid.extend(netlink::host_routes6()?);
+                // 40 random bits: a clash is already unlikely, a few draws make it moot.
+                (0..16)
+                    .map(|_| Ipv6Net::random_ula())
+                    .find(|c| !avoid.iter().any(|t| t.overlaps(c)))
+                    .ok_or(NetworkError::NoFreePool)?
+            }
+        };
+        if subnet.prefix() > 126 {
+            return Err(NetworkError::InvalidCidr(format!(
+                "{subnet}: prefix too long for a bridge network"
+            )));
+        }
+        let ip_range = match &req.ip_range {
+            Some(r) => {
+                let r: Ipv6Net = r.parse()?;
+                if !subnet.contains(r.network()) || r.prefix() < subnet.prefix() {
+                    return Err(NetworkError::OutsideSubnet {
+                        what: "ip range",
+                        addr: r.to_string(),
+                        subnet: subnet.to_string(),
+                    });
+                }
+                r
+            }
+            None => subnet,
+        };
+        let gateway = match &req.gateway {
+            Some(g) => g
+                .parse()
+                .map_err(|_| NetworkError::InvalidAddress(g.clone()))?,
+            None => subnet
+                .nth(1)
+                .ok_or_else(|| NetworkError::PoolExhausted(subnet.to_string()))?,
+        };
+        let mut ipam = Allocations6::default();
+        ipam.reserve(name, &subnet, gateway, "gateway")
+            .map_err(renamed("gateway"))?;
+        let mut aux_addresses = BTreeMap::new();
+        for (aux, addr) in &req.aux_addresses {
+            let ip: Ipv6Addr = addr
+                .parse()
+                .map_err(|_| NetworkError::InvalidAddress(addr.clone()))?;
+            ipam.reserve(name, &subnet, ip, &format!("aux:{aux}"))
+                .map_err(renamed("auxiliary address"))?;
+            aux_addresses.insert(aux.clone(), ip);
+        }
+        Ok(Ipv6Record {
+            subnet,
+            gateway,
+            ip_range,
+            gateway_given: req.gateway.is_some(),
+            subnet_given: req.subnet.is_some(),
+            aux_addresses,
+            ipam,
+        })
     }
 
     /// `docker network rm`: refuses while endpoints exist; removes bridge and rules.
@@ -430,6 +548,21 @@ impl NetworkManager {
             }
             None => ipam.allocate(&net.subnet, &net.ip_range, &req.container_id)?,
         };
+        let mut ipv6 = net.ipv6.clone();
+        let ip6 = match (&mut ipv6, req.ip6) {
+            (None, None) => None,
+            (None, Some(_)) => return Err(NetworkError::Ipv6Disabled(net.name)),
+            (Some(v6), Some(ip)) => {
+                v6.ipam
+                    .reserve(&net.name, &v6.subnet, ip, &req.container_id)?;
+                Some(ip)
+            }
+            (Some(v6), None) => Some(v6.ipam.allocate(
+                &v6.subnet,
+                &v6.ip_range,
+                &req.container_id,
+            )?),
+        };
         // As in Docker, internal networks publish nothing: there is no way in from outside.
         let wanted = if net.internal {
             &[][..]
@@ -461,7 +594,13 @@ impl NetworkManager {
         if !netlink::link_exists(&net.bridge)? {
             // Deleted behind our back (an operator, or another daemon's reconcile): recreate
             // it, and reload the rules and sysctls that went with it.
-            netlink::ensure_bridge(&net.bridge, net.gateway, net.subnet.prefix(), net.mtu)?;
+            netlink::ensure_bridge(
+                &net.bridge,
+                net.gateway,
+                net.subnet.prefix(),
+                v6_gateway(&net),
+                net.mtu,
+            )?;
             *self.applied.lock().unwrap_or_else(|e| e.into_inner()) = None;
         }
         netlink::attach_veth(
@@ -476,6 +615,12 @@ impl NetworkManager {
                 mac,
                 mtu: net.mtu,
                 gateway: (!net.internal).then_some(net.gateway),
+                ip6: ip6.zip(net.ipv6.as_ref().map(|v| v.subnet.prefix())),
+                gateway6: net
+                    .ipv6
+                    .as_ref()
+                    .filter(|_| !net.internal)
+                    .map(|v| v.gateway),
             },
         )?;
         let ep = EndpointRecord {
@@ -484,6 +629,7 @@ impl NetworkManager {
             aliases: req.aliases,
             links: req.links,
             ip,
+            ip6,
             mac: netlink::mac_string(mac),
             host_veth: host_veth.clone(),
             netns: req.netns.clone(),
@@ -492,6 +638,7 @@ impl NetworkManager {
         let mut new = guard.clone();
         if let Some(n) = new.networks.get_mut(&net.id) {
             n.ipam = ipam;
+            n.ipv6 = ipv6;
             n.endpoints.insert(req.container_id, ep.clone());
         }
         if let Err(e) = self.commit(&mut guard, new) {
@@ -521,6 +668,9 @@ impl NetworkManager {
         if let Some(n) = new.networks.get_mut(&net.id) {
             n.endpoints.remove(container_id);
             n.ipam.release(ep.ip);
+            if let (Some(v6), Some(ip6)) = (n.ipv6.as_mut(), ep.ip6) {
+                v6.ipam.release(ip6);
+            }
         }
         self.commit(&mut guard, new)?;
         netlink::delete_link(&ep.host_veth)
@@ -560,12 +710,21 @@ impl NetworkManager {
             for id in dead {
                 if let Some(ep) = n.endpoints.remove(&id) {
                     n.ipam.release(ep.ip);
+                    if let (Some(v6), Some(ip6)) = (n.ipv6.as_mut(), ep.ip6) {
+                        v6.ipam.release(ip6);
+                    }
                     report.endpoints_removed.push(id);
                 }
             }
         }
         for n in new.networks.values() {
-            netlink::ensure_bridge(&n.bridge, n.gateway, n.subnet.prefix(), n.mtu)?;
+            netlink::ensure_bridge(
+                &n.bridge,
+                n.gateway,
+                n.subnet.prefix(),
+                v6_gateway(n),
+                n.mtu,
+            )?;
         }
         self.commit(&mut guard, new)?;
         let owned: HashSet<&str> = guard
@@ -600,11 +759,12 @@ impl NetworkManager {
 
     /// Embedded DNS lookup: `name` as asked by `client` of the network whose gateway is
     /// `server`. Matches container names, aliases, 12-char ids and the client's own links.
-    pub fn resolve(&self, server: Ipv4Addr, client: Ipv4Addr, name: &str) -> Option<Vec<Ipv4Addr>> {
+    /// The addresses of an endpoint on an IPv6 network include its IPv6 one.
+    pub fn resolve(&self, server: Ipv4Addr, client: Ipv4Addr, name: &str) -> Option<Vec<IpAddr>> {
         let name = name.trim_end_matches('.').to_ascii_lowercase();
         let st = self.lock();
         let net = st.networks.values().find(|n| n.gateway == server)?;
-        let by_name = |target: &str| -> Vec<Ipv4Addr> {
+        let by_name = |target: &str| -> Vec<IpAddr> {
             net.endpoints
                 .values()
                 .filter(|e| {
@@ -612,7 +772,7 @@ impl NetworkManager {
                         || e.aliases.iter().any(|a| a.eq_ignore_ascii_case(target))
                         || (target.len() == 12 && e.container_id.starts_with(target))
                 })
-                .map(|e| e.ip)
+                .flat_map(|e| std::iter::once(IpAddr::V4(e.ip)).chain(e.ip6.map(IpAddr::V6)))
                 .collect()
         };
         let mut ips = by_name(&name);
@@ -631,6 +791,21 @@ impl NetworkManager {
     /// Path of the state file (for diagnostics).
     pub fn state_file(&self) -> PathBuf {
         self.state_path()
+    }
+}
+
+/// The bridge's IPv6 gateway address and prefix, for IPv6 networks.
+fn v6_gateway(n: &NetworkRecord) -> Option<(Ipv6Addr, u8)> {
+    n.ipv6.as_ref().map(|v| (v.gateway, v.subnet.prefix()))
+}
+
+/// Names the address an `OutsideSubnet` error is about (`reserve` only knows "address").
+fn renamed(what: &'static str) -> impl Fn(NetworkError) -> NetworkError {
+    move |e| match e {
+        NetworkError::OutsideSubnet { addr, subnet, .. } => {
+            NetworkError::OutsideSubnet { what, addr, subnet }
+        }
+        e => e,
     }
 }
 

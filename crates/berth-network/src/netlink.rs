@@ -5,7 +5,7 @@
 //! touching the caller's namespace.
 
 use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsFd;
 use std::path::Path;
 
@@ -112,9 +112,44 @@ async fn list_names(h: Handle) -> Result<Vec<String>> {
         .collect())
 }
 
-/// Creates bridge `name` with `gateway/prefix`, sets `mtu` and brings it up. An existing
-/// bridge of that name is reused (idempotent for restarts).
-pub fn ensure_bridge(name: &str, gateway: Ipv4Addr, prefix: u8, mtu: u32) -> Result<()> {
+/// Adds `ip/prefix` to link `idx` without duplicate address detection: the addresses are
+/// ours by construction, and DAD would leave an IPv6 address tentative (unusable) for a
+/// second or more after a container starts.
+async fn add_address(h: &Handle, idx: u32, ip: IpAddr, prefix: u8, name: &str) -> Result<()> {
+    use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
+    let mut req = h.address().add(idx, ip, prefix);
+    if ip.is_ipv6() {
+        let msg = req.message_mut();
+        msg.header.flags |= AddressHeaderFlags::Nodad;
+        msg.attributes
+            .push(AddressAttribute::Flags(AddressFlags::Nodad));
+    }
+    req.execute().await.map_err(nl("add address", name))
+}
+
+/// Turns IPv6 on for interface `name` of the calling thread's network namespace, in case the
+/// host's default disables it. A kernel without IPv6 has no such file: adding the address
+/// then fails with the reason.
+fn enable_ipv6(name: &str) -> Result<()> {
+    let path = format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6");
+    match std::fs::read_to_string(&path) {
+        Ok(v) if v.trim() != "0" => {
+            std::fs::write(&path, "0").map_err(io_err("write sysctl", &path))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Creates bridge `name` with `gateway/prefix` (and the IPv6 gateway `gateway6` of a
+/// dual-stack network), sets `mtu` and brings it up. An existing bridge of that name is
+/// reused (idempotent for restarts).
+pub fn ensure_bridge(
+    name: &str,
+    gateway: Ipv4Addr,
+    prefix: u8,
+    gateway6: Option<(Ipv6Addr, u8)>,
+    mtu: u32,
+) -> Result<()> {
     let name = name.to_string();
     run(None, |h| async move {
         if index_of(&h, &name).await?.is_none() {
@@ -133,15 +168,19 @@ pub fn ensure_bridge(name: &str, gateway: Ipv4Addr, prefix: u8, mtu: u32) -> Res
             .try_collect()
             .await
             .map_err(nl("list addresses", &name))?;
-        let has = addrs.iter().any(|a| {
-            a.attributes.iter().any(|at| matches!(at, rtnetlink::packet_route::address::AddressAttribute::Address(IpAddr::V4(ip)) if *ip == gateway))
-        });
-        if !has {
-            h.address()
-                .add(idx, IpAddr::V4(gateway), prefix)
-                .execute()
-                .await
-                .map_err(nl("add address", &name))?;
+        let has = |want: IpAddr| {
+            addrs.iter().any(|a| {
+                a.attributes.iter().any(|at| matches!(at, rtnetlink::packet_route::address::AddressAttribute::Address(ip) if *ip == want))
+            })
+        };
+        if !has(IpAddr::V4(gateway)) {
+            add_address(&h, idx, IpAddr::V4(gateway), prefix, &name).await?;
+        }
+        if let Some((gw6, prefix6)) = gateway6 {
+            enable_ipv6(&name)?;
+            if !has(IpAddr::V6(gw6)) {
+                add_address(&h, idx, IpAddr::V6(gw6), prefix6, &name).await?;
+            }
         }
         h.link()
             .set(LinkUnspec::new_with_index(idx).up().build())
@@ -178,6 +217,10 @@ pub struct ContainerIface<'a> {
     pub mtu: u32,
     /// Default route via this gateway; `None` for internal networks with no route out.
     pub gateway: Option<Ipv4Addr>,
+    /// IPv6 address and prefix on an IPv6 network.
+    pub ip6: Option<(Ipv6Addr, u8)>,
+    /// IPv6 default route via this gateway.
+    pub gateway6: Option<Ipv6Addr>,
 }
 
 /// Creates veth `host_name` <-> `peer_tmp`, enslaves the host end to `bridge` (hairpin on),
@@ -251,6 +294,7 @@ fn attach_veth_inner(
         c.mtu,
         c.gateway,
     );
+    let (ip6, gw6) = (c.ip6, c.gateway6);
     run(Some(c.netns), |h| async move {
         let lo = must_index(&h, "lo").await?;
         h.link()
@@ -270,11 +314,12 @@ fn attach_veth_inner(
             .execute()
             .await
             .map_err(nl("rename", &peer_tmp))?;
-        h.address()
-            .add(idx, IpAddr::V4(ip), prefix)
-            .execute()
-            .await
-            .map_err(nl("add address", &name))?;
+        add_address(&h, idx, IpAddr::V4(ip), prefix, &name).await?;
+        if let Some((ip6, prefix6)) = ip6 {
+            // This helper thread is inside the container's namespace: /proc/sys/net is its.
+            enable_ipv6(&name)?;
+            add_address(&h, idx, IpAddr::V6(ip6), prefix6, &name).await?;
+        }
         h.link()
             .set(LinkUnspec::new_with_index(idx).up().build())
             .execute()
@@ -290,6 +335,16 @@ fn attach_veth_inner(
                 // as in Docker.
                 Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => {}
                 r => r.map_err(nl("add default route", &name))?,
+            }
+        }
+        if let (Some(gw6), Some(_)) = (gw6, ip6) {
+            let route = RouteMessageBuilder::<Ipv6Addr>::new()
+                .gateway(gw6)
+                .output_interface(idx)
+                .build();
+            match h.route().add(route).execute().await {
+                Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => {}
+                r => r.map_err(nl("add default IPv6 route", &name))?,
             }
         }
         Ok(())
@@ -345,6 +400,33 @@ pub fn host_routes() -> Result<Vec<crate::ipam::Ipv4Net>> {
                 m.attributes.into_iter().find_map(|a| match a {
                     RouteAttribute::Destination(RouteAddress::Inet(ip)) => {
                         crate::ipam::Ipv4Net::new(ip, p).ok()
+                    }
+                    _ => None,
+                })
+            })
+            .collect())
+    })
+}
+
+/// Host IPv6 routes' destinations (not the default route), so a generated subnet avoids them.
+pub fn host_routes6() -> Result<Vec<crate::ipam::Ipv6Net>> {
+    run(None, |h| async move {
+        use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
+        let msgs: Vec<_> = h
+            .route()
+            .get(RouteMessageBuilder::<Ipv6Addr>::new().build())
+            .execute()
+            .try_collect()
+            .await
+            .map_err(nl("list routes", "ipv6"))?;
+        Ok(msgs
+            .into_iter()
+            .filter(|m| m.header.destination_prefix_length > 0)
+            .filter_map(|m| {
+                let p = m.header.destination_prefix_length;
+                m.attributes.into_iter().find_map(|a| match a {
+                    RouteAttribute::Destination(RouteAddress::Inet6(ip)) => {
+                        crate::ipam::Ipv6Net::new(ip, p).ok()
                     }
                     _ => None,
                 })

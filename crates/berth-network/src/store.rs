@@ -5,13 +5,13 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::Write;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{io_err, NetworkError, Result};
-use crate::ipam::{Allocations, Ipv4Net};
+use crate::ipam::{Allocations, Allocations6, Ipv4Net, Ipv6Net};
 use crate::ports::PortMapping;
 
 /// One bridge network.
@@ -36,8 +36,32 @@ pub struct NetworkRecord {
     #[serde(default)]
     pub options: BTreeMap<String, String>,
     pub ipam: Allocations,
+    /// IPAM `AuxiliaryAddresses` as given: reserved in `ipam`, never handed to a container.
+    #[serde(default)]
+    pub aux_addresses: BTreeMap<String, Ipv4Addr>,
+    /// The IPv6 side of an `EnableIPv6` network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<Ipv6Record>,
     /// Endpoints by container id.
     pub endpoints: BTreeMap<String, EndpointRecord>,
+}
+
+/// IPv6 addressing of a dual-stack network.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Ipv6Record {
+    pub subnet: Ipv6Net,
+    pub gateway: Ipv6Addr,
+    /// Sub-range dynamic addresses come from (defaults to the subnet).
+    pub ip_range: Ipv6Net,
+    /// Whether the gateway was chosen by the user (inspect shows it only then, as dockerd).
+    #[serde(default)]
+    pub gateway_given: bool,
+    /// Whether the subnet was chosen by the user rather than a random ULA /64.
+    #[serde(default)]
+    pub subnet_given: bool,
+    #[serde(default)]
+    pub aux_addresses: BTreeMap<String, Ipv6Addr>,
+    pub ipam: Allocations6,
 }
 
 /// A container's attachment to a network.
@@ -50,6 +74,9 @@ pub struct EndpointRecord {
     /// `--link target:alias` pairs: names only this container resolves.
     pub links: Vec<(String, String)>,
     pub ip: Ipv4Addr,
+    /// Address on an IPv6 network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
     pub mac: String,
     /// Host side of the veth pair.
     pub host_veth: String,

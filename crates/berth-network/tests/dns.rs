@@ -1,7 +1,7 @@
-//! The embedded DNS server over loopback: local answers, AAAA handling, TCP, and relaying
+//! The embedded DNS server over loopback: local A and AAAA answers, TCP, and relaying
 //! unknown names to an upstream (a fake one on 127.0.0.1).
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,8 +12,16 @@ use hickory_proto::rr::{Name, RData, RecordType};
 struct Fixed;
 
 impl NameResolver for Fixed {
-    fn resolve(&self, _server: Ipv4Addr, _client: Ipv4Addr, name: &str) -> Option<Vec<Ipv4Addr>> {
-        (name.trim_end_matches('.') == "web").then(|| vec![Ipv4Addr::new(10, 1, 2, 3)])
+    fn resolve(&self, _server: Ipv4Addr, _client: Ipv4Addr, name: &str) -> Option<Vec<IpAddr>> {
+        let v4 = IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3));
+        match name.trim_end_matches('.') {
+            "web" => Some(vec![v4]),
+            "web6" => Some(vec![
+                v4,
+                IpAddr::V6(Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 3)),
+            ]),
+            _ => None,
+        }
     }
 }
 
@@ -72,6 +80,15 @@ fn answers_locally_and_forwards_the_rest() {
         (r.response_code(), r.answers().len()),
         (ResponseCode::NoError, 0)
     );
+
+    // A dual-stack name: AAAA answers its IPv6 address only, A its IPv4 one only.
+    let r = ask(addr, &query("web6.", RecordType::AAAA));
+    assert_eq!(r.answers().len(), 1);
+    assert!(matches!(r.answers()[0].data(),
+        RData::AAAA(a) if a.0 == Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 3)));
+    let r = ask(addr, &query("web6.", RecordType::A));
+    assert_eq!(r.answers().len(), 1);
+    assert!(matches!(r.answers()[0].data(), RData::A(_)));
 
     let r = ask(addr, &query("elsewhere.example.", RecordType::A));
     assert_eq!(

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use berth_network::store::NetworkRecord;
-use berth_network::CreateNetwork;
+use berth_network::{CreateIpv6, CreateNetwork};
 use bollard_stubs::models::EndpointSettings;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
@@ -25,6 +25,24 @@ fn network_json(d: &Daemon, n: &NetworkRecord, containers: bool) -> Value {
     let mut ipam_config = json!({"Subnet": n.subnet.to_string(), "Gateway": n.gateway.to_string()});
     if n.ip_range != n.subnet {
         ipam_config["IPRange"] = json!(n.ip_range.to_string());
+    }
+    if !n.aux_addresses.is_empty() {
+        ipam_config["AuxiliaryAddresses"] = json!(n.aux_addresses);
+    }
+    let mut ipam_configs = vec![ipam_config];
+    if let Some(v6) = &n.ipv6 {
+        let mut c = json!({"Subnet": v6.subnet.to_string()});
+        // As dockerd: a configured subnet is shown as given, an allocated one with its gateway.
+        if v6.gateway_given || !v6.subnet_given {
+            c["Gateway"] = json!(v6.gateway.to_string());
+        }
+        if v6.ip_range != v6.subnet {
+            c["IPRange"] = json!(v6.ip_range.to_string());
+        }
+        if !v6.aux_addresses.is_empty() {
+            c["AuxiliaryAddresses"] = json!(v6.aux_addresses);
+        }
+        ipam_configs.push(c);
     }
     let mut options: BTreeMap<&str, String> = n
         .options
@@ -63,7 +81,10 @@ fn network_json(d: &Daemon, n: &NetworkRecord, containers: bool) -> Value {
                     "EndpointID": format!("{}{}", n.id.get(..32).unwrap_or(&n.id), id.get(..12).unwrap_or(id)),
                     "MacAddress": ep.mac,
                     "IPv4Address": format!("{}/{}", ep.ip, n.subnet.prefix()),
-                    "IPv6Address": "",
+                    "IPv6Address": match (ep.ip6, &n.ipv6) {
+                        (Some(ip), Some(v6)) => format!("{ip}/{}", v6.subnet.prefix()),
+                        _ => String::new(),
+                    },
                 }),
             );
         }
@@ -74,8 +95,8 @@ fn network_json(d: &Daemon, n: &NetworkRecord, containers: bool) -> Value {
         "Created": crate::time::ZERO,
         "Scope": "local",
         "Driver": "bridge",
-        "EnableIPv6": false,
-        "IPAM": {"Driver": "default", "Options": null, "Config": [ipam_config]},
+        "EnableIPv6": n.ipv6.is_some(),
+        "IPAM": {"Driver": "default", "Options": null, "Config": ipam_configs},
         "Internal": n.internal,
         "Attachable": false,
         "Ingress": false,
@@ -149,6 +170,22 @@ struct IpamConfig {
     gateway: Option<String>,
     #[serde(rename = "IPRange")]
     ip_range: Option<String>,
+    auxiliary_addresses: Option<BTreeMap<String, String>>,
+}
+
+impl IpamConfig {
+    /// True for an IPv6 config (by its subnet, else its gateway or range).
+    fn is_ipv6(&self) -> bool {
+        [&self.subnet, &self.gateway, &self.ip_range]
+            .into_iter()
+            .flatten()
+            .find(|s| !s.is_empty())
+            .is_some_and(|s| s.contains(':'))
+    }
+}
+
+fn non_empty(s: Option<String>) -> Option<String> {
+    s.filter(|s| !s.is_empty())
 }
 
 #[derive(Deserialize, Default)]
@@ -182,9 +219,6 @@ pub async fn create(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>>
         None | Some("") | Some("bridge") => {}
         Some(other) => return Err(Error::NotFound(format!("plugin \"{other}\" not found"))),
     }
-    if body.enable_ipv6 {
-        return Err(Error::NotImplemented("IPv6 networks"));
-    }
     let ipam = body.ipam.unwrap_or_default();
     if let Some(d) = ipam
         .driver
@@ -193,11 +227,33 @@ pub async fn create(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>>
     {
         return Err(Error::NotFound(format!("plugin \"{d}\" not found")));
     }
-    let mut configs = ipam.config.unwrap_or_default();
-    if configs.len() > 1 {
-        return Err(Error::NotImplemented("more than one IPAM config"));
+    // At most one config per address family, as the default IPAM driver of a bridge takes.
+    let (mut v6s, mut v4s): (Vec<IpamConfig>, Vec<IpamConfig>) = ipam
+        .config
+        .unwrap_or_default()
+        .into_iter()
+        .partition(IpamConfig::is_ipv6);
+    if v4s.len() > 1 {
+        return Err(Error::NotImplemented("more than one IPv4 IPAM config"));
     }
-    let cfg = configs.pop().unwrap_or_default();
+    if v6s.len() > 1 {
+        return Err(Error::NotImplemented("more than one IPv6 IPAM config"));
+    }
+    if !v6s.is_empty() && !body.enable_ipv6 {
+        return Err(Error::InvalidParameter(
+            "an IPv6 IPAM config requires EnableIPv6".into(),
+        ));
+    }
+    let cfg = v4s.pop().unwrap_or_default();
+    let ipv6 = body.enable_ipv6.then(|| {
+        let c = v6s.pop().unwrap_or_default();
+        CreateIpv6 {
+            subnet: non_empty(c.subnet),
+            gateway: non_empty(c.gateway),
+            ip_range: non_empty(c.ip_range),
+            aux_addresses: c.auxiliary_addresses.unwrap_or_default(),
+        }
+    });
     let options = body.options.unwrap_or_default();
     let mtu = options
         .get("com.docker.network.driver.mtu")
@@ -208,14 +264,16 @@ pub async fn create(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>>
         .transpose()?;
     let req = CreateNetwork {
         name: body.name,
-        subnet: cfg.subnet.filter(|s| !s.is_empty()),
-        gateway: cfg.gateway.filter(|s| !s.is_empty()),
-        ip_range: cfg.ip_range.filter(|s| !s.is_empty()),
+        subnet: non_empty(cfg.subnet),
+        gateway: non_empty(cfg.gateway),
+        ip_range: non_empty(cfg.ip_range),
         internal: body.internal,
         mtu,
         bridge_name: options.get("com.docker.network.bridge.name").cloned(),
         labels: body.labels.unwrap_or_default(),
         options: options.into_iter().collect(),
+        aux_addresses: cfg.auxiliary_addresses.unwrap_or_default(),
+        ipv6,
     };
     let d = Arc::clone(&ctx.daemon);
     let n = blocking(move || Ok(d.network.mgr.create_network(req)?)).await?;
