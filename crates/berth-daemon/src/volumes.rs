@@ -100,10 +100,13 @@ impl Volumes {
         ids
     }
 
-    /// Number of containers referring to each volume.
-    pub fn ref_counts(&self) -> HashMap<String, i64> {
+    /// Number of containers referring to each volume, counting those for which `exists`.
+    pub fn ref_counts(&self, exists: impl Fn(&str) -> bool) -> HashMap<String, i64> {
         let mut counts: HashMap<String, i64> = HashMap::new();
-        for points in lock(&self.mounts).values() {
+        for (id, points) in lock(&self.mounts).iter() {
+            if !exists(id) {
+                continue;
+            }
             let mut names: Vec<&str> = points
                 .iter()
                 .filter(|p| p.typ == "volume")
@@ -154,6 +157,12 @@ impl Daemon {
             .publish(Event::new("volume", action, name, attrs));
     }
 
+    /// [`Volumes::ref_counts`] over the containers that exist.
+    fn volume_ref_counts(&self) -> HashMap<String, i64> {
+        self.volumes
+            .ref_counts(|id| self.containers.get(id).is_ok())
+    }
+
     /// `POST /volumes/create`.
     pub fn create_volume(&self, opts: CreateOptions) -> Result<Value> {
         let existed = opts
@@ -190,7 +199,7 @@ impl Daemon {
             driver: filters.get("driver").to_vec(),
             dangling,
         };
-        let counts = self.volumes.ref_counts();
+        let counts = self.volume_ref_counts();
         let list: Vec<Value> = self
             .volumes
             .store
@@ -226,7 +235,7 @@ impl Daemon {
                 ))
             }
         };
-        let counts = self.volumes.ref_counts();
+        let counts = self.volume_ref_counts();
         let (removed, reclaimed) =
             self.volumes
                 .store
@@ -247,7 +256,7 @@ impl Daemon {
 
     /// The `Volumes` section of `GET /system/df`, with each volume's size and users.
     pub fn volumes_disk_usage(&self) -> Vec<Value> {
-        let counts = self.volumes.ref_counts();
+        let counts = self.volume_ref_counts();
         self.volumes
             .store
             .list(&ListFilters::default(), |_| true)
