@@ -294,7 +294,8 @@ impl Daemon {
                 .await;
             if !finished {
                 // Kill it and wait for its end, so that hung probes do not pile up.
-                if let Ok(pid) = i32::try_from(exec.pid) {
+                // Never 0 or negative: kill(2) would signal a whole process group.
+                if let Some(pid) = i32::try_from(exec.pid).ok().filter(|&p| p > 0) {
                     let _ = nix::sys::signal::kill(
                         nix::unistd::Pid::from_raw(pid),
                         nix::sys::signal::Signal::SIGKILL,

@@ -172,7 +172,10 @@ pub fn sample_from(
     });
     if !host.v2 {
         memory["max_usage"] = json!(m.memory.max_usage);
-        memory["failcnt"] = json!(m.memory.fail_count);
+        // dockerd leaves a zero failcnt out.
+        if m.memory.fail_count > 0 {
+            memory["failcnt"] = json!(m.memory.fail_count);
+        }
     }
 
     let mut pids = json!({ "current": s.pids.current });
