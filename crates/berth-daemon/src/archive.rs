@@ -71,14 +71,23 @@ impl Daemon {
         r: &ContainerRecord,
         handle: tokio::runtime::Handle,
     ) -> Result<View> {
-        if r.state.running && r.state.pid > 0 {
-            let root = PathBuf::from(format!("/proc/{}/root", r.state.pid));
-            let fs = ContainerFs::open(&root)?;
-            // The pid could have been reused between reading the record and opening its root.
-            let now = self.containers.get(&r.id)?;
-            if now.state.running && now.state.pid == r.state.pid {
-                return Ok(View { fs, _release: None });
+        let mut state = r.state.clone();
+        // A few tries: the container may exit or restart (a new pid) while we open its root.
+        for _ in 0..3 {
+            if !(state.running && state.pid > 0) {
+                break;
             }
+            let root = PathBuf::from(format!("/proc/{}/root", state.pid));
+            let fs = ContainerFs::open(&root);
+            // The pid could have been reused between reading the record and opening its root.
+            let now = self.containers.get(&r.id)?.state;
+            if now.running && now.pid == state.pid {
+                return Ok(View {
+                    fs: fs?,
+                    _release: None,
+                });
+            }
+            state = now;
         }
         let rootfs = self.images.mount_rootfs(&r.id)?;
         // Volumes are mounted (when their driver mounts at all) in the host's namespace,
