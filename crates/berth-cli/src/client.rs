@@ -36,7 +36,8 @@ impl Endpoint {
     }
 }
 
-/// A connection-per-request API client.
+/// A connection-per-request API client (cheap to clone).
+#[derive(Clone)]
 pub struct Client {
     endpoint: Endpoint,
     /// True when no host was given explicitly: then a missing daemon is started.

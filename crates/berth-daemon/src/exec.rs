@@ -288,6 +288,7 @@ impl Daemon {
             },
             tty: c.tty,
             open_stdin: c.attach_stdin,
+            console_size: None,
             log: Some(LogConfig {
                 path: paths.log.clone(),
                 max_size: 10 << 20,

@@ -25,6 +25,7 @@ pub mod apiversion;
 pub mod archive;
 pub mod config;
 pub mod daemon;
+pub mod detach;
 pub mod error;
 pub mod events;
 pub mod exec;
@@ -42,8 +43,8 @@ pub mod stats;
 pub mod store;
 pub mod time;
 pub mod tls;
-pub mod volumes;
 pub mod update;
+pub mod volumes;
 
 pub use config::{Config, DaemonArgs};
 pub use error::{Error, Result};

@@ -224,6 +224,7 @@ impl Daemon {
             },
             tty: c.tty.unwrap_or(false),
             open_stdin: c.open_stdin.unwrap_or(false),
+            console_size: console_size(r.host_config.console_size.as_deref()),
             log: Some(log),
             exit_file: paths.exit_file.clone(),
             attach_socket: Some(paths.attach_socket.clone()),
@@ -830,6 +831,16 @@ fn run_options(r: &ContainerRecord) -> Result<RunOptions> {
         oom_score_adj: hc.oom_score_adj.and_then(|s| i32::try_from(s).ok()),
         ..Default::default()
     })
+}
+
+/// Docker's `ConsoleSize` (`[height, width]`) as (rows, columns); absent or zero is none.
+pub(crate) fn console_size(size: Option<&[usize]>) -> Option<(u16, u16)> {
+    match size? {
+        [rows, cols] if *rows > 0 && *cols > 0 => {
+            Some((u16::try_from(*rows).ok()?, u16::try_from(*cols).ok()?))
+        }
+        _ => None,
+    }
 }
 
 /// `10m`, `512k`, `1g`, or plain bytes.

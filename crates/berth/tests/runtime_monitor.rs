@@ -24,6 +24,7 @@ fn config(c: &TestContainer, name: &str, mode: MonitorMode) -> MonitorConfig {
         mode,
         tty: false,
         open_stdin: false,
+        console_size: None,
         log: Some(LogConfig {
             path: run.join(format!("{}-json.log", c.id)),
             max_size: 10 * 1024 * 1024,

@@ -117,6 +117,9 @@ pub struct RunArgs {
     /// Run container in background and print container ID
     #[arg(short, long)]
     detach: bool,
+    /// Override the key sequence for detaching a container
+    #[arg(long = "detach-keys", default_value = "")]
+    detach_keys: String,
     #[command(flatten)]
     create: CreateArgs,
 }
@@ -180,6 +183,12 @@ fn create_body(a: &CreateArgs) -> Result<Value> {
     }
     host["Mounts"] = json!(super::volume::mounts_json(&a.mount)?);
     host["VolumesFrom"] = json!(a.volumes_from);
+    if a.tty {
+        // The pty starts at the client's size: the first prompt never sees 0×0.
+        if let Some((rows, cols)) = terminal_size() {
+            host["ConsoleSize"] = json!([rows, cols]);
+        }
+    }
     let mut body = json!({
         "Image": a.image,
         "Env": a.env,
@@ -262,10 +271,12 @@ pub async fn run(c: &Client, a: &RunArgs) -> Result<i32> {
     }
     let tty = a.create.tty;
     let stdin = a.create.interactive;
+    let detach_keys = berth_daemon::detach::parse(&a.detach_keys).map_err(anyhow::Error::msg)?;
     let attach = c
         .hijack(&format!(
-            "/containers/{id}/attach?stream=1&stdout=1&stderr=1&stdin={}",
-            u8::from(stdin)
+            "/containers/{id}/attach?stream=1&stdout=1&stderr=1&stdin={}&detachKeys={}",
+            u8::from(stdin),
+            crate::client::encode(&a.detach_keys)
         ))
         .await?;
     let condition = if a.create.rm { "removed" } else { "next-exit" };
@@ -292,25 +303,48 @@ pub async fn run(c: &Client, a: &RunArgs) -> Result<i32> {
     } else {
         None
     };
+    if tty {
+        track_terminal_size(c, &format!("/containers/{id}/resize"));
+    }
     let (mut reader, mut writer) = tokio::io::split(attach);
+    let (detached_tx, mut detached_rx) = tokio::sync::oneshot::channel::<()>();
     if stdin {
+        // The daemon watches for the detach sequence and ends the session, leaving the
+        // container running; the client watches too, to know that it detached rather than
+        // saw the container exit. Input goes through unchanged (the daemon filters it).
+        let mut filter = tty.then(|| berth_daemon::detach::EscapeFilter::new(detach_keys));
         tokio::spawn(async move {
             let mut input = tokio::io::stdin();
             let mut buf = vec![0u8; 16 << 10];
+            let mut ignored = Vec::new();
             loop {
-                match input.read(&mut buf).await {
+                let n = match input.read(&mut buf).await {
                     Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if writer.write_all(&buf[..n]).await.is_err() {
-                            return;
-                        }
-                    }
+                    Ok(n) => n,
+                };
+                if writer.write_all(&buf[..n]).await.is_err() {
+                    return;
                 }
+                if filter
+                    .as_mut()
+                    .is_some_and(|f| f.filter(&buf[..n], &mut ignored))
+                {
+                    let _ = detached_tx.send(());
+                    // The writer is kept open: the daemon ends the session.
+                    std::future::pending::<()>().await;
+                    return;
+                }
+                ignored.clear();
             }
             let _ = writer.shutdown().await;
         });
     }
-    relay_output(&mut reader, tty).await?;
+    let relayed = relay_output(&mut reader, tty).await;
+    if detached_rx.try_recv().is_ok() {
+        drop(raw);
+        return Ok(0);
+    }
+    relayed?;
     drop(raw);
     let bytes = wait.into_body().collect().await?.to_bytes();
     let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
@@ -352,6 +386,50 @@ async fn relay_output<R: tokio::io::AsyncRead + Unpin>(r: &mut R, tty: bool) -> 
             pending.drain(..8 + len);
         }
     }
+}
+
+/// Sends the terminal's size to `path` (`…/resize`) now and on every SIGWINCH, as the docker
+/// CLI does, until the process exits.
+pub(crate) fn track_terminal_size(c: &Client, path: &str) {
+    let send = |c: Client, path: String| async move {
+        if let Some((rows, cols)) = terminal_size() {
+            let _ = c
+                .request(Method::POST, &format!("{path}?h={rows}&w={cols}"), None)
+                .await;
+        }
+    };
+    let c = c.clone();
+    let path = path.to_owned();
+    tokio::spawn(async move {
+        send(c.clone(), path.clone()).await;
+        let Ok(mut winch) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())
+        else {
+            return;
+        };
+        while winch.recv().await.is_some() {
+            send(c.clone(), path.clone()).await;
+        }
+    });
+}
+
+/// The size of the terminal on stdout (or stdin), as (rows, columns).
+fn terminal_size() -> Option<(u16, u16)> {
+    let mut size = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    for fd in [libc::STDOUT_FILENO, libc::STDIN_FILENO] {
+        // SAFETY: TIOCGWINSZ writes one winsize into the struct we own; a non-terminal fd
+        // fails with ENOTTY and writes nothing.
+        let rc = unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut size) };
+        if rc == 0 && size.ws_row > 0 && size.ws_col > 0 {
+            return Some((size.ws_row, size.ws_col));
+        }
+    }
+    None
 }
 
 /// The terminal in raw mode for an interactive TTY session; restored on drop.
@@ -447,6 +525,9 @@ pub async fn exec(c: &Client, a: &ExecArgs) -> Result<i32> {
         return Ok(0);
     }
     let io = c.hijack_with(&format!("/exec/{id}/start"), start).await?;
+    if a.tty {
+        track_terminal_size(c, &format!("/exec/{id}/resize"));
+    }
     let raw = if a.tty && a.interactive {
         RawTerminal::enter()
     } else {

@@ -19,6 +19,7 @@ use tokio::net::UnixStream;
 
 use super::{empty, Body, Ctx};
 use crate::daemon::Daemon;
+use crate::detach::EscapeFilter;
 use crate::error::{Error, Result};
 use crate::logs::{self, Selection};
 
@@ -33,6 +34,12 @@ pub async fn attach(ctx: &Ctx, key: &str, mut req: Request<Incoming>) -> Result<
         ..Default::default()
     };
     let want_stdin = q.bool("stdin") && record.config.open_stdin.unwrap_or(false);
+    // As dockerd: the detach sequence is watched for on TTY sessions only.
+    let detach = match q.get("detachKeys") {
+        Some(keys) => crate::detach::parse(keys).map_err(Error::InvalidParameter)?,
+        None => crate::detach::parse(crate::detach::DEFAULT).map_err(Error::Internal)?,
+    };
+    let detach = (tty && want_stdin).then(|| EscapeFilter::new(detach));
     let replay = q.bool("logs");
     let stream = q.bool("stream");
     if !req.headers().contains_key(UPGRADE) {
@@ -67,6 +74,7 @@ pub async fn attach(ctx: &Ctx, key: &str, mut req: Request<Incoming>) -> Result<
             id: id.clone(),
             sel,
             tty,
+            detach,
         };
         if let Err(err) = session
             .run(reader, &mut writer, replay, stream, want_stdin, pending)
@@ -86,6 +94,8 @@ struct Session {
     id: String,
     sel: Selection,
     tty: bool,
+    /// The detach-sequence watch on the client's input (TTY sessions with stdin).
+    detach: Option<EscapeFilter>,
 }
 
 impl Session {
@@ -130,7 +140,20 @@ impl Session {
                 }
             }
         };
-        let copied = copy_session(monitor, reader, w, want_stdin, &self.sel, self.tty).await;
+        let copied = copy_session(
+            monitor,
+            reader,
+            w,
+            want_stdin,
+            &self.sel,
+            self.tty,
+            self.detach.clone(),
+        )
+        .await;
+        if matches!(copied, Ok(Ended::Detached)) {
+            // The container goes on running; the client is done.
+            return Ok(());
+        }
         let recorded = async {
             if attached_before_start {
                 wait_die(&self.id, &mut events).await;
@@ -140,7 +163,7 @@ impl Session {
         };
         // Bounded: a monitor that vanished without a trace must not hold the client forever.
         let _ = tokio::time::timeout(std::time::Duration::from_secs(10), recorded).await;
-        copied
+        copied.map(drop)
     }
 
     async fn replay<W: AsyncWrite + Unpin>(&self, w: &mut W) -> Result<()> {
@@ -175,9 +198,18 @@ async fn wait_die(
     }
 }
 
+/// How an attach session ended.
+pub(super) enum Ended {
+    /// The monitor closed the stream: the process exited and its output is drained.
+    Exited,
+    /// The client typed the detach sequence; the process goes on.
+    Detached,
+}
+
 /// Runs one attach session over a monitor connection until the monitor closes it (the
-/// process exited and its output is drained): output to `w` (only the selected streams),
-/// and with `want_stdin` the client's input to the monitor. Shared with exec.
+/// process exited and its output is drained) or the client detaches: output to `w` (only the
+/// selected streams), and with `want_stdin` the client's input to the monitor, watched for
+/// the `detach` sequence. Shared with exec.
 pub(super) async fn copy_session<R, W>(
     monitor: UnixStream,
     reader: R,
@@ -185,25 +217,34 @@ pub(super) async fn copy_session<R, W>(
     want_stdin: bool,
     sel: &Selection,
     tty: bool,
-) -> Result<()>
+    detach: Option<EscapeFilter>,
+) -> Result<Ended>
 where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin,
 {
     let (mut from_monitor, to_monitor) = monitor.into_split();
+    let (detached_tx, detached_rx) = tokio::sync::oneshot::channel::<()>();
     // The write half stays open for the whole session: closing it reads as a hang-up to
     // the monitor, which would then stop sending output.
     let input = tokio::spawn(async move {
         let mut to_monitor = to_monitor;
         if want_stdin {
             let mut reader = reader;
-            if let Err(err) = forward_stdin(&mut reader, &mut to_monitor).await {
-                tracing::debug!(%err, "attach stdin ended");
+            match forward_stdin(&mut reader, &mut to_monitor, detach).await {
+                Ok(Ended::Detached) => {
+                    let _ = detached_tx.send(());
+                }
+                Ok(Ended::Exited) => {}
+                Err(err) => tracing::debug!(%err, "attach stdin ended"),
             }
         }
         std::future::pending::<()>().await;
     });
-    let result = copy_output(&mut from_monitor, w, sel, tty).await;
+    let result = tokio::select! {
+        copied = copy_output(&mut from_monitor, w, sel, tty) => copied.map(|()| Ended::Exited),
+        Ok(()) = detached_rx => Ok(Ended::Detached),
+    };
     input.abort();
     result
 }
@@ -258,28 +299,48 @@ where
 }
 
 /// Copies the client's raw stdin into STDIN frames; client EOF closes the container's stdin.
-async fn forward_stdin<R, M>(reader: &mut R, monitor: &mut M) -> Result<()>
+/// The detach sequence ends the copy without closing it, as dockerd.
+async fn forward_stdin<R, M>(
+    reader: &mut R,
+    monitor: &mut M,
+    mut detach: Option<EscapeFilter>,
+) -> Result<Ended>
 where
     R: AsyncRead + Unpin,
     M: AsyncWrite + Unpin,
 {
     let mut buf = vec![0u8; 32 << 10];
+    let mut filtered = Vec::new();
     loop {
         let n = reader
             .read(&mut buf)
             .await
             .map_err(|e| Error::io("read attach input", e))?;
+        let mut detached = false;
+        let data = match &mut detach {
+            Some(filter) if n > 0 => {
+                filtered.clear();
+                detached = filter.filter(&buf[..n], &mut filtered);
+                &filtered[..]
+            }
+            _ => &buf[..n],
+        };
         let frame = if n == 0 {
             proto::encode(proto::CLOSE_STDIN, &[])
         } else {
-            proto::encode(proto::STDIN, &buf[..n])
+            proto::encode(proto::STDIN, data)
         };
-        monitor
-            .write_all(&frame)
-            .await
-            .map_err(|e| Error::io("write to the monitor", e))?;
+        if n == 0 || !data.is_empty() {
+            monitor
+                .write_all(&frame)
+                .await
+                .map_err(|e| Error::io("write to the monitor", e))?;
+        }
+        if detached {
+            return Ok(Ended::Detached);
+        }
         if n == 0 {
-            return Ok(());
+            return Ok(Ended::Exited);
         }
     }
 }

@@ -88,9 +88,16 @@ pub async fn start(ctx: &Ctx, id: &str, mut req: Request<Incoming>) -> Result<Re
         match monitor {
             Ok(monitor) => {
                 let stdin = exec.config.attach_stdin;
-                if let Err(err) =
-                    super::attach::copy_session(monitor, reader, &mut writer, stdin, &sel, tty)
-                        .await
+                if let Err(err) = super::attach::copy_session(
+                    monitor,
+                    reader,
+                    &mut writer,
+                    stdin,
+                    &sel,
+                    tty,
+                    None,
+                )
+                .await
                 {
                     tracing::debug!(id = %exec.id, %err, "exec session ended");
                 }

@@ -90,6 +90,10 @@ pub struct MonitorConfig {
     /// Keep stdin open for attach clients; otherwise stdin is /dev/null.
     #[serde(default)]
     pub open_stdin: bool,
+    /// The terminal's initial size as (rows, columns), set before the process starts so that
+    /// it never sees a 0×0 terminal (`HostConfig.ConsoleSize`); later sizes come as resizes.
+    #[serde(default)]
+    pub console_size: Option<(u16, u16)>,
     /// json-file log; `None` discards output no client reads.
     #[serde(default)]
     pub log: Option<LogConfig>,

@@ -412,6 +412,9 @@ impl Monitor {
             let master = receive_pty(listener);
             cleanup_console(&stdio);
             let master = master.map_err(fail)?;
+            if let Some((rows, cols)) = config.console_size.filter(|&(r, c)| r > 0 && c > 0) {
+                set_window_size(master.as_fd(), rows, cols);
+            }
             let dup = master
                 .try_clone()
                 .map_err(|e| fail(Error::io("dup pty", e)))?;
@@ -669,16 +672,11 @@ impl Monitor {
             }
             attach::RESIZE if payload.len() == 4 => {
                 if let Some(pty) = &self.pty {
-                    let ws = libc::winsize {
-                        ws_row: u16::from_be_bytes([payload[0], payload[1]]),
-                        ws_col: u16::from_be_bytes([payload[2], payload[3]]),
-                        ws_xpixel: 0,
-                        ws_ypixel: 0,
-                    };
-                    // SAFETY: TIOCSWINSZ reads a winsize struct that lives across the call.
-                    unsafe {
-                        libc::ioctl(pty.as_raw_fd(), libc::TIOCSWINSZ, &ws);
-                    }
+                    set_window_size(
+                        pty.as_fd(),
+                        u16::from_be_bytes([payload[0], payload[1]]),
+                        u16::from_be_bytes([payload[2], payload[3]]),
+                    );
                 }
             }
             attach::CLOSE_STDIN => {
@@ -804,4 +802,19 @@ fn oom_killed(root: &Path, id: &str) -> bool {
             })
         })
         .is_some_and(|n| n > 0)
+}
+
+/// Sets a pty's window size (the kernel signals the foreground process group).
+fn set_window_size(pty: BorrowedFd<'_>, rows: u16, cols: u16) {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a winsize struct that lives across the call; a bad descriptor
+    // only fails the call.
+    unsafe {
+        libc::ioctl(pty.as_raw_fd(), libc::TIOCSWINSZ, &ws);
+    }
 }
