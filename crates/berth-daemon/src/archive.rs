@@ -9,6 +9,7 @@
 //! as for `export`), the container's volumes and binds are bind-mounted onto it and its tmpfs
 //! paths get a private tmpfs. The namespace, and every mount in it, dies with the thread.
 
+use std::collections::BTreeMap;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -93,10 +94,15 @@ impl Daemon {
         // Volumes are mounted (when their driver mounts at all) in the host's namespace,
         // before this thread leaves it, and released from the host's namespace too.
         let mounts = self.container_mounts(r, &rootfs.path)?;
-        let release = (!mounts.is_empty()).then(|| Release {
-            daemon: Arc::clone(self),
-            id: r.id.clone(),
-            handle,
+        let release = (!mounts.is_empty()).then(|| {
+            *crate::events::lock(&OPEN_VIEWS)
+                .entry(r.id.clone())
+                .or_default() += 1;
+            Release {
+                daemon: Arc::clone(self),
+                id: r.id.clone(),
+                handle,
+            }
         });
         if !mounts.is_empty() {
             private_mount_namespace()?;
@@ -160,8 +166,22 @@ struct Release {
     handle: tokio::runtime::Handle,
 }
 
+/// Views of stopped containers that hold volumes, by container: the last one to close
+/// releases them.
+static OPEN_VIEWS: std::sync::Mutex<BTreeMap<String, usize>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
 impl Drop for Release {
     fn drop(&mut self) {
+        {
+            let mut views = crate::events::lock(&OPEN_VIEWS);
+            let n = views.entry(self.id.clone()).or_default();
+            *n = n.saturating_sub(1);
+            if *n > 0 {
+                return;
+            }
+            views.remove(&self.id);
+        }
         let d = Arc::clone(&self.daemon);
         let id = std::mem::take(&mut self.id);
         drop(
