@@ -1,8 +1,10 @@
 //! berth-network: Docker's bridge networking model for Berth.
 //!
 //! It owns everything between "the container has a network namespace" and "the container
-//! is on the network": the default `bridge` network and user-defined bridge networks with
-//! their IPAM ([`ipam`], persisted crash-safely by [`store`]), bridges and veth pairs over
+//! is on the network": the default `bridge` network and user-defined bridge networks, IPv4
+//! or dual-stack (`EnableIPv6`: the bridge and each endpoint also get an IPv6 address and
+//! default route; isolation but no IPv6 NAT, as in Docker), with their IPAM ([`ipam`],
+//! persisted crash-safely by [`store`]), bridges and veth pairs over
 //! rtnetlink ([`netlink`]), persistent namespace files ([`netns`]), outbound NAT, published
 //! ports and network isolation in a dedicated nftables table ([`firewall`], [`ports`]), the
 //! embedded DNS server ([`dns`]), `/etc/hosts`-style files ([`files`]) and `--network` modes
