@@ -258,6 +258,7 @@ mod tests {
             bridge: bridge.into(),
             subnet,
             gateway: Ipv4Addr::new(10, 0, 0, 1),
+            gateway_auto: false,
             ip_range: subnet,
             mtu: 1500,
             internal,

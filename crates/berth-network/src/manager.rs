@@ -366,6 +366,7 @@ impl NetworkManager {
             bridge: bridge.clone(),
             subnet,
             gateway,
+            gateway_auto: req.subnet.is_some() && req.gateway.is_none(),
             ip_range,
             mtu: req.mtu.unwrap_or(self.cfg.default_mtu),
             internal: req.internal,

@@ -23,6 +23,10 @@ pub struct NetworkRecord {
     pub bridge: String,
     pub subnet: Ipv4Net,
     pub gateway: Ipv4Addr,
+    /// The gateway was picked by Berth inside a subnet the user gave: inspect then shows
+    /// the config as given, without it, as dockerd does.
+    #[serde(default)]
+    pub gateway_auto: bool,
     /// Sub-range dynamic addresses come from (defaults to the subnet).
     pub ip_range: Ipv4Net,
     pub mtu: u32,

@@ -99,6 +99,8 @@ fn ipv6_network_addresses_ping6_dns_and_cleanup() {
     assert_eq!(configs[1]["Subnet"], "fd78:1::/64");
     assert_eq!(configs[1]["AuxiliaryAddresses"], json!({"r": "fd78:1::2"}));
     assert_eq!(configs[0]["AuxiliaryAddresses"], json!({"g": "10.79.1.2"}));
+    // Configs are shown as given: no gateway was.
+    assert!(configs.iter().all(|c| c.get("Gateway").is_none()), "{net}");
 
     ok(d.docker(&[
         "run",

@@ -22,7 +22,11 @@ const LIST_FILTERS: &[&str] = &["name", "id", "label", "driver", "type", "dangli
 
 /// Docker's network JSON; `containers` adds the `Containers` map of inspect.
 fn network_json(d: &Daemon, n: &NetworkRecord, containers: bool) -> Value {
-    let mut ipam_config = json!({"Subnet": n.subnet.to_string(), "Gateway": n.gateway.to_string()});
+    // As dockerd: a configured subnet is shown as given, an allocated one with its gateway.
+    let mut ipam_config = json!({"Subnet": n.subnet.to_string()});
+    if !n.gateway_auto {
+        ipam_config["Gateway"] = json!(n.gateway.to_string());
+    }
     if n.ip_range != n.subnet {
         ipam_config["IPRange"] = json!(n.ip_range.to_string());
     }
@@ -32,7 +36,6 @@ fn network_json(d: &Daemon, n: &NetworkRecord, containers: bool) -> Value {
     let mut ipam_configs = vec![ipam_config];
     if let Some(v6) = &n.ipv6 {
         let mut c = json!({"Subnet": v6.subnet.to_string()});
-        // As dockerd: a configured subnet is shown as given, an allocated one with its gateway.
         if v6.gateway_given || !v6.subnet_given {
             c["Gateway"] = json!(v6.gateway.to_string());
         }
