@@ -247,8 +247,9 @@ impl Daemon {
             }
             let begun = time::now_nanos();
             let result = self.run_probe(id, probe).await;
-            // The run ended while probing: its result says nothing about the container.
-            if !self.same_run(id, pid) {
+            // The run ended while probing (a stop kills the probe with the container, before
+            // the exit is recorded): its result says nothing about the container's health.
+            if !self.same_run(id, pid) || !crate::daemon::pid_alive(pid) {
                 return;
             }
             let changed = self.containers.update(id, |r| {
