@@ -38,6 +38,8 @@ pub struct ExecConfig {
     pub user: Option<String>,
     /// Working directory; the container's by default.
     pub working_dir: Option<String>,
+    /// The terminal's initial `[height, width]`.
+    pub console_size: Option<Vec<usize>>,
 }
 
 /// One exec instance.
@@ -288,7 +290,7 @@ impl Daemon {
             },
             tty: c.tty,
             open_stdin: c.attach_stdin,
-            console_size: None,
+            console_size: crate::lifecycle::console_size(c.console_size.as_deref()),
             log: Some(LogConfig {
                 path: paths.log.clone(),
                 max_size: 10 << 20,

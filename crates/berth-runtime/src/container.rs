@@ -26,6 +26,7 @@ use oci_spec::runtime::{Capability, LinuxResources, Process, Spec};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::executor::WorkloadExecutor;
 use crate::seccomp_filter::{self, PrecompiledSeccomp};
 
 /// Default state root of `berth runtime`.
@@ -566,10 +567,9 @@ pub(crate) fn create(
         opts.preserve_fds,
         [opts.stdin, opts.stdout, opts.stderr],
     )?;
-    let builder = match precompiled {
-        Some(executor) => builder.with_executor(executor),
-        None => builder,
-    };
+    let builder = builder.with_executor(WorkloadExecutor {
+        seccomp: precompiled,
+    });
     let result = builder
         .as_init(&build_bundle)
         .with_systemd(false)
@@ -664,7 +664,15 @@ fn exec_process(spec: &Spec, opts: &ExecOptions) -> Result<Process> {
             (!opts.additional_gids.is_empty()).then(|| opts.additional_gids.clone()),
         );
     let mut process = Process::default();
+    let console_size = opts.console_size.and_then(|(rows, cols)| {
+        oci_spec::runtime::BoxBuilder::default()
+            .height(u32::from(rows))
+            .width(u32::from(cols))
+            .build()
+            .ok()
+    });
     process
+        .set_console_size(console_size)
         .set_terminal(Some(opts.console_socket.is_some()))
         .set_args(Some(opts.args.clone()))
         .set_env(Some(env))
@@ -695,6 +703,8 @@ pub(crate) struct ExecOptions {
     pub additional_gids: Vec<u32>,
     pub no_new_privs: bool,
     pub caps: Vec<String>,
+    /// The terminal's initial (rows, columns).
+    pub console_size: Option<(u16, u16)>,
     pub console_socket: Option<PathBuf>,
     pub pid_file: Option<PathBuf>,
     pub preserve_fds: i32,
@@ -774,10 +784,9 @@ pub(crate) fn exec(runtime: &Runtime, id: &str, opts: ExecOptions) -> Result<Pid
         opts.preserve_fds,
         [opts.stdin, opts.stdout, opts.stderr],
     )?;
-    let builder = match precompiled {
-        Some(executor) => builder.with_executor(executor),
-        None => builder,
-    };
+    let builder = builder.with_executor(WorkloadExecutor {
+        seccomp: precompiled,
+    });
     let built = builder
         .as_tenant()
         .with_detach(opts.detach || opts.console_socket.is_some())

@@ -31,6 +31,7 @@
 pub mod cli;
 pub mod container;
 pub mod error;
+mod executor;
 pub mod monitor;
 pub mod resources;
 mod seccomp_filter;

@@ -6,7 +6,7 @@
 //! distinct shapes (one per capability set), so Berth compiles each once with the same
 //! libseccomp translation libcontainer uses, caches the program under the runtime root keyed
 //! by the profile's digest, and lets the init load the ready program just before it execs
-//! the workload ([`PrecompiledSeccomp`], a libcontainer executor).
+//! the workload ([`PrecompiledSeccomp`], loaded by [`crate::executor::WorkloadExecutor`]).
 //!
 //! Loading a filter needs `CAP_SYS_ADMIN` or `no_new_privs`. libcontainer loads its own
 //! filter before dropping capabilities; the executor runs after, so for a container without
@@ -20,14 +20,11 @@ use std::fs;
 use std::path::Path;
 use std::sync::Arc;
 
-use libcontainer::workload::default::DefaultExecutor;
-use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 use libseccomp::{
     ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
 };
 use oci_spec::runtime::{
     Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompFilterFlag, LinuxSeccompOperator, Process,
-    Spec,
 };
 use sha2::{Digest, Sha256};
 
@@ -267,7 +264,7 @@ pub(crate) fn grant_filter_loading(process: &mut Process) {
     process.set_capabilities(Some(caps));
 }
 
-/// libcontainer's default executor, loading a precompiled seccomp program first.
+/// A compiled program, ready to load (see [`crate::executor::WorkloadExecutor`]).
 #[derive(Clone)]
 pub(crate) struct PrecompiledSeccomp {
     program: Arc<[libc::sock_filter]>,
@@ -298,7 +295,8 @@ impl PrecompiledSeccomp {
         })
     }
 
-    fn load(&self) -> std::io::Result<()> {
+    /// Installs the filter on the calling thread.
+    pub(crate) fn load(&self) -> std::io::Result<()> {
         let len = u16::try_from(self.program.len())
             .map_err(|_| std::io::Error::from_raw_os_error(libc::E2BIG))?;
         let prog = libc::sock_fprog {
@@ -320,18 +318,6 @@ impl PrecompiledSeccomp {
             return Err(std::io::Error::last_os_error());
         }
         Ok(())
-    }
-}
-
-impl Executor for PrecompiledSeccomp {
-    fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
-        self.load()
-            .map_err(|e| ExecutorError::Other(format!("load seccomp filter: {e}")))?;
-        DefaultExecutor {}.exec(spec)
-    }
-
-    fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
-        DefaultExecutor {}.validate(spec)
     }
 }
 

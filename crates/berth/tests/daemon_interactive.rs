@@ -99,6 +99,19 @@ fn run_it_shell_resize_and_detach() {
     master.write_all(b"stty size\r").unwrap();
     read_until(&mut master, "40 100");
 
+    // exec -it starts at the client's size too.
+    let mut exec = Command::new(BERTH)
+        .args(["exec", "-it", "shell", "stty", "size"])
+        .env("BERTH_HOST", d.host())
+        .env_remove("DOCKER_HOST")
+        .stdin(slave())
+        .stdout(slave())
+        .stderr(slave())
+        .spawn()
+        .unwrap();
+    assert!(exec.wait().unwrap().success());
+    read_until(&mut master, "40 100");
+
     // Ctrl-P Ctrl-Q: the client exits 0, the shell goes on.
     master.write_all(b"\x10\x11").unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -505,6 +505,9 @@ pub async fn exec(c: &Client, a: &ExecArgs) -> Result<i32> {
     if let Some(w) = &a.workdir {
         body["WorkingDir"] = json!(w);
     }
+    if let Some((rows, cols)) = terminal_size().filter(|_| a.tty) {
+        body["ConsoleSize"] = json!([rows, cols]);
+    }
     let resp = c
         .request(
             Method::POST,

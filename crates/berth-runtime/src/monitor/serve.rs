@@ -371,6 +371,7 @@ impl Monitor {
                     additional_gids: additional_gids.clone(),
                     caps: caps.clone(),
                     no_new_privs: *no_new_privileges,
+                    console_size: config.console_size,
                     console_socket: console.clone(),
                     detach: config.tty,
                     stdin: cin,
