@@ -201,8 +201,8 @@ fn dual_stack_addresses_routes_ping6_and_cleanup() {
 }
 
 #[test]
-fn ipv6_subnets_are_checked() {
-    let env = Env::new(22);
+fn ipv6_subnets_are_checked_and_internal_has_no_route() {
+    let mut env = Env::new(22);
     let try_net = |name: &str, v4: &str, v6: CreateIpv6| {
         env.mgr.create_network(CreateNetwork {
             name: name.into(),
@@ -255,6 +255,38 @@ fn ipv6_subnets_are_checked() {
         !netlink::link_exists(&env.bridge("o2")).unwrap(),
         "no half-made bridge"
     );
+    // An internal IPv6 network: addresses, but no default route out.
+    env.mgr
+        .create_network(CreateNetwork {
+            name: "i6".into(),
+            subnet: Some("10.78.6.0/24".into()),
+            bridge_name: Some(env.bridge("i6")),
+            internal: true,
+            ipv6: Some(sub("fd77:6::/64")),
+            ..Default::default()
+        })
+        .unwrap();
+    let ns = env.netns("i1");
+    let ep = env
+        .mgr
+        .connect(
+            "i6",
+            ConnectRequest {
+                container_id: "i1".into(),
+                name: "i1".into(),
+                netns: ns.clone(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(ep.ip6, Some(v6("fd77:6::2")));
+    let routes = ok_in(&ns, &["ip", "-6", "route"]);
+    assert!(
+        routes.contains("fd77:6::/64") && !routes.contains("default"),
+        "{routes}"
+    );
+    ok_in(&ns, &["busybox", "ping", "-6", "-c1", "-W5", "fd77:6::1"]);
+
     // An IPv6 address on an IPv4-only network is refused.
     env.mgr
         .create_network(CreateNetwork {

@@ -23,23 +23,35 @@ fn have_tools() -> bool {
 }
 
 /// Removes the test's containers, networks and `ip6` table even when an assertion failed.
-struct Cleanup<'a> {
-    d: &'a Daemon,
+struct Cleanup {
+    host: String,
+    table: String,
     networks: &'static [&'static str],
 }
 
-impl Drop for Cleanup<'_> {
+impl Cleanup {
+    fn docker(&self, args: &[&str]) -> Option<std::process::Output> {
+        Command::new(DOCKER)
+            .args(args)
+            .env("DOCKER_HOST", &self.host)
+            .output()
+            .ok()
+    }
+}
+
+impl Drop for Cleanup {
     fn drop(&mut self) {
-        let ids = self.d.docker(&["ps", "-aq"]);
-        for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
-            let _ = self.d.docker(&["rm", "-f", id]);
+        if let Some(ids) = self.docker(&["ps", "-aq"]) {
+            for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
+                let _ = self.docker(&["rm", "-f", id]);
+            }
         }
         for n in self.networks {
-            let _ = self.d.docker(&["network", "rm", n]);
+            let _ = self.docker(&["network", "rm", n]);
         }
         // The shared harness knows the `ip` table only.
         let _ = Command::new("nft")
-            .args(["delete", "table", "ip6", &self.d.net.table()])
+            .args(["delete", "table", "ip6", &self.table])
             .stderr(std::process::Stdio::null())
             .status();
     }
@@ -68,10 +80,11 @@ fn ipv6_network_addresses_ping6_dns_and_cleanup() {
     if !have_tools() {
         return;
     }
-    let d = Daemon::start();
+    let mut d = Daemon::start();
     import_busybox(&d);
     let _cleanup = Cleanup {
-        d: &d,
+        host: d.host(),
+        table: d.net.table(),
         networks: &["bt6", "bt6-overlap"],
     };
 
@@ -156,6 +169,13 @@ fn ipv6_network_addresses_ping6_dns_and_cleanup() {
         host_ping6("fd78:1::f00d"),
         "host cannot ping6 the container"
     );
+
+    // A daemon restart keeps the addresses, the bridge's and the containers'.
+    d.stop();
+    d.spawn();
+    assert_eq!(inspect(&d, "v6b", "GlobalIPv6Address"), "fd78:1::f00d");
+    ok(d.docker(&["exec", "v6b", "ping", "-6", "-c1", "-W5", "fd78:1::1"]));
+    assert!(host_ping6("fd78:1::3"), "host cannot ping6 after a restart");
 
     // A static address is checked against the network's subnet and its reservations.
     let out = d.docker(&[
