@@ -128,6 +128,11 @@ impl Daemon {
 
     /// `POST /containers/create`: validates the request, resolves the image, merges the image
     /// config, reserves the name and persists the record. Returns the new ID.
+    /// The OCI runtimes a container may name (`HostConfig.Runtime`, `/info`'s `Runtimes`): all
+    /// are Berth's built-in libcontainer runtime; `runc` is accepted because Docker clients and
+    /// compose files name the default runtime so, and Berth's runtime is runc-compatible.
+    pub const RUNTIMES: [&'static str; 2] = ["runc", "berth"];
+
     pub fn create_container(
         &self,
         name: Option<&str>,
@@ -142,6 +147,7 @@ impl Daemon {
         }
         let mut host_config = body.host_config.clone().unwrap_or_default();
         validate_host_config(&host_config)?;
+        host_config.runtime = Some(runtime_name(host_config.runtime.as_deref())?);
         crate::health::validate(body.healthcheck.as_ref())?;
         let image_ref = body
             .image
@@ -908,5 +914,17 @@ mod tests {
         assert_eq!(deleted, [a]);
         d.remove_container(&b, false).await.unwrap();
         assert!(d.containers.is_empty());
+    }
+}
+
+/// `HostConfig.Runtime` checked against [`Daemon::RUNTIMES`]; none means the default.
+fn runtime_name(requested: Option<&str>) -> Result<String> {
+    match requested.filter(|r| !r.is_empty()) {
+        None => Ok(Daemon::RUNTIMES[0].to_string()),
+        Some(r) if Daemon::RUNTIMES.contains(&r) => Ok(r.to_string()),
+        // dockerd's words.
+        Some(r) => Err(Error::InvalidParameter(format!(
+            "Unknown runtime specified {r}"
+        ))),
     }
 }

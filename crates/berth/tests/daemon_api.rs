@@ -110,6 +110,10 @@ fn bad_input_gets_dockers_status_codes() {
     assert_eq!(r.status, 400);
     assert!(r.message().starts_with("Invalid container name"));
 
+    let r = create(br#"{"Image":"busybox","HostConfig":{"Runtime":"nope"}}"#);
+    assert_eq!(r.status, 400);
+    assert_eq!(r.message(), "Unknown runtime specified nope");
+
     // The fresh daemon has no images.
     let r = create(br#"{"Image":"busybox"}"#);
     assert_eq!(r.status, 404);

@@ -179,8 +179,11 @@ pub fn info(ctx: &Ctx) -> Result<Response<Body>> {
             "Labels": [],
             "ExperimentalBuild": false,
             "ServerVersion": VERSION,
-            "Runtimes": {"berth": {"path": "berth", "runtimeArgs": ["runtime"]}},
-            "DefaultRuntime": "berth",
+            "Runtimes": crate::daemon::Daemon::RUNTIMES
+                .iter()
+                .map(|r| (r.to_string(), json!({"path": "berth", "runtimeArgs": ["runtime"]})))
+                .collect::<serde_json::Map<String, serde_json::Value>>(),
+            "DefaultRuntime": crate::daemon::Daemon::RUNTIMES[0],
             "Swarm": {
                 "NodeID": "",
                 "NodeAddr": "",
