@@ -793,6 +793,18 @@ fn engine_id(data_root: &Path) -> Result<String> {
     Ok(id)
 }
 
+/// `HostConfig.Runtime` checked against [`Daemon::RUNTIMES`]; none means the default.
+fn runtime_name(requested: Option<&str>) -> Result<String> {
+    match requested.filter(|r| !r.is_empty()) {
+        None => Ok(Daemon::RUNTIMES[0].to_string()),
+        Some(r) if Daemon::RUNTIMES.contains(&r) => Ok(r.to_string()),
+        // dockerd's words.
+        Some(r) => Err(Error::InvalidParameter(format!(
+            "Unknown runtime specified {r}"
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -914,17 +926,5 @@ mod tests {
         assert_eq!(deleted, [a]);
         d.remove_container(&b, false).await.unwrap();
         assert!(d.containers.is_empty());
-    }
-}
-
-/// `HostConfig.Runtime` checked against [`Daemon::RUNTIMES`]; none means the default.
-fn runtime_name(requested: Option<&str>) -> Result<String> {
-    match requested.filter(|r| !r.is_empty()) {
-        None => Ok(Daemon::RUNTIMES[0].to_string()),
-        Some(r) if Daemon::RUNTIMES.contains(&r) => Ok(r.to_string()),
-        // dockerd's words.
-        Some(r) => Err(Error::InvalidParameter(format!(
-            "Unknown runtime specified {r}"
-        ))),
     }
 }
