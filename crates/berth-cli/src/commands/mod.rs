@@ -12,20 +12,18 @@ mod system;
 mod volume;
 
 pub use containers::{container_prune, inspect, logs, ps, rename, rm};
-pub use fs::{commit, cp, diff, export, CommitArgs, CpArgs};
 pub use containers::{InspectArgs, LogsArgs, PruneArgs, PsArgs, RmArgs};
-pub use images::{
-    history, images, import, load, prune as image_prune, rmi, save, tag, ImagesArgs,
-};
-pub use registry::{login, logout, pull, push, LoginArgs, PullArgs, PushArgs};
+pub use fs::{commit, cp, diff, export, CommitArgs, CpArgs};
+pub use images::{history, images, import, load, prune as image_prune, rmi, save, tag, ImagesArgs};
 pub use network::{network, NetworkCommand};
-pub use volume::{volume, VolumeCommand};
+pub use registry::{login, logout, pull, push, LoginArgs, PullArgs, PushArgs};
 pub use run::{
     create, exec, kill, pause, restart, run, start, stop, top, wait, CreateArgs, ExecArgs, RunArgs,
     StopArgs,
 };
-pub use system::{df, events, info, version, EventsArgs};
 pub use stats::{stats, update, StatsArgs, UpdateArgs};
+pub use system::{df, events, info, version, EventsArgs};
+pub use volume::{volume, VolumeCommand};
 
 use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
