@@ -33,6 +33,7 @@ pub mod filters;
 pub mod health;
 pub mod host;
 pub mod lifecycle;
+pub mod links;
 pub mod logdriver;
 pub mod logs;
 pub mod mounts;

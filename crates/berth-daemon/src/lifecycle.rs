@@ -179,9 +179,11 @@ impl Daemon {
         }
         let rootfs = self.images.mount_rootfs(&r.id)?;
         let c = &r.config;
+        let mut env = self.link_env(r)?;
+        env.extend(c.env.clone().unwrap_or_default());
         let defaults = ImageDefaults {
             user: c.user.clone().filter(|u| !u.is_empty()),
-            env: c.env.clone().unwrap_or_default(),
+            env,
             entrypoint: c.entrypoint.clone(),
             cmd: c.cmd.clone(),
             working_dir: c.working_dir.clone().filter(|w| !w.is_empty()),

@@ -82,6 +82,12 @@ pub async fn remove(ctx: &Ctx, id: &str) -> Result<Response<Body>> {
     Ok(empty(StatusCode::NO_CONTENT))
 }
 
+/// `DELETE /containers/{parent}/{alias}?link=1`: removes a legacy link.
+pub fn remove_link(ctx: &Ctx, parent: &str, alias: &str) -> Result<Response<Body>> {
+    ctx.daemon.remove_link(parent, alias)?;
+    Ok(empty(StatusCode::NO_CONTENT))
+}
+
 /// `POST /containers/prune?filters=`.
 pub fn prune(ctx: &Ctx) -> Result<Response<Body>> {
     let (deleted, reclaimed) = ctx.daemon.prune_containers(&ctx.query.filters()?)?;

@@ -117,6 +117,9 @@ async fn route(daemon: Arc<Daemon>, req: Request<Incoming>) -> Result<Response<B
         (&Method::GET, ["containers", id, "json"]) => containers::inspect(&ctx, id),
         (&Method::POST, ["containers", id, "rename"]) => containers::rename(&ctx, id),
         (&Method::DELETE, ["containers", id]) => containers::remove(&ctx, id).await,
+        (&Method::DELETE, ["containers", parent, alias]) if ctx.query.bool("link") => {
+            containers::remove_link(&ctx, parent, alias)
+        }
         (&Method::GET, ["containers", id, "logs"]) => containers::logs(&ctx, id).await,
         (&Method::POST, ["containers", id, "start"]) => containers::start(&ctx, id).await,
         (&Method::POST, ["containers", id, "stop"]) => containers::stop(&ctx, id).await,
