@@ -428,6 +428,14 @@ impl Daemon {
                     .map_err(|_| Error::InvalidParameter(format!("invalid IPv6 address {s:?}")))
             })
             .transpose()?;
+        let mac = settings
+            .and_then(|s| s.mac_address.as_deref())
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                berth_network::netlink::parse_mac(s)
+                    .ok_or_else(|| Error::InvalidParameter(format!("invalid MAC address {s:?}")))
+            })
+            .transpose()?;
         if (ip.is_some() || ip6.is_some()) && net.default_bridge {
             return Err(Error::InvalidParameter(
                 "user specified IP address is supported on user defined networks only".into(),
@@ -456,6 +464,7 @@ impl Daemon {
                     .collect(),
                 ip,
                 ip6,
+                mac,
                 ports,
                 netns: netns.to_path_buf(),
                 ifname: Some(ifname.to_string()),

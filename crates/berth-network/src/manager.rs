@@ -111,6 +111,8 @@ pub struct ConnectRequest {
     pub ip: Option<Ipv4Addr>,
     /// Static IPv6 address (`--ip6`); the network must have IPv6 enabled.
     pub ip6: Option<Ipv6Addr>,
+    /// Static MAC address (`--mac-address`); else Docker's 02:42 + IPv4 address.
+    pub mac: Option<[u8; 6]>,
     pub ports: Vec<PortMapping>,
     /// The container's network namespace file.
     pub netns: PathBuf,
@@ -590,7 +592,7 @@ impl NetworkManager {
             host_veth = format!("{}{}", self.cfg.veth_prefix, &h[..room]);
         }
         let peer_tmp = format!("bt{}", &hash[..13]);
-        let mac = netlink::mac_for(ip);
+        let mac = req.mac.unwrap_or_else(|| netlink::mac_for(ip));
         let ifname = req.ifname.clone().unwrap_or_else(|| "eth0".into());
         if !netlink::link_exists(&net.bridge)? {
             // Deleted behind our back (an operator, or another daemon's reconcile): recreate

@@ -373,6 +373,21 @@ pub fn mac_for(ip: Ipv4Addr) -> [u8; 6] {
     [0x02, 0x42, o[0], o[1], o[2], o[3]]
 }
 
+/// Parses `aa:bb:cc:dd:ee:ff`; `None` unless it is a unicast address (a multicast or
+/// broadcast one cannot be set on an interface).
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut mac {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    (parts.next().is_none() && mac[0] & 1 == 0).then_some(mac)
+}
+
 /// Formats a MAC address.
 pub fn mac_string(mac: [u8; 6]) -> String {
     mac.iter()
@@ -433,4 +448,31 @@ pub fn host_routes6() -> Result<Vec<crate::ipam::Ipv6Net>> {
             })
             .collect())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs() {
+        assert_eq!(
+            parse_mac("02:42:AC:11:00:0a"),
+            Some([0x02, 0x42, 0xac, 0x11, 0x00, 0x0a])
+        );
+        for bad in [
+            "",
+            "02:42:ac:11:00",
+            "02:42:ac:11:00:0a:0b",
+            "2:42:ac:11:00:0a",
+            "01:00:5e:00:00:01",
+            "zz:42:ac:11:00:0a",
+        ] {
+            assert_eq!(parse_mac(bad), None, "{bad}");
+        }
+        assert_eq!(
+            mac_string(mac_for(Ipv4Addr::new(172, 17, 0, 2))),
+            "02:42:ac:11:00:02"
+        );
+    }
 }

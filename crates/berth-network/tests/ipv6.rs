@@ -91,11 +91,14 @@ fn dual_stack_addresses_routes_ping6_and_cleanup() {
                 name: "client".into(),
                 netns: ns2.clone(),
                 ip6: Some(v6("fd77:1::f00d")),
+                mac: Some([0x02, 0x42, 0xde, 0xad, 0xbe, 0xef]),
                 ..Default::default()
             },
         )
         .unwrap();
     assert_eq!(client.ip6, Some(v6("fd77:1::f00d")));
+    assert_eq!(client.mac, "02:42:de:ad:be:ef");
+    assert!(ok_in(&ns2, &["ip", "link", "show", "eth0"]).contains("02:42:de:ad:be:ef"));
 
     let addr = ok_in(&ns1, &["ip", "-6", "addr", "show", "eth0"]);
     assert!(addr.contains("fd77:1::3/64"), "{addr}");

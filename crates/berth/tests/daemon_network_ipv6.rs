@@ -135,6 +135,8 @@ fn ipv6_network_addresses_ping6_dns_and_cleanup() {
         "bt6",
         "--ip6",
         "fd78:1::f00d",
+        "--mac-address",
+        "02:42:de:ad:be:ef",
         "busybox",
         "sleep",
         "600",
@@ -146,6 +148,7 @@ fn ipv6_network_addresses_ping6_dns_and_cleanup() {
     assert_eq!(inspect(&d, "v6a", "IPv6Gateway"), "fd78:1::1");
     assert_eq!(inspect(&d, "v6b", "GlobalIPv6Address"), "fd78:1::f00d");
     assert_eq!(inspect(&d, "v6b", "IPAMConfig.IPv6Address"), "fd78:1::f00d");
+    assert_eq!(inspect(&d, "v6b", "MacAddress"), "02:42:de:ad:be:ef");
     let net = d.http("GET", "/networks/bt6", None).json();
     let eps = net["Containers"].as_object().expect("Containers");
     assert!(
