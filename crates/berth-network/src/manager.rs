@@ -35,7 +35,7 @@ pub struct Config {
     pub bridge_prefix: String,
     /// Prefix of host-side veths.
     pub veth_prefix: String,
-    /// nftables table (family `ip`).
+    /// nftables table name (one table in family `ip`, one in `ip6`).
     pub table: String,
     pub default_mtu: u32,
 }
