@@ -75,13 +75,16 @@ pub fn render(table: &str, state: &State) -> String {
     s.push_str("  }\n}\n");
     // IPv6 is routed only between the bridges of IPv6 networks and the host (no NAT, no
     // published ports), but where the host forwards IPv6 the same isolation must hold.
-    let _ = writeln!(
-        s,
-        "table ip6 {table}\ndelete table ip6 {table}\ntable ip6 {table} {{"
-    );
-    s.push_str("  chain forward {\n    type filter hook forward priority filter; policy accept;\n");
-    render_isolation(&mut s, &nets);
-    s.push_str("  }\n}\n");
+    // Without an IPv6 network there is nothing to isolate, and no `ip6` table.
+    let _ = writeln!(s, "table ip6 {table}\ndelete table ip6 {table}");
+    if nets.iter().any(|n| n.ipv6.is_some()) {
+        let _ = writeln!(s, "table ip6 {table} {{");
+        s.push_str(
+            "  chain forward {\n    type filter hook forward priority filter; policy accept;\n",
+        );
+        render_isolation(&mut s, &nets);
+        s.push_str("  }\n}\n");
+    }
     s
 }
 
@@ -318,6 +321,22 @@ mod tests {
         );
         assert!(r.contains("iifname \"bra\" oifname { \"brb\" } drop"));
         assert!(r.contains("iifname \"brb\" oifname != \"brb\" drop"));
+        assert!(
+            !r.contains("table ip6 t {"),
+            "no IPv6 network, no ip6 table"
+        );
+        if let Some(b) = st.networks.get_mut("b") {
+            b.ipv6 = Some(crate::store::Ipv6Record {
+                subnet: "fd00:1::/64".parse().unwrap(),
+                gateway: "fd00:1::1".parse().unwrap(),
+                ip_range: "fd00:1::/64".parse().unwrap(),
+                gateway_given: false,
+                subnet_given: true,
+                aux_addresses: Default::default(),
+                ipam: Default::default(),
+            });
+        }
+        let r = render("t", &st);
         let v6 = r.split("table ip6 t {").nth(1).expect("ip6 table");
         assert!(v6.contains("iifname \"bra\" oifname { \"brb\" } drop"));
         assert!(!v6.contains("masquerade") && !v6.contains("dnat"));
