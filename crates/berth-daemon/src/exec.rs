@@ -40,6 +40,10 @@ pub struct ExecConfig {
     pub working_dir: Option<String>,
     /// The terminal's initial `[height, width]`.
     pub console_size: Option<Vec<usize>>,
+    /// The detach sequence in Docker's notation (`ctrl-p,ctrl-q` when absent). docker-py
+    /// spells the key in camel case, which dockerd's case-insensitive decoding accepts.
+    #[serde(alias = "detachKeys")]
+    pub detach_keys: Option<String>,
 }
 
 /// One exec instance.

@@ -146,7 +146,7 @@ impl Session {
             w,
             want_stdin,
             &self.sel,
-            self.tty,
+            Framing::same(self.tty),
             self.detach.clone(),
         )
         .await;
@@ -216,7 +216,7 @@ pub(super) async fn copy_session<R, W>(
     w: &mut W,
     want_stdin: bool,
     sel: &Selection,
-    tty: bool,
+    framing: Framing,
     detach: Option<EscapeFilter>,
 ) -> Result<Ended>
 where
@@ -242,23 +242,44 @@ where
         std::future::pending::<()>().await;
     });
     let result = tokio::select! {
-        copied = copy_output(&mut from_monitor, w, sel, tty) => copied.map(|()| Ended::Exited),
+        copied = copy_output(&mut from_monitor, w, sel, framing) => copied.map(|()| Ended::Exited),
         Ok(()) = detached_rx => Ok(Ended::Detached),
     };
     input.abort();
     result
 }
 
-/// Copies the monitor's output to the client: raw in tty mode, otherwise frame by frame,
-/// keeping only the streams the client selected.
-async fn copy_output<R, W>(r: &mut R, w: &mut W, sel: &Selection, tty: bool) -> Result<()>
+/// The shape of a session's output on each side.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Framing {
+    /// The process has a terminal: the monitor sends one raw stream.
+    pub monitor_tty: bool,
+    /// The client asked for a raw stream; otherwise Docker's 8-byte frames. They differ when
+    /// an exec with a terminal is started without `Tty` (dockerd then frames the terminal's
+    /// output as stdout) and the other way round.
+    pub client_tty: bool,
+}
+
+impl Framing {
+    /// The same shape on both sides.
+    pub fn same(tty: bool) -> Self {
+        Self {
+            monitor_tty: tty,
+            client_tty: tty,
+        }
+    }
+}
+
+/// Copies the monitor's output to the client, keeping only the streams the client selected,
+/// reframing it when the two sides differ.
+async fn copy_output<R, W>(r: &mut R, w: &mut W, sel: &Selection, framing: Framing) -> Result<()>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let write_err = |e| Error::io("write attach output", e);
     let mut buf = vec![0u8; 32 << 10];
-    if tty {
+    if framing.monitor_tty {
         loop {
             let n = r
                 .read(&mut buf)
@@ -268,6 +289,11 @@ where
                 return Ok(());
             }
             if sel.stdout {
+                if !framing.client_tty {
+                    let len = u32::try_from(n).unwrap_or(u32::MAX).to_be_bytes();
+                    let header = [proto::STDOUT, 0, 0, 0, len[0], len[1], len[2], len[3]];
+                    w.write_all(&header).await.map_err(write_err)?;
+                }
                 w.write_all(&buf[..n]).await.map_err(write_err)?;
                 w.flush().await.map_err(write_err)?;
             }
@@ -291,7 +317,9 @@ where
             _ => false,
         };
         if wanted {
-            w.write_all(&header).await.map_err(write_err)?;
+            if !framing.client_tty {
+                w.write_all(&header).await.map_err(write_err)?;
+            }
             w.write_all(&payload).await.map_err(write_err)?;
             w.flush().await.map_err(write_err)?;
         }

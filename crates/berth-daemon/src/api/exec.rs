@@ -21,6 +21,9 @@ use crate::logs::{self, Selection};
 /// `POST /containers/{id}/exec`.
 pub async fn create(ctx: &Ctx, key: &str, req: Request<Incoming>) -> Result<Response<Body>> {
     let config: ExecConfig = read_json(req).await?;
+    if let Some(keys) = &config.detach_keys {
+        crate::detach::parse(keys).map_err(Error::InvalidParameter)?;
+    }
     let id = ctx.daemon.create_exec(key, config)?;
     Ok(json_response(StatusCode::CREATED, &json!({"Id": id})))
 }
@@ -29,6 +32,9 @@ pub async fn create(ctx: &Ctx, key: &str, req: Request<Incoming>) -> Result<Resp
 #[serde(rename_all = "PascalCase", default)]
 struct StartBody {
     detach: bool,
+    /// Whether the client reads a raw stream (dockerd frames output unless it is set, even
+    /// for an exec with a terminal).
+    tty: bool,
 }
 
 /// `POST /exec/{id}/start`.
@@ -51,7 +57,13 @@ pub async fn start(ctx: &Ctx, id: &str, mut req: Request<Incoming>) -> Result<Re
     // As dockerd does, the connection is upgraded first and a failure to start is written
     // into the stream, with the exec's exit code set to 126 (or 127: command not found).
     let daemon = Arc::clone(&ctx.daemon);
-    let tty = exec.config.tty;
+    let tty = body.tty;
+    // As dockerd: the detach sequence is watched for when the process has a terminal.
+    let detach = (exec.config.tty && exec.config.attach_stdin)
+        .then(|| crate::detach::parse(exec.config.detach_keys.as_deref().unwrap_or("")))
+        .transpose()
+        .map_err(Error::InvalidParameter)?
+        .map(crate::detach::EscapeFilter::new);
     tokio::spawn(async move {
         let io = match upgrade.await {
             Ok(u) => TokioIo::new(u),
@@ -88,18 +100,28 @@ pub async fn start(ctx: &Ctx, id: &str, mut req: Request<Incoming>) -> Result<Re
         match monitor {
             Ok(monitor) => {
                 let stdin = exec.config.attach_stdin;
-                if let Err(err) = super::attach::copy_session(
+                let framing = super::attach::Framing {
+                    monitor_tty: exec.config.tty,
+                    client_tty: tty,
+                };
+                match super::attach::copy_session(
                     monitor,
                     reader,
                     &mut writer,
                     stdin,
                     &sel,
-                    tty,
-                    None,
+                    framing,
+                    detach,
                 )
                 .await
                 {
-                    tracing::debug!(id = %exec.id, %err, "exec session ended");
+                    // The process goes on; its watcher records the exit.
+                    Ok(super::attach::Ended::Detached) => {
+                        let _ = writer.shutdown().await;
+                        return;
+                    }
+                    Ok(super::attach::Ended::Exited) => {}
+                    Err(err) => tracing::debug!(id = %exec.id, %err, "exec session ended"),
                 }
             }
             Err(err) => tracing::warn!(id = %exec.id, %err, "exec attach socket"),
