@@ -191,3 +191,77 @@ fn raw_attach_detach_keys_close_the_session() {
     assert_eq!(r.status, 400, "{r:?}");
     assert_eq!(r.message(), "Invalid detach keys (ctrl-1) provided");
 }
+
+/// Sends one request with an upgrade and returns the socket positioned after the headers.
+fn upgrade(d: &Daemon, path: &str, body: &str) -> UnixStream {
+    let mut sock = UnixStream::connect(d.dir.path().join("s.sock")).unwrap();
+    write!(
+        sock,
+        "POST {path} HTTP/1.1\r\nHost: d\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        sock.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    sock
+}
+
+#[test]
+fn exec_output_framing_follows_the_start_request() {
+    if !std::path::Path::new("/bin/busybox").exists() {
+        eprintln!("skipping: busybox-static missing");
+        return;
+    }
+    let d = Daemon::start();
+    import_busybox(&d);
+    let id = ok(d.berth(&["run", "-d", "--network", "none", "busybox", "sleep", "100"]));
+    let id = id.trim();
+    let exec = |tty: bool| {
+        let body = format!(r#"{{"Cmd":["printf","yay"],"Tty":{tty},"AttachStdout":true}}"#);
+        let r = d.http(
+            "POST",
+            &format!("/containers/{id}/exec"),
+            Some(body.as_bytes()),
+        );
+        assert_eq!(r.status, 201, "{r:?}");
+        r.json()["Id"].as_str().unwrap().to_string()
+    };
+    let read_all = |mut sock: UnixStream| {
+        let mut out = Vec::new();
+        let _ = sock.read_to_end(&mut out);
+        out
+    };
+    // A terminal's output, started without Tty: one stdout frame, as dockerd sends it.
+    let sock = upgrade(
+        &d,
+        &format!("/exec/{}/start", exec(true)),
+        r#"{"Tty":false}"#,
+    );
+    assert_eq!(read_all(sock), b"\x01\x00\x00\x00\x00\x00\x00\x03yay");
+    // Started with Tty: raw.
+    let sock = upgrade(
+        &d,
+        &format!("/exec/{}/start", exec(true)),
+        r#"{"Tty":true}"#,
+    );
+    assert_eq!(read_all(sock), b"yay");
+    // No terminal, started with Tty: the payloads, raw.
+    let sock = upgrade(
+        &d,
+        &format!("/exec/{}/start", exec(false)),
+        r#"{"Tty":true}"#,
+    );
+    assert_eq!(read_all(sock), b"yay");
+}
