@@ -139,25 +139,10 @@ fn raw_attach_detach_keys_close_the_session() {
     let id = ok(d.berth(&["run", "-dit", "--network", "none", "busybox", "cat"]));
     let id = id.trim();
 
-    let mut sock = UnixStream::connect(d.dir.path().join("s.sock")).unwrap();
-    write!(
-        sock,
-        "POST /containers/{id}/attach?stream=1&stdin=1&stdout=1&detachKeys=ctrl-x HTTP/1.1\r\n\
-         Host: d\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: 0\r\n\r\n"
-    )
-    .unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        sock.read_exact(&mut byte).unwrap();
-        head.push(byte[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
+    let mut sock = upgrade(
+        &d,
+        &format!("/containers/{id}/attach?stream=1&stdin=1&stdout=1&detachKeys=ctrl-x"),
+        "",
     );
     // cat echoes through the TTY; then ctrl-x ends the session from the daemon's side.
     sock.write_all(b"ping\n").unwrap();
