@@ -317,6 +317,42 @@ pub fn tabulate(lines: &[String]) -> String {
     out
 }
 
+/// Prints `rows` through the `--format` template: a table with a header (titles from
+/// `titles`) and aligned columns, or one rendered line per row.
+pub fn print_rows(format: &str, rows: &[Value], titles: &dyn Fn(&str) -> String) -> Result<i32> {
+    let tpl = Template::parse(format)?;
+    let mut lines = Vec::with_capacity(rows.len() + 1);
+    if tpl.is_table() {
+        lines.push(tpl.header(titles));
+    }
+    for r in rows {
+        lines.push(tpl.render(r)?);
+    }
+    if tpl.is_table() {
+        print!("{}", tabulate(&lines));
+    } else {
+        for l in lines {
+            println!("{l}");
+        }
+    }
+    Ok(0)
+}
+
+/// Prints inspected objects as `inspect` does: through the `--format` template one per line,
+/// or as one indented JSON array.
+pub fn print_inspected(found: &[Value], format: Option<&str>) -> Result<()> {
+    match format {
+        Some(f) => {
+            let tpl = Template::parse(f)?;
+            for v in found {
+                println!("{}", tpl.render(v)?);
+            }
+        }
+        None => println!("{}", serde_json::to_string_pretty(found)?),
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

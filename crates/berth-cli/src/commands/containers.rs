@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::{api_timestamp, filters_json, human_size};
 use crate::client::{encode, Client};
-use crate::format::{go_string, tabulate, Template};
+use crate::format::{go_string, print_rows, Template};
 
 const DEFAULT_PS: &str =
     "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}";
@@ -73,26 +73,6 @@ pub async fn ps(c: &Client, a: &PsArgs) -> Result<i32> {
         Some(f) => f,
     };
     print_rows(format, &rows, &ps_title)
-}
-
-/// Renders rows with a template; tables get a header and aligned columns.
-fn print_rows(format: &str, rows: &[Value], titles: &dyn Fn(&str) -> String) -> Result<i32> {
-    let tpl = Template::parse(format)?;
-    let mut lines = Vec::with_capacity(rows.len() + 1);
-    if tpl.is_table() {
-        lines.push(tpl.header(titles));
-    }
-    for r in rows {
-        lines.push(tpl.render(r)?);
-    }
-    if tpl.is_table() {
-        print!("{}", tabulate(&lines));
-    } else {
-        for l in lines {
-            println!("{l}");
-        }
-    }
-    Ok(0)
 }
 
 fn ps_title(field: &str) -> String {

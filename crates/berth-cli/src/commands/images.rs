@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::{filters_json, human_size};
 use crate::client::{encode, Client};
-use crate::format::{go_string, tabulate, Template};
+use crate::format::{go_string, print_rows};
 
 /// `berth images` flags.
 #[derive(Debug, clap::Args)]
@@ -111,27 +111,12 @@ pub async fn images(c: &Client, a: &ImagesArgs) -> Result<i32> {
         Some("json") => "{{json .}}",
         Some(f) => f,
     };
-    let tpl = Template::parse(format)?;
-    let mut lines = Vec::new();
-    if tpl.is_table() {
-        lines.push(tpl.header(&|f| match f {
-            "ID" => "IMAGE ID".into(),
-            "CreatedSince" => "CREATED".into(),
-            "CreatedAt" => "CREATED AT".into(),
-            other => other.to_uppercase(),
-        }));
-    }
-    for r in &rows {
-        lines.push(tpl.render(r)?);
-    }
-    if tpl.is_table() {
-        print!("{}", tabulate(&lines));
-    } else {
-        for l in lines {
-            println!("{l}");
-        }
-    }
-    Ok(0)
+    print_rows(format, &rows, &|f| match f {
+        "ID" => "IMAGE ID".into(),
+        "CreatedSince" => "CREATED".into(),
+        "CreatedAt" => "CREATED AT".into(),
+        other => other.to_uppercase(),
+    })
 }
 
 /// `berth rmi`.
@@ -322,30 +307,17 @@ pub async fn history(c: &Client, name: &str, no_trunc: bool, format: Option<&str
             })
         })
         .collect();
-    let tpl = Template::parse(
+    print_rows(
         format
             .unwrap_or("table {{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}"),
-    )?;
-    let mut lines = Vec::new();
-    if tpl.is_table() {
-        lines.push(tpl.header(&|f| match f {
+        &rows,
+        &|f| match f {
             "ID" => "IMAGE".into(),
             "CreatedSince" => "CREATED".into(),
             "CreatedBy" => "CREATED BY".into(),
             other => other.to_uppercase(),
-        }));
-    }
-    for r in &rows {
-        lines.push(tpl.render(r)?);
-    }
-    if tpl.is_table() {
-        print!("{}", tabulate(&lines));
-    } else {
-        for l in lines {
-            println!("{l}");
-        }
-    }
-    Ok(0)
+        },
+    )
 }
 
 /// `berth image prune [-a] [-f]`.

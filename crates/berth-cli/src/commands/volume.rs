@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 
 use super::{filters_json, human_size};
 use crate::client::{encode, Client};
-use crate::format::{go_string, tabulate, Template};
+use crate::format::{go_string, print_inspected, print_rows};
 
 const DEFAULT_LS: &str = "table {{.Driver}}\t{{.Name}}";
 
@@ -149,28 +149,16 @@ pub async fn volume(c: &Client, cmd: VolumeCommand) -> Result<i32> {
                 }
                 return Ok(0);
             }
-            let tpl = Template::parse(format.as_deref().unwrap_or(DEFAULT_LS))?;
-            let mut lines = Vec::new();
-            if tpl.is_table() {
-                lines.push(tpl.header(&|f: &str| match f {
+            print_rows(
+                format.as_deref().unwrap_or(DEFAULT_LS),
+                &rows,
+                &|f: &str| match f {
                     "Name" => "VOLUME NAME".into(),
                     other => other.to_uppercase(),
-                }));
-            }
-            for r in &rows {
-                lines.push(tpl.render(r)?);
-            }
-            if tpl.is_table() {
-                print!("{}", tabulate(&lines));
-            } else {
-                for l in lines {
-                    println!("{l}");
-                }
-            }
-            Ok(0)
+                },
+            )
         }
         VolumeCommand::Inspect { format, volumes } => {
-            let tpl = format.as_deref().map(Template::parse).transpose()?;
             let mut found = Vec::new();
             let mut code = 0;
             for v in &volumes {
@@ -185,14 +173,7 @@ pub async fn volume(c: &Client, cmd: VolumeCommand) -> Result<i32> {
                     }
                 }
             }
-            match tpl {
-                Some(t) => {
-                    for v in &found {
-                        println!("{}", t.render(v)?);
-                    }
-                }
-                None => println!("{}", serde_json::to_string_pretty(&found)?),
-            }
+            print_inspected(&found, format.as_deref())?;
             Ok(code)
         }
         VolumeCommand::Rm { force, volumes } => {
