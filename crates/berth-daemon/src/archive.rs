@@ -308,6 +308,39 @@ pub(crate) fn container_user_ids(fs: &ContainerFs, user: &str) -> Result<(u32, u
     Ok((uid, gid))
 }
 
+/// A blocking `Read` over byte chunks sent from async code (a request or response body being
+/// streamed into a blocking tar extraction); end of stream when the sender is dropped.
+pub struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<bytes::Bytes>,
+    cur: bytes::Bytes,
+}
+
+impl ChannelReader {
+    /// Reads what arrives on `rx`.
+    pub fn new(rx: tokio::sync::mpsc::Receiver<bytes::Bytes>) -> Self {
+        Self {
+            rx,
+            cur: bytes::Bytes::new(),
+        }
+    }
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use bytes::Buf;
+        while self.cur.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(b) => self.cur = b,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len());
+        buf[..n].copy_from_slice(&self.cur[..n]);
+        self.cur.advance(n);
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context, Result};
 use base64::Engine;
 use berth_image::{ContainerFs, ExtractOptions};
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use clap::{ArgAction, Args};
 use http_body_util::BodyExt;
 use hyper::{Method, StatusCode};
@@ -255,14 +255,7 @@ async fn copy_from_container(
     };
     let extract = tokio::task::spawn_blocking(move || -> Result<()> {
         let fs = ContainerFs::open(&dest_dir)?;
-        fs.extract(
-            ".",
-            ChannelReader {
-                rx,
-                cur: Bytes::new(),
-            },
-            &opts,
-        )?;
+        fs.extract(".", berth_daemon::archive::ChannelReader::new(rx), &opts)?;
         Ok(())
     });
     let mut copied = 0u64;
@@ -383,27 +376,6 @@ fn absolute(p: &str) -> String {
     match std::env::current_dir() {
         Ok(cwd) => format!("{}/{p}", cwd.display()),
         Err(_) => p.to_string(),
-    }
-}
-
-/// A blocking `Read` over body chunks sent from the async side.
-struct ChannelReader {
-    rx: mpsc::Receiver<Bytes>,
-    cur: Bytes,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.cur.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(b) => self.cur = b,
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.cur.len());
-        buf[..n].copy_from_slice(&self.cur[..n]);
-        self.cur.advance(n);
-        Ok(n)
     }
 }
 

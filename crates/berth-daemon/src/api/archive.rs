@@ -3,10 +3,8 @@
 //! into a directory. The filesystem work is `berth-image`'s [`berth_image::ContainerFs`] on a
 //! thread of the daemon's [`crate::archive`] view.
 
-use std::io::Read;
-
 use base64::Engine;
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
@@ -15,6 +13,7 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{channel_body, empty, Body, Ctx};
+use crate::archive::ChannelReader;
 use crate::error::{Error, Result};
 
 const STAT_HEADER: &str = "X-Docker-Container-Path-Stat";
@@ -165,10 +164,7 @@ pub async fn put(ctx: &Ctx, key: &str, req: Request<Incoming>) -> Result<Respons
             if copy_uid_gid && !user.is_empty() {
                 opts.owner = Some(crate::archive::container_user_ids(fs, &user)?);
             }
-            let reader = ChannelReader {
-                rx: chunk_rx,
-                cur: Bytes::new(),
-            };
+            let reader = ChannelReader::new(chunk_rx);
             fs.extract(&p, reader, &opts)?;
             d.container_event("extract-to-dir", &rec, &[]);
             Ok(())
@@ -197,27 +193,6 @@ impl std::io::Write for ChannelWriter {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
-    }
-}
-
-/// A blocking `Read` over request body chunks; end of stream when the sender is done.
-struct ChannelReader {
-    rx: mpsc::Receiver<Bytes>,
-    cur: Bytes,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.cur.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(b) => self.cur = b,
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.cur.len());
-        buf[..n].copy_from_slice(&self.cur[..n]);
-        self.cur.advance(n);
-        Ok(n)
     }
 }
 
