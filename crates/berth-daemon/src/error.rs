@@ -171,6 +171,7 @@ fn network_status(e: &berth_network::NetworkError) -> StatusCode {
         | N::InvalidAddress(_)
         | N::InvalidPortSpec { .. }
         | N::InvalidName(_)
+        | N::Ipv6Disabled(_)
         | N::OutsideSubnet { .. } => StatusCode::BAD_REQUEST,
         N::SubnetOverlap { .. }
         | N::ActiveEndpoints { .. }

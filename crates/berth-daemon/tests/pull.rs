@@ -148,9 +148,11 @@ struct NetTable(String);
 
 impl Drop for NetTable {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("nft")
-            .args(["delete", "table", "ip", &format!("berth-{}", self.0)])
-            .stderr(std::process::Stdio::null())
-            .status();
+        for family in ["ip", "ip6"] {
+            let _ = std::process::Command::new("nft")
+                .args(["delete", "table", family, &format!("berth-{}", self.0)])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
     }
 }

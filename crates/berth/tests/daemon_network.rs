@@ -454,3 +454,28 @@ fn named_bridge_is_used_not_reclaimed() {
     assert!(out.contains("inet "), "{out}");
     assert_eq!(before, index(), "bridge {name} deleted and recreated");
 }
+
+#[test]
+fn container_level_mac_address_reaches_the_interface() {
+    if !have_tools() {
+        return;
+    }
+    let _serial = serial();
+    let d = Daemon::start();
+    import_busybox(&d);
+    // API < 1.44 clients (docker-py) send the MAC in Config, not in the endpoint settings.
+    let r = d.http(
+        "POST",
+        "/v1.41/containers/create?name=mac",
+        Some(
+            br#"{"Image":"busybox","MacAddress":"02:42:ac:11:00:0a",
+                 "Cmd":["sleep","100"]}"#,
+        ),
+    );
+    assert_eq!(r.status, 201, "{r:?}");
+    ok(d.docker(&["start", "mac"]));
+    let inside = ok(d.docker(&["exec", "mac", "cat", "/sys/class/net/eth0/address"]));
+    assert_eq!(inside, "02:42:ac:11:00:0a\n");
+    let mac = ok(d.docker(&["inspect", "-f", "{{.NetworkSettings.MacAddress}}", "mac"]));
+    assert_eq!(mac, "02:42:ac:11:00:0a\n");
+}

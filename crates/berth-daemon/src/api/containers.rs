@@ -19,13 +19,48 @@ const FOLLOW_POLL: Duration = Duration::from_millis(200);
 
 /// `POST /containers/create?name=`.
 pub async fn create(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>> {
-    let body: ContainerCreateBody = read_json(req).await?;
+    let CreateRequest {
+        mut body,
+        mac_address,
+    } = read_json(req).await?;
+    if let Some(mac) = mac_address.filter(|m| !m.is_empty()) {
+        primary_endpoint(&mut body).mac_address.get_or_insert(mac);
+    }
     let name = ctx.query.get("name").filter(|n| !n.is_empty());
     let id = ctx.daemon.create_container(name, body)?;
     Ok(json_response(
         StatusCode::CREATED,
         &json!({"Id": id, "Warnings": []}),
     ))
+}
+
+/// The create body, with the container-level `MacAddress` that API versions before 1.44 use
+/// (and docker-py still sends) and newer ones moved into the endpoint settings.
+#[derive(serde::Deserialize)]
+struct CreateRequest {
+    #[serde(flatten)]
+    body: ContainerCreateBody,
+    #[serde(rename = "MacAddress", default)]
+    mac_address: Option<String>,
+}
+
+/// The endpoint settings of the container's primary network (its network mode), created
+/// empty when the request had none, as dockerd moves a container-level MAC address there.
+fn primary_endpoint(
+    body: &mut ContainerCreateBody,
+) -> &mut bollard_stubs::models::EndpointSettings {
+    let network = body
+        .host_config
+        .as_ref()
+        .and_then(|h| h.network_mode.clone())
+        .filter(|m| !m.is_empty() && m != "default")
+        .unwrap_or_else(|| "bridge".into());
+    body.networking_config
+        .get_or_insert_with(Default::default)
+        .endpoints_config
+        .get_or_insert_with(Default::default)
+        .entry(network)
+        .or_default()
 }
 
 /// `GET /containers/json?all=&limit=&size=&filters=`.

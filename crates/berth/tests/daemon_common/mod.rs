@@ -108,10 +108,13 @@ impl NetInstance {
         for link in self.links() {
             let _ = Command::new("ip").args(["link", "del", &link]).status();
         }
-        let _ = Command::new("nft")
-            .args(["delete", "table", "ip", &self.table()])
-            .stderr(Stdio::null())
-            .status();
+        // The ip6 table exists only while the daemon had an IPv6 network.
+        for family in ["ip", "ip6"] {
+            let _ = Command::new("nft")
+                .args(["delete", "table", family, &self.table()])
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 }
 
