@@ -16,6 +16,12 @@ bench_cleanup() {
   if [ -n "$started_docker" ]; then
     DOCKER_HOST="$docker_host" docker rm -f $(DOCKER_HOST="$docker_host" docker ps -aq) >/dev/null 2>&1 || true
     /work/shared/acceptance/reference/stop-dockerd.sh >/dev/null 2>&1 || true
+    # Gone before the next benchmark starts it again.
+    local ref=${REF_DIR:-/var/tmp/peer/ref}
+    for _ in $(seq 100); do
+      [ -f "$ref/dockerd.pid" ] && kill -0 "$(cat "$ref/dockerd.pid")" 2>/dev/null || break
+      sleep 0.1
+    done
   fi
   umount -R "$bench_dir"/data/* 2>/dev/null || true
   rm -rf "$bench_dir"
