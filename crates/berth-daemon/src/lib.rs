@@ -13,7 +13,8 @@
 //! `berth-volume` and who uses them), [`exec`] (exec instances), [`archive`] (`docker cp`'s
 //! container filesystem views),
 //! [`health`] (health checks), [`stats`] (`docker stats` documents), [`update`]
-//! (`docker update`), [`store`] (crash-safe container
+//! (`docker update`), [`links`] (legacy `--link` environment and removal), [`detach`] (detach
+//! keys of interactive sessions), [`store`] (crash-safe container
 //! records), [`events`] (broadcast + replay ring), [`logs`] (json-file reading and stream
 //! framing), [`filters`], [`time`], [`names`], [`host`], [`config`] (flags and daemon.json).
 //! Images are `berth-image`'s [`berth_image::Store`], used directly.
