@@ -398,15 +398,43 @@ pub fn mac_string(mac: [u8; 6]) -> String {
 
 /// Host IPv4 routes' destinations, so new pools avoid them.
 pub fn host_routes() -> Result<Vec<crate::ipam::Ipv4Net>> {
-    run(None, |h| async move {
+    let msg = RouteMessageBuilder::<Ipv4Addr>::new().build();
+    Ok(route_destinations(msg, "ipv4")?
+        .into_iter()
+        .filter_map(|(ip, p)| match ip {
+            IpAddr::V4(ip) => crate::ipam::Ipv4Net::new(ip, p).ok(),
+            IpAddr::V6(_) => None,
+        })
+        .collect())
+}
+
+/// Host IPv6 routes' destinations (not the default route), so a generated subnet avoids them.
+pub fn host_routes6() -> Result<Vec<crate::ipam::Ipv6Net>> {
+    let msg = RouteMessageBuilder::<Ipv6Addr>::new().build();
+    Ok(route_destinations(msg, "ipv6")?
+        .into_iter()
+        .filter_map(|(ip, p)| match ip {
+            IpAddr::V6(ip) => crate::ipam::Ipv6Net::new(ip, p).ok(),
+            IpAddr::V4(_) => None,
+        })
+        .collect())
+}
+
+/// The (destination, prefix length) of the host's routes that `query` (one address family)
+/// lists, the default route left out.
+fn route_destinations(
+    query: rtnetlink::packet_route::route::RouteMessage,
+    family: &'static str,
+) -> Result<Vec<(IpAddr, u8)>> {
+    run(None, move |h| async move {
         use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
         let msgs: Vec<_> = h
             .route()
-            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .get(query)
             .execute()
             .try_collect()
             .await
-            .map_err(nl("list routes", "ipv4"))?;
+            .map_err(nl("list routes", family))?;
         Ok(msgs
             .into_iter()
             .filter(|m| m.header.destination_prefix_length > 0)
@@ -414,34 +442,10 @@ pub fn host_routes() -> Result<Vec<crate::ipam::Ipv4Net>> {
                 let p = m.header.destination_prefix_length;
                 m.attributes.into_iter().find_map(|a| match a {
                     RouteAttribute::Destination(RouteAddress::Inet(ip)) => {
-                        crate::ipam::Ipv4Net::new(ip, p).ok()
+                        Some((IpAddr::V4(ip), p))
                     }
-                    _ => None,
-                })
-            })
-            .collect())
-    })
-}
-
-/// Host IPv6 routes' destinations (not the default route), so a generated subnet avoids them.
-pub fn host_routes6() -> Result<Vec<crate::ipam::Ipv6Net>> {
-    run(None, |h| async move {
-        use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
-        let msgs: Vec<_> = h
-            .route()
-            .get(RouteMessageBuilder::<Ipv6Addr>::new().build())
-            .execute()
-            .try_collect()
-            .await
-            .map_err(nl("list routes", "ipv6"))?;
-        Ok(msgs
-            .into_iter()
-            .filter(|m| m.header.destination_prefix_length > 0)
-            .filter_map(|m| {
-                let p = m.header.destination_prefix_length;
-                m.attributes.into_iter().find_map(|a| match a {
                     RouteAttribute::Destination(RouteAddress::Inet6(ip)) => {
-                        crate::ipam::Ipv6Net::new(ip, p).ok()
+                        Some((IpAddr::V6(ip), p))
                     }
                     _ => None,
                 })
