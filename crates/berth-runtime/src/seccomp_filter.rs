@@ -1,4 +1,4 @@
-//! Precompiled seccomp filters for container inits.
+//! Precompiled seccomp filters for container processes (inits and execs).
 //!
 //! libseccomp needs ~10 ms to turn Docker's default profile (~370 syscalls, for the native
 //! architecture and its compat ABIs) into BPF, and libcontainer does it inside every
@@ -14,7 +14,8 @@
 //! (see [`grant_filter_loading`]): not in the bounding, inheritable or ambient sets, so the
 //! `execve` of the workload drops it, as capabilities(7) computes
 //! `P'(permitted) = (P(inheritable) & F(inheritable)) | (F(permitted) & P(bounding)) | P'(ambient)`.
-//! Between the two points only libcontainer's and this module's code run.
+//! Between the two points only libcontainer's code, this module's and the spec's own
+//! `startContainer` hooks (provided by the bundle's author, like the spec itself) run.
 
 use std::fs;
 use std::path::Path;
