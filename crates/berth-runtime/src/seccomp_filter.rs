@@ -86,7 +86,7 @@ pub(crate) fn compiled(cache_dir: &Path, profile: &LinuxSeccomp) -> Result<Vec<u
 
 /// A uniquely named new file in `dir`.
 fn tempfile_in(dir: &Path) -> Result<(std::path::PathBuf, fs::File)> {
-    let name = format!(".tmp-{}-{}", std::process::id(), rand_suffix());
+    let name = format!(".tmp-{}-{}", std::process::id(), unique_suffix());
     let path = dir.join(name);
     let file = fs::OpenOptions::new()
         .write(true)
@@ -96,7 +96,8 @@ fn tempfile_in(dir: &Path) -> Result<(std::path::PathBuf, fs::File)> {
     Ok((path, file))
 }
 
-fn rand_suffix() -> u128 {
+/// The current time in nanoseconds: with the pid, unique among concurrent writers.
+fn unique_suffix() -> u128 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
