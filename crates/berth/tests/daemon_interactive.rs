@@ -95,9 +95,20 @@ fn run_it_shell_resize_and_detach() {
         nix::sys::signal::Signal::SIGWINCH,
     )
     .unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    master.write_all(b"stty size\r").unwrap();
-    read_until(&mut master, "40 100");
+    // The resize travels CLI → daemon → monitor asynchronously: ask until it has arrived.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        master.write_all(b"stty size\r").unwrap();
+        let seen = read_until(&mut master, "\n/ # ");
+        if seen.contains("40 100") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the resize never arrived: {seen:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // exec -it starts at the client's size too.
     let mut exec = Command::new(BERTH)
