@@ -7,6 +7,7 @@
 //! attaches, then starts) is connected by the start path while the container is only created
 //! (`Daemon::pending_attach`), so no output is lost. `logs=1` replays the json-file log first.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use berth_runtime::monitor::attach as proto;
@@ -375,13 +376,7 @@ where
 
 /// `POST /containers/{id}/resize?h=&w=`.
 pub async fn resize(ctx: &Ctx, key: &str) -> Result<Response<Body>> {
-    let dim = |k: &str| -> Result<u16> {
-        ctx.query
-            .get(k)
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| Error::InvalidParameter(format!("invalid value for {k}")))
-    };
-    let (h, w) = (dim("h")?, dim("w")?);
+    let size = requested_size(ctx)?;
     let record = ctx.daemon.containers.get(key)?;
     if !record.state.running {
         return Err(Error::Conflict(format!(
@@ -390,7 +385,24 @@ pub async fn resize(ctx: &Ctx, key: &str) -> Result<Response<Body>> {
         )));
     }
     let socket = ctx.daemon.run_paths(&record.id).attach_socket;
-    let mut s = UnixStream::connect(&socket)
+    send_resize(&socket, size, "the container's monitor").await?;
+    Ok(empty(StatusCode::OK))
+}
+
+/// The `h` and `w` query parameters of a resize request.
+pub(super) fn requested_size(ctx: &Ctx) -> Result<(u16, u16)> {
+    let dim = |k: &str| -> Result<u16> {
+        ctx.query
+            .get(k)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| Error::InvalidParameter(format!("invalid value for {k}")))
+    };
+    Ok((dim("h")?, dim("w")?))
+}
+
+/// Tells the monitor listening on `socket` (`whose`, for errors) the terminal's new size.
+pub(super) async fn send_resize(socket: &Path, (h, w): (u16, u16), whose: &str) -> Result<()> {
+    let mut s = UnixStream::connect(socket)
         .await
         .map_err(|e| Error::io(format!("connect to {}", socket.display()), e))?;
     let mut payload = Vec::with_capacity(4);
@@ -398,6 +410,5 @@ pub async fn resize(ctx: &Ctx, key: &str) -> Result<Response<Body>> {
     payload.extend_from_slice(&w.to_be_bytes());
     s.write_all(&proto::encode(proto::RESIZE, &payload))
         .await
-        .map_err(|e| Error::io("send resize to the container's monitor", e))?;
-    Ok(empty(StatusCode::OK))
+        .map_err(|e| Error::io(format!("send resize to {whose}"), e))
 }

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use berth_runtime::monitor::attach as proto;
 use hyper::body::Incoming;
 use hyper::header::UPGRADE;
 use hyper::{Request, Response, StatusCode};
@@ -163,26 +162,12 @@ pub fn inspect(ctx: &Ctx, id: &str) -> Result<Response<Body>> {
 
 /// `POST /exec/{id}/resize?h=&w=`.
 pub async fn resize(ctx: &Ctx, id: &str) -> Result<Response<Body>> {
-    let dim = |k: &str| -> Result<u16> {
-        ctx.query
-            .get(k)
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| Error::InvalidParameter(format!("invalid value for {k}")))
-    };
-    let (h, w) = (dim("h")?, dim("w")?);
+    let size = super::attach::requested_size(ctx)?;
     let e = ctx.daemon.execs.get(id)?;
     if !e.running {
         return Err(Error::Conflict(format!("Exec {id} is not running")));
     }
     let socket = ctx.daemon.exec_paths(id).attach_socket;
-    let mut s = UnixStream::connect(&socket)
-        .await
-        .map_err(|e| Error::io(format!("connect to {}", socket.display()), e))?;
-    let mut payload = Vec::with_capacity(4);
-    payload.extend_from_slice(&h.to_be_bytes());
-    payload.extend_from_slice(&w.to_be_bytes());
-    s.write_all(&proto::encode(proto::RESIZE, &payload))
-        .await
-        .map_err(|e| Error::io("send resize to the exec's monitor", e))?;
+    super::attach::send_resize(&socket, size, "the exec's monitor").await?;
     Ok(empty(StatusCode::OK))
 }
