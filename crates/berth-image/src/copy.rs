@@ -960,15 +960,8 @@ impl CopyExtractor<'_> {
                 )
                 .map_err(self.io_err("create device node", &rel))?;
                 sys::lchownat(&parent, &name, uid, gid).map_err(self.io_err("chown", &rel))?;
-                let fd = sys::openat(&parent, &name, libc::O_PATH, 0)
-                    .map_err(self.io_err("open", &rel))?;
-                // chmod through an O_PATH fd is not allowed; its magic link names this inode.
-                let proc = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
-                std::fs::set_permissions(
-                    &proc,
-                    std::os::unix::fs::PermissionsExt::from_mode(meta.mode),
-                )
-                .map_err(self.io_err("chmod", &rel))?;
+                sys::chmod_nofollow(&parent, &name, meta.mode)
+                    .map_err(self.io_err("chmod", &rel))?;
                 sys::lutimesat(&parent, &name, meta.mtime)
                     .map_err(self.io_err("set times", &rel))?;
             }

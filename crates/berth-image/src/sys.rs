@@ -80,6 +80,15 @@ pub(crate) fn open_dir_path(path: &Path) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// chmod of `name` in `dir` without following a symlink there: through an `O_PATH` fd's
+/// magic link, since fchmod on an `O_PATH` fd is not allowed (device nodes and fifos must not
+/// be opened for real).
+pub(crate) fn chmod_nofollow(dir: &OwnedFd, name: &OsStr, mode: u32) -> io::Result<()> {
+    let fd = openat(dir, name, libc::O_PATH, 0)?;
+    let link = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    std::fs::set_permissions(link, std::os::unix::fs::PermissionsExt::from_mode(mode))
+}
+
 /// `openat(dir, name, flags, mode)` on a single name, never following a final symlink.
 pub(crate) fn openat(
     dir: &OwnedFd,

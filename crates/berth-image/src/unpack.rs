@@ -512,18 +512,8 @@ impl Extractor {
                 .map_err(self.io_err("create device node", &rel))?;
                 sys::lchownat(&parent, &name, meta.uid, meta.gid)
                     .map_err(self.io_err("chown", &rel))?;
-                let fd = sys::openat(&parent, &name, libc::O_PATH, 0)
-                    .map_err(self.io_err("open", &rel))?;
-                // chmod through an O_PATH fd is not allowed; use the magic link of this fd.
-                let proc = PathBuf::from(format!(
-                    "/proc/self/fd/{}",
-                    std::os::fd::AsRawFd::as_raw_fd(&fd)
-                ));
-                std::fs::set_permissions(
-                    &proc,
-                    std::os::unix::fs::PermissionsExt::from_mode(meta.mode),
-                )
-                .map_err(self.io_err("chmod", &rel))?;
+                sys::chmod_nofollow(&parent, &name, meta.mode)
+                    .map_err(self.io_err("chmod", &rel))?;
                 sys::lutimesat(&parent, &name, meta.mtime)
                     .map_err(self.io_err("set times", &rel))?;
             }
