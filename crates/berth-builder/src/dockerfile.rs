@@ -1,0 +1,335 @@
+//! The Dockerfile parser: parser directives (`# escape=`, `# syntax=`), comments, line
+//! continuations, instruction keywords, `--flag[=value]` words and the JSON (exec) form.
+//! Arguments are kept raw here; the executor interprets and substitutes them per instruction,
+//! as dockerd does, because substitution depends on the ARG/ENV state at that step.
+
+use crate::error::{Error, Result};
+
+/// Instructions the classic builder knows.
+pub const KEYWORDS: &[&str] = &[
+    "ADD",
+    "ARG",
+    "CMD",
+    "COPY",
+    "ENTRYPOINT",
+    "ENV",
+    "EXPOSE",
+    "FROM",
+    "HEALTHCHECK",
+    "LABEL",
+    "MAINTAINER",
+    "ONBUILD",
+    "RUN",
+    "SHELL",
+    "STOPSIGNAL",
+    "USER",
+    "VOLUME",
+    "WORKDIR",
+];
+
+/// Instructions whose arguments may be a JSON array of strings.
+const JSON_FORM: &[&str] = &["ADD", "CMD", "COPY", "ENTRYPOINT", "RUN", "SHELL", "VOLUME"];
+
+/// An instruction's arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Args {
+    /// The JSON (exec) form: `["a", "b"]`.
+    Json(Vec<String>),
+    /// Everything after the keyword and flags, continuations joined.
+    Raw(String),
+}
+
+/// One instruction of a Dockerfile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instruction {
+    /// 1-based line where it starts.
+    pub line: usize,
+    /// The keyword, upper case.
+    pub keyword: String,
+    /// `--name[=value]` flags in order.
+    pub flags: Vec<(String, Option<String>)>,
+    /// The arguments.
+    pub args: Args,
+    /// The instruction as `docker build` shows it in `Step n/m : ...`.
+    pub original: String,
+}
+
+impl Instruction {
+    /// The value of flag `name` (`--name=value`), if given.
+    pub fn flag(&self, name: &str) -> Option<&str> {
+        self.flags
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_deref().unwrap_or(""))
+    }
+
+    /// Refuses flags outside `allowed`, with dockerd's message.
+    pub fn check_flags(&self, allowed: &[&str]) -> Result<()> {
+        for (name, _) in &self.flags {
+            if !allowed.contains(&name.as_str()) {
+                return Err(Error::Parse {
+                    line: self.line,
+                    message: format!("unknown flag: {name}"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The raw argument text (the JSON form re-joined with spaces).
+    pub fn raw(&self) -> String {
+        match &self.args {
+            Args::Raw(s) => s.clone(),
+            Args::Json(v) => v.join(" "),
+        }
+    }
+}
+
+/// A parsed Dockerfile.
+#[derive(Debug, Clone)]
+pub struct Dockerfile {
+    /// The escape character (`\` unless `# escape=` says otherwise).
+    pub escape: char,
+    /// Every instruction in order.
+    pub instructions: Vec<Instruction>,
+}
+
+/// Splits `# key=value` parser directives off the top.
+fn directive(line: &str) -> Option<(String, String)> {
+    let rest = line.trim_start().strip_prefix('#')?;
+    let (k, v) = rest.split_once('=')?;
+    let k = k.trim().to_ascii_lowercase();
+    if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return None;
+    }
+    Some((k, v.trim().to_string()))
+}
+
+/// Strips a trailing escape character (ignoring trailing blanks): `Some(rest)` for a
+/// continued line.
+fn continued(line: &str, escape: char) -> Option<&str> {
+    let t = line.trim_end_matches([' ', '\t']);
+    t.strip_suffix(escape)
+}
+
+/// Parses a Dockerfile's text.
+pub fn parse(text: &str) -> Result<Dockerfile> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let lines: Vec<&str> = text.split('\n').map(|l| l.trim_end_matches('\r')).collect();
+    let mut escape = '\\';
+    let mut i = 0;
+    let mut seen = std::collections::HashSet::new();
+    while i < lines.len() {
+        let Some((k, v)) = directive(lines[i]) else {
+            break;
+        };
+        if !seen.insert(k.clone()) {
+            return Err(Error::Parse {
+                line: i + 1,
+                message: format!("only one {k} parser directive can be used"),
+            });
+        }
+        if k == "escape" {
+            escape = match v.as_str() {
+                "\\" => '\\',
+                "`" => '`',
+                _ => {
+                    return Err(Error::Parse {
+                        line: i + 1,
+                        message: format!("invalid escape token '{v}' does not match ` or \\"),
+                    })
+                }
+            };
+        }
+        i += 1;
+    }
+    let mut instructions = Vec::new();
+    let mut pending: Option<(usize, String)> = None;
+    while i < lines.len() {
+        let line = lines[i];
+        let lineno = i + 1;
+        i += 1;
+        let trimmed = line.trim_start();
+        if trimmed.starts_with('#') {
+            continue;
+        }
+        if trimmed.is_empty() {
+            continue;
+        }
+        let (piece, more) = match continued(line, escape) {
+            Some(rest) => (rest, true),
+            None => (line, false),
+        };
+        let (start, mut logical) = pending.take().unwrap_or((lineno, String::new()));
+        if logical.is_empty() {
+            logical.push_str(piece.trim_start());
+        } else {
+            logical.push_str(piece);
+        }
+        if more {
+            pending = Some((start, logical));
+            continue;
+        }
+        if let Some(ins) = instruction(start, &logical)? {
+            instructions.push(ins);
+        }
+    }
+    if let Some((start, logical)) = pending {
+        if let Some(ins) = instruction(start, &logical)? {
+            instructions.push(ins);
+        }
+    }
+    Ok(Dockerfile {
+        escape,
+        instructions,
+    })
+}
+
+/// Parses one logical line; `None` when it holds nothing.
+pub fn instruction(line: usize, logical: &str) -> Result<Option<Instruction>> {
+    let logical = logical.trim();
+    if logical.is_empty() {
+        return Ok(None);
+    }
+    let (word, mut rest) = match logical.find(char::is_whitespace) {
+        Some(n) => (&logical[..n], logical[n..].trim_start()),
+        None => (logical, ""),
+    };
+    let keyword = word.to_ascii_uppercase();
+    if !KEYWORDS.contains(&keyword.as_str()) {
+        return Err(Error::Parse {
+            line,
+            message: format!("unknown instruction: {word}"),
+        });
+    }
+    let mut flags = Vec::new();
+    // ONBUILD's argument is a whole instruction with flags of its own.
+    while keyword != "ONBUILD" && rest.starts_with("--") {
+        let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        let f = &rest[2..end];
+        rest = rest[end..].trim_start();
+        if f.is_empty() {
+            // `--` alone ends the flags.
+            break;
+        }
+        match f.split_once('=') {
+            Some((n, v)) => flags.push((n.to_string(), Some(v.to_string()))),
+            None => flags.push((f.to_string(), None)),
+        }
+    }
+    let args = if JSON_FORM.contains(&keyword.as_str()) && rest.starts_with('[') {
+        match serde_json::from_str::<Vec<String>>(rest) {
+            Ok(v) => Args::Json(v),
+            Err(_) => Args::Raw(rest.to_string()),
+        }
+    } else {
+        Args::Raw(rest.to_string())
+    };
+    if let Args::Raw(r) = &args {
+        if matches!(keyword.as_str(), "RUN" | "COPY" | "ADD") && has_heredoc(r) {
+            return Err(Error::Parse {
+                line,
+                message: format!(
+                    "{keyword} with a heredoc (<<) is not supported by the classic builder"
+                ),
+            });
+        }
+    }
+    Ok(Some(Instruction {
+        line,
+        keyword,
+        flags,
+        args,
+        original: logical.to_string(),
+    }))
+}
+
+/// Whether a word starts a heredoc (`<<EOF`, `<<-"EOF"`) that would need following lines.
+fn has_heredoc(raw: &str) -> bool {
+    raw.split_whitespace().any(|w| {
+        let Some(rest) = w.strip_prefix("<<") else {
+            return false;
+        };
+        let rest = rest.strip_prefix('-').unwrap_or(rest);
+        let rest = rest.trim_start_matches(['"', '\'']);
+        rest.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn continuations_comments_and_forms() {
+        let df = parse(
+            "# syntax=docker/dockerfile:1\n\
+             # escape=\\\n\
+             \n\
+             from busybox AS base\n\
+             # a comment\n\
+             RUN echo a \\\n\
+             # comment inside\n\
+             \n\
+               && echo b\n\
+             CMD [\"echo\", \"hi\"]\n\
+             ENTRYPOINT [not json\n\
+             COPY --from=base --chown=1:2 /a /b\n\
+             HEALTHCHECK --interval=5s CMD true\n",
+        )
+        .unwrap();
+        let k: Vec<&str> = df.instructions.iter().map(|i| i.keyword.as_str()).collect();
+        assert_eq!(
+            k,
+            ["FROM", "RUN", "CMD", "ENTRYPOINT", "COPY", "HEALTHCHECK"]
+        );
+        assert_eq!(df.instructions[0].raw(), "busybox AS base");
+        assert_eq!(df.instructions[0].line, 4);
+        assert_eq!(df.instructions[1].raw(), "echo a && echo b");
+        assert_eq!(df.instructions[1].line, 6);
+        assert_eq!(
+            df.instructions[2].args,
+            Args::Json(vec!["echo".into(), "hi".into()])
+        );
+        assert_eq!(df.instructions[3].args, Args::Raw("[not json".into()));
+        let copy = &df.instructions[4];
+        assert_eq!(copy.flag("from"), Some("base"));
+        assert_eq!(copy.flag("chown"), Some("1:2"));
+        assert_eq!(copy.raw(), "/a /b");
+        assert!(copy.check_flags(&["from"]).is_err());
+        assert_eq!(df.instructions[5].flag("interval"), Some("5s"));
+    }
+
+    #[test]
+    fn escape_directive() {
+        let df = parse("# escape=`\nFROM x\nRUN dir c:\\ `\n  /w\n").unwrap();
+        assert_eq!(df.escape, '`');
+        assert_eq!(df.instructions[1].raw(), "dir c:\\   /w");
+        // A directive after an instruction is a comment.
+        let df = parse("FROM x\n# escape=`\nRUN a \\\n b\n").unwrap();
+        assert_eq!(df.escape, '\\');
+        assert_eq!(df.instructions[1].raw(), "a  b");
+        assert!(parse("# escape=x\nFROM a").is_err());
+    }
+
+    #[test]
+    fn unknown_instruction_and_heredoc() {
+        let e = parse("FROM a\nFOO bar\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "dockerfile parse error on line 2: unknown instruction: FOO"
+        );
+        assert!(parse("FROM a\nRUN <<EOF\necho\nEOF\n").is_err());
+        assert!(parse("FROM a\nRUN echo $((1<<2))\n").is_ok());
+    }
+
+    #[test]
+    fn trailing_continuation_and_crlf() {
+        let df = parse("FROM a\r\nRUN x \\\r\n").unwrap();
+        assert_eq!(df.instructions[1].raw(), "x");
+        assert_eq!(df.instructions.len(), 2);
+    }
+}

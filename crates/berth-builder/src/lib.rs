@@ -1,0 +1,30 @@
+//! Berth's Dockerfile builder, the classic builder's behaviour (`DOCKER_BUILDKIT=0`).
+//!
+//! Owns everything about a build that does not need the engine: the Dockerfile parser
+//! ([`dockerfile`]), the word lexer and variable substitution ([`shell`]), `.dockerignore`
+//! matching ([`ignore`]), the build context unpacked from a tar stream ([`context`]),
+//! COPY/ADD ([`copy`]), the on-disk step cache ([`cache`]), the images each step makes
+//! ([`image`]) and the executor that walks the stages ([`build`]). What needs the engine
+//! (pulling a base image, running a RUN step in a container) is asked of a
+//! [`build::BuildBackend`], which the daemon implements.
+//!
+//! A build flows: context unpacked → Dockerfile read and parsed → meta ARGs → per stage:
+//! FROM (a previous stage, scratch, or an image, pulled when missing) and ONBUILD triggers,
+//! then each instruction: substitute, look the step up in the cache (parent image + what the
+//! step does + for COPY/ADD a digest of the sources), else run it and record the new image →
+//! tag the last stage's image.
+
+pub mod build;
+pub mod cache;
+pub mod context;
+pub mod copy;
+pub mod dockerfile;
+mod error;
+pub mod ignore;
+pub mod image;
+pub mod shell;
+
+pub use build::{build, BuildBackend, BuildOptions, Emit, RunSpec};
+pub use cache::Cache;
+pub use context::Context;
+pub use error::{Error, Result};
