@@ -64,6 +64,11 @@ pub trait Emit {
     fn stream(&mut self, text: &str) -> Result<()>;
     /// An `{"aux": value}` message.
     fn aux(&mut self, value: Value) -> Result<()>;
+    /// Any other message, sent as is (pull progress of a base image).
+    fn message(&mut self, value: Value) -> Result<()> {
+        let _ = value;
+        Ok(())
+    }
 }
 
 /// Writes a RUN step's stderr as dockerd does: each chunk wrapped in bright-red escapes.

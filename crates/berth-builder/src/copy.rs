@@ -122,7 +122,11 @@ pub fn sources_digest(src: &SourceFs<'_>, sources: &[String]) -> Result<String> 
             paths.extend(walk_dir(&top)?.into_iter().map(PathBuf::from));
         }
         for rel in paths {
-            let abs = top.join(&rel);
+            let abs = if rel.as_os_str().is_empty() {
+                top.clone()
+            } else {
+                top.join(&rel)
+            };
             let m = std::fs::symlink_metadata(&abs).map_err(Error::io("stat", abs.clone()))?;
             h.update(rel.as_os_str().as_encoded_bytes());
             h.update(format!(

@@ -73,6 +73,10 @@ pub struct DaemonArgs {
     /// table), so that several daemons can share a host.
     #[arg(long, value_name = "TAG")]
     pub network_instance: Option<String>,
+    /// Remount the host's cgroup2 root with `favordynmods` (host-wide, Linux 6.0+): container
+    /// starts stop waiting for an RCU grace period when joining their cgroups
+    #[arg(long)]
+    pub cgroup_favordynmods: bool,
 }
 
 /// A listen address.
@@ -148,6 +152,8 @@ pub struct Config {
     pub bridge: Option<String>,
     /// `--network-instance`: empty for the untagged defaults.
     pub network_instance: String,
+    /// `--cgroup-favordynmods`: set the host's cgroup2 `favordynmods` option at start.
+    pub cgroup_favordynmods: bool,
 }
 
 /// The daemon.json keys dockerd knows that Berth reads.
@@ -167,6 +173,7 @@ const KNOWN_KEYS: &[&str] = &[
     "pidfile",
     "bridge",
     "network-instance",
+    "cgroup-favordynmods",
 ];
 
 /// The daemon.json keys dockerd knows that Berth accepts but does not act on yet.
@@ -260,6 +267,11 @@ impl Config {
             "bridge",
             args.bridge.is_some(),
             format!("{:?}", args.bridge),
+        );
+        check(
+            "cgroup-favordynmods",
+            args.cgroup_favordynmods,
+            "true".into(),
         );
         check(
             "network-instance",
@@ -370,6 +382,7 @@ impl Config {
             pidfile,
             bridge,
             network_instance,
+            cgroup_favordynmods: args.cgroup_favordynmods || file_bool("cgroup-favordynmods"),
         })
     }
 }

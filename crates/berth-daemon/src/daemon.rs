@@ -848,6 +848,7 @@ mod tests {
             pidfile: dir.join("run/berth.pid"),
             bridge: None,
             network_instance: String::new(),
+            cgroup_favordynmods: false,
         };
         let d = Daemon::open(config).unwrap();
         import_image(&d);

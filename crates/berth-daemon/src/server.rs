@@ -106,6 +106,19 @@ where
 
 /// Runs the daemon until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> Result<()> {
+    if config.cgroup_favordynmods {
+        use berth_runtime::cgroup_tuning::{favor_dynamic_modifications, Favordynmods};
+        match favor_dynamic_modifications() {
+            Ok(Favordynmods::Enabled(at)) => {
+                tracing::info!(mount = %at.display(), "cgroup favordynmods enabled")
+            }
+            Ok(Favordynmods::AlreadyEnabled(at)) => {
+                tracing::info!(mount = %at.display(), "cgroup favordynmods already enabled")
+            }
+            // A tuning, not a requirement: containers start either way.
+            Err(err) => tracing::warn!(%err, "cannot enable cgroup favordynmods"),
+        }
+    }
     let daemon = Arc::new(Daemon::open(config.clone())?);
     daemon.restore().await;
     let listeners = bind_all(&config).await?;

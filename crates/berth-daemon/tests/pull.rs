@@ -93,6 +93,7 @@ async fn docker_pull_from_a_local_registry() {
         pidfile: dir.path().join("run/berth.pid"),
         bridge: Some("none".into()),
         network_instance: net.0.clone(),
+        cgroup_favordynmods: false,
     };
     let daemon_task = tokio::spawn(berth_daemon::server::run(config));
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -10,6 +10,7 @@
 //! * [`monitor`]: the per-container monitor process (`berth monitor`) and its library API
 //!   ([`monitor::spawn_monitor`], [`monitor::read_exit`]).
 //! * [`cli`]: the runc-compatible command line (`berth runtime`).
+//! * [`cgroup_tuning`]: the host-wide `favordynmods` cgroup mode, set when the administrator asks.
 //!
 //! # Threads and forks
 //!
@@ -28,6 +29,7 @@
 //! lifecycle (creation, freeze, process list, kill, removal) but not for resource limits,
 //! whose controllers are all bound to v1.
 
+pub mod cgroup_tuning;
 pub mod cli;
 pub mod container;
 pub mod error;

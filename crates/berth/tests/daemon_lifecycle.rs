@@ -1,6 +1,6 @@
 //! Real containers through the daemon with the real docker CLI: run (attached, detached,
 //! with stdin), exit codes, logs, stop escalation, kill, wait, restart, forced removal, events,
-//! and containers surviving a daemon restart.
+//! containers surviving a daemon restart, and the `--cgroup-favordynmods` host tuning.
 
 mod daemon_common;
 
@@ -430,4 +430,98 @@ fn docker_run_gets_all_output_every_time() {
         assert_eq!(text(&out.stderr), "two\n", "run {i}: {out:?}");
         assert_eq!(out.status.code(), Some(5), "run {i}: {out:?}");
     }
+}
+
+/// The host's cgroup2 mount: (mount point, per-mount options, superblock options).
+fn cgroup2_mount() -> Option<(String, String, String)> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    info.lines().find_map(|line| {
+        let (before, after) = line.split_once(" - ")?;
+        let after: Vec<&str> = after.split(' ').collect();
+        let before: Vec<&str> = before.split(' ').collect();
+        (after[0] == "cgroup2").then(|| {
+            (
+                before[4].to_string(),
+                before[5].to_string(),
+                after[2].to_string(),
+            )
+        })
+    })
+}
+
+/// Puts the cgroup2 mount's superblock options back as they were (a remount replaces them).
+struct RestoreCgroup2(Option<(String, String, String)>);
+
+impl Drop for RestoreCgroup2 {
+    fn drop(&mut self) {
+        use nix::mount::{mount, MsFlags};
+        let Some((at, mount_options, super_options)) = &self.0 else {
+            return;
+        };
+        if super_options.split(',').any(|o| o == "favordynmods") {
+            return;
+        }
+        let mut flags = MsFlags::MS_REMOUNT;
+        for o in mount_options.split(',') {
+            flags |= match o {
+                "nosuid" => MsFlags::MS_NOSUID,
+                "nodev" => MsFlags::MS_NODEV,
+                "noexec" => MsFlags::MS_NOEXEC,
+                "relatime" => MsFlags::MS_RELATIME,
+                "noatime" => MsFlags::MS_NOATIME,
+                _ => MsFlags::empty(),
+            };
+        }
+        let data: Vec<&str> = super_options
+            .split(',')
+            .filter(|o| *o != "rw" && *o != "ro")
+            .collect();
+        let _ = mount(
+            None::<&str>,
+            at.as_str(),
+            Some("cgroup2"),
+            flags,
+            Some(data.join(",").as_str()),
+        );
+    }
+}
+
+#[test]
+fn cgroup_favordynmods_option() {
+    if !have_tools() {
+        return;
+    }
+    let before = cgroup2_mount();
+    let _restore = RestoreCgroup2(before.clone());
+    let d = Daemon::start_with(&["--cgroup-favordynmods"]);
+    import_busybox(&d);
+    match (&before, cgroup2_mount()) {
+        (
+            Some((at, mount_options, super_options)),
+            Some((at_after, options_after, super_after)),
+        ) => {
+            assert_eq!(&at_after, at);
+            // The remount keeps every per-mount and superblock option it found.
+            assert_eq!(&options_after, mount_options, "per-mount options changed");
+            for o in super_options.split(',') {
+                assert!(
+                    super_after.split(',').any(|a| a == o),
+                    "{o} dropped: {super_after}"
+                );
+            }
+            assert!(
+                super_after.split(',').any(|o| o == "favordynmods"),
+                "not set: {super_after}; daemon log: {}",
+                d.log()
+            );
+        }
+        // A cgroup-v1-only host: the daemon says why and runs containers anyway.
+        _ => assert!(
+            d.log().contains("cannot enable cgroup favordynmods"),
+            "{}",
+            d.log()
+        ),
+    }
+    let out = d.docker(&["run", "--rm", "busybox", "echo", "started"]);
+    assert_eq!(text(&out.stdout), "started\n", "{out:?}");
 }

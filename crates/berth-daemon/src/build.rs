@@ -1,0 +1,159 @@
+//! Dockerfile builds on the daemon core: the [`BuildBackend`] the builder runs its RUN steps
+//! and base-image pulls through. A RUN step is an ordinary container (created from the
+//! step's image with the step's Cmd/Env/User/WorkingDir, network per `networkmode`), started
+//! with its output attached before it runs (as `docker run` attaches), waited for and then
+//! committed by the builder; the builder asks for its removal.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use berth_builder::build::{emit_stderr, BuildBackend, Emit, RunSpec};
+use berth_builder::{Cache, Error as BuildError, Result as BuildResult};
+use berth_image::Store;
+use berth_runtime::monitor::attach as proto;
+use bollard_stubs::models::ContainerCreateBody;
+use serde_json::{json, Value};
+
+use crate::daemon::Daemon;
+
+/// The build cache of a data root, shared by concurrent builds of this process.
+pub fn cache_for(data_root: &Path) -> BuildResult<Arc<Cache>> {
+    static CACHES: OnceLock<Mutex<HashMap<PathBuf, Arc<Cache>>>> = OnceLock::new();
+    let mut map = CACHES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(c) = map.get(data_root) {
+        return Ok(Arc::clone(c));
+    }
+    let c = Arc::new(Cache::open(&data_root.join("builder"))?);
+    map.insert(data_root.to_path_buf(), Arc::clone(&c));
+    Ok(c)
+}
+
+/// The directory of builds' temporary files (contexts, copy staging).
+pub fn tmp_dir(data_root: &Path) -> PathBuf {
+    data_root.join("builder").join("tmp")
+}
+
+/// The daemon side of a build. Runs on a blocking thread; async daemon calls go through
+/// `handle`.
+pub struct DaemonBackend {
+    /// The daemon.
+    pub daemon: Arc<Daemon>,
+    /// The runtime the daemon's async operations run on.
+    pub handle: tokio::runtime::Handle,
+    /// The RUN containers' HostConfig (network mode, extra hosts, limits).
+    pub host_config: Value,
+}
+
+fn backend_err(e: impl std::fmt::Display) -> BuildError {
+    BuildError::Backend(e.to_string())
+}
+
+impl BuildBackend for DaemonBackend {
+    fn store(&self) -> &Store {
+        &self.daemon.images
+    }
+
+    fn tmp_dir(&self) -> PathBuf {
+        tmp_dir(&self.daemon.config.data_root)
+    }
+
+    fn pull(
+        &mut self,
+        reference: &str,
+        platform: Option<&str>,
+        out: &mut dyn Emit,
+    ) -> BuildResult<()> {
+        let registry = self.daemon.registry().map_err(backend_err)?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let progress: berth_distribution::Progress = Arc::new(move |m| {
+            let _ = tx.send(m);
+        });
+        let opts = berth_distribution::PullOptions {
+            credentials: None,
+            platform: platform.filter(|p| !p.is_empty()).map(str::to_string),
+        };
+        let result =
+            self.handle
+                .block_on(registry.pull(&self.daemon.images, reference, &opts, progress));
+        for m in rx.try_iter() {
+            out.message(serde_json::to_value(&m).unwrap_or(Value::Null))?;
+        }
+        result.map(drop).map_err(backend_err)
+    }
+
+    fn create(&mut self, image: &str, run: &RunSpec) -> BuildResult<String> {
+        let mut body = Value::Object(run.config.clone());
+        body["Image"] = json!(image);
+        // The step's command alone: the image's entrypoint does not wrap it.
+        body["Entrypoint"] = json!([]);
+        body["HostConfig"] = self.host_config.clone();
+        body["AttachStdout"] = json!(true);
+        body["AttachStderr"] = json!(true);
+        let body: ContainerCreateBody = serde_json::from_value(body)
+            .map_err(|e| BuildError::Backend(format!("build step container config: {e}")))?;
+        self.daemon
+            .create_container(None, body)
+            .map_err(backend_err)
+    }
+
+    fn start_and_wait(&mut self, id: &str, out: &mut dyn Emit) -> BuildResult<i64> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        crate::events::lock(&self.daemon.pending_attach)
+            .entry(id.to_string())
+            .or_default()
+            .push(tx);
+        let (_, events) = self.daemon.events.subscribe();
+        if let Err(err) = self.handle.block_on(self.daemon.start_container(id)) {
+            crate::events::lock(&self.daemon.pending_attach).remove(id);
+            return Err(backend_err(err));
+        }
+        if let Ok(stream) = self.handle.block_on(rx) {
+            if let Err(err) = copy_output(stream, out) {
+                // The client went away: the step is abandoned.
+                let _ = self.handle.block_on(
+                    self.daemon
+                        .kill_container(id, nix::sys::signal::Signal::SIGKILL),
+                );
+                return Err(err);
+            }
+        }
+        self.handle
+            .block_on(self.daemon.wait_container(id, "not-running", events))
+            .map_err(backend_err)
+    }
+
+    fn remove(&mut self, id: &str) -> BuildResult<()> {
+        self.handle
+            .block_on(self.daemon.remove_container(id, true))
+            .map_err(backend_err)
+    }
+}
+
+/// Copies a RUN container's framed output (stdout as is, stderr in dockerd's red) until the
+/// monitor closes the stream.
+fn copy_output(stream: std::os::unix::net::UnixStream, out: &mut dyn Emit) -> BuildResult<()> {
+    use std::io::Read;
+    let _ = stream.set_nonblocking(false);
+    let mut stream = stream;
+    let mut dec = proto::Decoder::default();
+    let mut buf = vec![0u8; 32 << 10];
+    loop {
+        let n = match stream.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(BuildError::Backend(format!("read build step output: {e}"))),
+        };
+        dec.push(&buf[..n]);
+        while let Some((kind, payload)) = dec.next_frame().map_err(backend_err)? {
+            match kind {
+                proto::STDERR => emit_stderr(out, &payload)?,
+                _ => out.stream(&String::from_utf8_lossy(&payload))?,
+            }
+        }
+    }
+}
