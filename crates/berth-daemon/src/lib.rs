@@ -24,6 +24,7 @@
 mod api;
 pub mod apiversion;
 pub mod archive;
+pub mod build;
 pub mod config;
 pub mod daemon;
 pub mod detach;

@@ -5,6 +5,7 @@
 
 mod archive;
 mod attach;
+mod build;
 mod containers;
 mod distribution;
 mod exec;
@@ -153,6 +154,8 @@ async fn route(daemon: Arc<Daemon>, req: Request<Incoming>) -> Result<Response<B
         (&Method::GET, ["containers", id, "archive"]) => archive::get(&ctx, id).await,
         (&Method::PUT, ["containers", id, "archive"]) => archive::put(&ctx, id, req).await,
         (&Method::POST, ["commit"]) => images::commit(&ctx, req).await,
+        (&Method::POST, ["build"]) => build::build(&ctx, req).await,
+        (&Method::POST, ["build", "prune"]) => build::prune(&ctx).await,
         (&Method::GET, ["containers", id, "stats"]) => stats::stats(&ctx, id).await,
         (&Method::POST, ["containers", id, "update"]) => stats::update(&ctx, id, req).await,
         (&Method::GET, ["images", "json"]) => images::list(&ctx).await,
