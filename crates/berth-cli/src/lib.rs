@@ -139,6 +139,8 @@ enum Command {
     },
     /// List images
     Images(ImagesArgs),
+    /// Build an image from a Dockerfile
+    Build(commands::BuildArgs),
     /// Download an image from a registry
     Pull(commands::PullArgs),
     /// Upload an image to a registry
@@ -503,6 +505,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             command: ImageCommand::Rm { force, images },
         } => cmd::rmi(c, force, &images).await,
         Command::Tag { source, target } => cmd::tag(c, &source, &target).await,
+        Command::Build(a) => cmd::build(c, &a).await,
         Command::Pull(a) => cmd::pull(c, &a).await,
         Command::Push(a) => cmd::push(c, &a).await,
         Command::Login(a) => cmd::login(c, &a).await,

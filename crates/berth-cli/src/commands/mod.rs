@@ -1,6 +1,7 @@
 //! One function per command. Each prints what the docker CLI prints for the same command
 //! and returns the exit code.
 
+mod build;
 mod containers;
 mod fs;
 mod images;
@@ -11,6 +12,7 @@ mod stats;
 mod system;
 mod volume;
 
+pub use build::{build, BuildArgs};
 pub use containers::{container_prune, inspect, logs, ps, rename, rm};
 pub use containers::{InspectArgs, LogsArgs, PruneArgs, PsArgs, RmArgs};
 pub use fs::{commit, cp, diff, export, CommitArgs, CpArgs};
