@@ -256,9 +256,9 @@ pub fn apply(
         let st = src.fs.stat(&resolved)?;
         let mut tar = tempfile::tempfile_in(tmp).map_err(Error::io("create temp file in", tmp))?;
         if st.is_dir() {
-            target.mount_target(&req.dest, true)?;
+            let dest = make_dir(target, &req.dest)?;
             src.fs.archive_named(&resolved, Some("."), &mut tar)?;
-            extract(target, &req.dest, tar, &opts, req.chmod, tmp)?;
+            extract(target, &dest, tar, &opts, req.chmod, tmp)?;
             continue;
         }
         if req.add && src.is_context {
@@ -269,13 +269,13 @@ pub fn apply(
             head.truncate(n);
             if is_archive(&head, &mut f) {
                 f.rewind().map_err(Error::io("rewind", host.clone()))?;
-                target.mount_target(&req.dest, true)?;
+                let dest = make_dir(target, &req.dest)?;
                 // Archive entries keep their own owners unless --chown was given.
                 let archive_opts = ExtractOptions {
                     owner: req.chown.as_ref().map(|_| owner),
                     ..opts.clone()
                 };
-                target.extract(&req.dest, f, &archive_opts)?;
+                target.extract(&dest, f, &archive_opts)?;
                 continue;
             }
         }
@@ -304,11 +304,19 @@ pub fn apply(
             )
         };
         let dir = if dir.is_empty() { "/".to_string() } else { dir };
-        target.mount_target(&dir, true)?;
+        let dir = make_dir(target, &dir)?;
         src.fs.archive_named(&resolved, Some(&name), &mut tar)?;
         extract(target, &dir, tar, &opts, req.chmod, tmp)?;
     }
     Ok(())
+}
+
+/// Creates directory `path` in the target (parents too, 0755), symlinks on the way followed
+/// inside the target as Docker follows them; returns the resolved path.
+fn make_dir(target: &ContainerFs, path: &str) -> Result<String> {
+    let resolved = target.resolve(path)?;
+    target.mount_target(&resolved, true)?;
+    Ok(resolved)
 }
 
 fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {

@@ -1,0 +1,343 @@
+//! Dockerfile builds through a real daemon: `berth build`, `POST /build` and the real docker
+//! CLI's legacy builder (`DOCKER_BUILDKIT=0 docker build`), over a busybox base image.
+
+mod daemon_common;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use daemon_common::{import_busybox, ok, Daemon, DOCKER};
+use serde_json::Value;
+
+fn prerequisites() -> bool {
+    let ok = Path::new(DOCKER).exists() && Path::new("/bin/busybox").exists();
+    if !ok {
+        eprintln!("skipping: docker CLI or busybox-static missing");
+    }
+    ok
+}
+
+/// Writes `files` (path, content) under a new context directory.
+fn context(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("context dir");
+    for (p, c) in files {
+        let path = dir.path().join(p);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(path, c).expect("write");
+    }
+    dir
+}
+
+fn build(d: &Daemon, args: &[&str], ctx: &Path) -> Output {
+    let mut all = vec!["build"];
+    all.extend_from_slice(args);
+    all.push(ctx.to_str().expect("utf-8 path"));
+    d.berth(&all)
+}
+
+fn run_output(d: &Daemon, image: &str, cmd: &[&str]) -> String {
+    let mut args = vec!["run", "--rm", image];
+    args.extend_from_slice(cmd);
+    ok(d.docker(&args))
+}
+
+/// The JSON messages of a `POST /build` response.
+fn messages(body: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(body)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("JSON message"))
+        .collect()
+}
+
+fn container_count(d: &Daemon) -> usize {
+    d.http("GET", "/containers/json?all=1", None)
+        .json()
+        .as_array()
+        .map_or(0, Vec::len)
+}
+
+#[test]
+fn multi_stage_with_args_env_and_copy_from() {
+    if !prerequisites() {
+        return;
+    }
+    let d = Daemon::start();
+    import_busybox(&d);
+    let ctx = context(&[
+        (
+            "Dockerfile",
+            "ARG BASE=busybox\n\
+             FROM ${BASE} AS first\n\
+             ARG WHO=nobody\n\
+             ENV GREETING=\"hello there\" DIR=/out\n\
+             RUN mkdir -p $DIR && echo \"$GREETING $WHO\" > $DIR/msg\n\
+             COPY data/ /data/\n\
+             FROM busybox\n\
+             COPY --from=first /out/msg /data/file.txt /final/\n\
+             LABEL stage=${BASE:-none}\n\
+             WORKDIR /final\n\
+             CMD [\"cat\", \"msg\", \"file.txt\"]\n",
+        ),
+        ("data/file.txt", "from the context\n"),
+    ]);
+    let out = ok(build(
+        &d,
+        &["-t", "ms:1", "--build-arg", "WHO=world"],
+        ctx.path(),
+    ));
+    assert!(out.contains("Step 1/11 : ARG BASE=busybox"), "{out}");
+    assert!(out.contains("Successfully tagged ms:1"), "{out}");
+    assert_eq!(
+        run_output(&d, "ms:1", &[]),
+        "hello there world\nfrom the context\n"
+    );
+    let labels = ok(d.docker(&["image", "inspect", "-f", "{{json .Config.Labels}}", "ms:1"]));
+    // ${BASE} is a meta ARG: not visible in a stage unless declared there.
+    assert_eq!(labels.trim(), r#"{"stage":"none"}"#);
+    let wd = ok(d.docker(&["image", "inspect", "-f", "{{.Config.WorkingDir}}", "ms:1"]));
+    assert_eq!(wd.trim(), "/final");
+}
+
+#[test]
+fn dockerignore_leaves_files_out_of_the_image() {
+    if !prerequisites() {
+        return;
+    }
+    let d = Daemon::start();
+    import_busybox(&d);
+    let ctx = context(&[
+        ("Dockerfile", "FROM busybox\nCOPY . /ctx\n"),
+        (
+            ".dockerignore",
+            "# comment\nsecret*\nlogs\n!logs/keep.log\n**/*.tmp\nDockerfile\n.dockerignore\n",
+        ),
+        ("secret.key", "s"),
+        ("app.txt", "a"),
+        ("logs/a.log", "x"),
+        ("logs/keep.log", "k"),
+        ("sub/deep/x.tmp", "t"),
+        ("sub/deep/y.txt", "y"),
+    ]);
+    ok(build(&d, &["-t", "ign"], ctx.path()));
+    let mut files: Vec<String> = run_output(&d, "ign", &["find", "/ctx", "-type", "f"])
+        .lines()
+        .map(str::to_string)
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        ["/ctx/app.txt", "/ctx/logs/keep.log", "/ctx/sub/deep/y.txt"]
+    );
+}
+
+#[test]
+fn cache_hits_on_rebuild_and_misses_after_a_change() {
+    if !prerequisites() {
+        return;
+    }
+    let d = Daemon::start();
+    import_busybox(&d);
+    let ctx = context(&[
+        (
+            "Dockerfile",
+            "FROM busybox\nENV A=1\nRUN echo built > /built\nCOPY f.txt /f.txt\nRUN cat /f.txt\n",
+        ),
+        ("f.txt", "one\n"),
+    ]);
+    let first = ok(build(&d, &["-t", "c:1"], ctx.path()));
+    assert!(!first.contains("Using cache"), "{first}");
+    let second = ok(build(&d, &["-t", "c:2"], ctx.path()));
+    assert_eq!(second.matches(" ---> Using cache").count(), 4, "{second}");
+    let id = |t: &str| ok(d.docker(&["image", "inspect", "-f", "{{.Id}}", t]));
+    assert_eq!(id("c:1"), id("c:2"));
+
+    std::fs::write(ctx.path().join("f.txt"), "two\n").expect("write");
+    let third = ok(build(&d, &["-t", "c:3"], ctx.path()));
+    // ENV and the first RUN are reused; the COPY and what follows are not.
+    assert_eq!(third.matches(" ---> Using cache").count(), 2, "{third}");
+    assert!(third.contains("two"), "{third}");
+    assert_eq!(run_output(&d, "c:3", &["cat", "/f.txt"]), "two\n");
+
+    let nocache = ok(build(&d, &["--no-cache", "-q"], ctx.path()));
+    assert!(nocache.trim().starts_with("sha256:"), "{nocache}");
+}
+
+#[test]
+fn failing_run_reports_dockerds_error_and_leaves_no_container() {
+    if !prerequisites() {
+        return;
+    }
+    let d = Daemon::start();
+    import_busybox(&d);
+    let ctx = context(&[(
+        "Dockerfile",
+        "FROM busybox\nRUN echo before; exit 3\nRUN true\n",
+    )]);
+    let out = build(&d, &["-t", "bad"], ctx.path());
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("The command '/bin/sh -c echo before; exit 3' returned a non-zero code: 3"),
+        "{stderr}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("before"));
+    assert_eq!(container_count(&d), 0);
+    assert_eq!(d.http("GET", "/images/bad/json", None).status, 404);
+
+    // The API's message stream: the error as dockerd sends it, with the exit code.
+    let tar = tar_of(&[("Dockerfile", b"FROM busybox\nRUN exit 5\n".as_slice())]);
+    let r = d.http("POST", "/build?t=bad2", Some(&tar));
+    assert_eq!(r.status, 200);
+    let last = messages(&r.body).pop().expect("messages");
+    assert_eq!(last["errorDetail"]["code"], 5, "{last}");
+    assert_eq!(
+        last["error"],
+        "The command '/bin/sh -c exit 5' returned a non-zero code: 5"
+    );
+    assert_eq!(container_count(&d), 0);
+
+    // Parse errors use dockerd's text.
+    let tar = tar_of(&[("Dockerfile", b"FROM busybox\nFROB x\n".as_slice())]);
+    let r = d.http("POST", "/build", Some(&tar));
+    let last = messages(&r.body).pop().expect("messages");
+    assert_eq!(
+        last["error"],
+        "dockerfile parse error on line 2: unknown instruction: FROB"
+    );
+}
+
+#[test]
+fn docker_cli_legacy_builder_works() {
+    if !prerequisites() {
+        return;
+    }
+    let d = Daemon::start();
+    import_busybox(&d);
+    let ctx = context(&[
+        (
+            "Dockerfile",
+            "FROM busybox\nCOPY hello.txt /\nRUN echo run >> /hello.txt\nCMD cat /hello.txt\n",
+        ),
+        ("hello.txt", "hello\n"),
+    ]);
+    let out = Command::new(DOCKER)
+        .args(["build", "-t", "cli:1", "."])
+        .current_dir(ctx.path())
+        .env("DOCKER_HOST", d.host())
+        .env("DOCKER_BUILDKIT", "0")
+        .env("DOCKER_CONFIG", d.dir.path().join("docker-config"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run docker build");
+    let stdout = ok(out);
+    assert!(stdout.contains("Successfully built"), "{stdout}");
+    assert!(stdout.contains("Successfully tagged cli:1"), "{stdout}");
+    assert_eq!(run_output(&d, "cli:1", &[]), "hello\nrun\n");
+}
+
+/// A tar with raw names (hostile ones included), regular files unless the content starts
+/// with `->`, which makes a symlink to the rest.
+fn tar_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        let bytes = name.as_bytes();
+        h.as_gnu_mut().expect("gnu header").name[..bytes.len()].copy_from_slice(bytes);
+        if let Some(target) = data.strip_prefix(b"->") {
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_size(0);
+            let t = target;
+            h.as_gnu_mut().expect("gnu header").linkname[..t.len()].copy_from_slice(t);
+            h.set_cksum();
+            b.append(&h, std::io::empty()).expect("append");
+        } else {
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_size(data.len() as u64);
+            h.set_cksum();
+            b.append(&h, *data).expect("append");
+        }
+    }
+    b.into_inner().expect("tar")
+}
+
+#[test]
+fn hostile_contexts_stay_inside_the_context_and_the_image() {
+    if !prerequisites() {
+        return;
+    }
+    let d = Daemon::start();
+    import_busybox(&d);
+    let before = std::fs::read("/etc/hostname").unwrap_or_default();
+    let builder_dir = d.data().join("builder");
+
+    // `../` names in the context tar never land outside the context directory.
+    let tar = tar_of(&[
+        ("Dockerfile", b"FROM busybox\nCOPY . /ctx\n".as_slice()),
+        ("../escaped", b"x".as_slice()),
+        ("../../escaped2", b"y".as_slice()),
+    ]);
+    let r = d.http("POST", "/build?t=h1", Some(&tar));
+    assert_eq!(r.status, 200);
+    assert!(!builder_dir.join("escaped").exists());
+    assert!(!builder_dir.join("tmp").join("escaped").exists());
+    assert!(!d.data().join("escaped2").exists());
+
+    // A COPY source climbing out of the context finds nothing there.
+    let tar = tar_of(&[(
+        "Dockerfile",
+        b"FROM busybox\nCOPY ../../../../etc/hostname /stolen\n".as_slice(),
+    )]);
+    let r = d.http("POST", "/build?t=h2", Some(&tar));
+    let last = messages(&r.body).pop().expect("messages");
+    assert!(
+        last["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("file not found in build context")),
+        "{last}"
+    );
+
+    // A symlink in the context pointing outside resolves inside the context: the host's
+    // file is never read; the link itself is copied as a link.
+    let tar = tar_of(&[
+        (
+            "Dockerfile",
+            b"FROM busybox\nCOPY link /viaLink\nCOPY dirlink/hostname /viaDir\n".as_slice(),
+        ),
+        ("link", b"->/etc/hostname".as_slice()),
+        ("dirlink", b"->/etc".as_slice()),
+    ]);
+    let r = d.http("POST", "/build?t=h3", Some(&tar));
+    let last = messages(&r.body).pop().expect("messages");
+    assert!(
+        last.get("error").is_some(),
+        "a host file was copied: {last}"
+    );
+
+    // A destination symlink in the image cannot send the copy to the host either.
+    let tar = tar_of(&[
+        (
+            "Dockerfile",
+            b"FROM busybox\nRUN ln -s /../../../../tmp/berth-build-escape /esc\nCOPY f /esc/f\n"
+                .as_slice(),
+        ),
+        ("f", b"payload".as_slice()),
+    ]);
+    let r = d.http("POST", "/build?t=h4", Some(&tar));
+    let msgs = messages(&r.body);
+    assert!(
+        msgs.last().is_some_and(|m| m.get("error").is_none()),
+        "{msgs:?}"
+    );
+    assert!(!Path::new("/tmp/berth-build-escape/f").exists());
+    assert_eq!(
+        run_output(&d, "h4", &["cat", "/tmp/berth-build-escape/f"]),
+        "payload"
+    );
+    assert_eq!(std::fs::read("/etc/hostname").unwrap_or_default(), before);
+    assert_eq!(container_count(&d), 0);
+}
