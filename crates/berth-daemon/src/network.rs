@@ -53,6 +53,8 @@ impl Networking {
     pub fn open(config: &crate::config::Config) -> Result<Self> {
         let mut cfg = berth_network::Config::new(config.data_root.join("network"))
             .with_instance(&config.network_instance);
+        // Ready-made namespaces for container starts (see `berth_network::pool`).
+        cfg.pool_dir = Some(config.exec_root.join("netns-pool"));
         let default_bridge = match config.bridge.as_deref() {
             Some("none") => false,
             Some(name) => {
@@ -235,6 +237,7 @@ impl Daemon {
             if default_bridge {
                 mgr.ensure_default()?;
             }
+            mgr.start_pool();
             Ok(())
         })
         .await;
@@ -342,7 +345,6 @@ impl Daemon {
                 let path = self.network.netns_path(&r.id);
                 // A namespace left by a run the daemon did not see end.
                 self.network_teardown(&r.id);
-                netns::create(&path)?;
                 match self.connect_all(r, &primary, &path) {
                     Ok((ep, dns)) => {
                         let mounts = files(Some(&ep), dns, false);
@@ -381,7 +383,8 @@ impl Daemon {
         extra.sort();
         extra.dedup();
         let ports = port_mappings(r)?;
-        let ep = self.connect_one(r, &primary_net, netns, ports, "eth0")?;
+        // The primary connect makes the namespace (a pooled one when it can).
+        let ep = self.connect_one(r, &primary_net, netns, ports, "eth0", true)?;
         let mut n = 1;
         for name in extra {
             let Ok(net) = self.network.mgr.inspect(&name) else {
@@ -390,7 +393,7 @@ impl Daemon {
             if net.id == primary_net.id {
                 continue;
             }
-            self.connect_one(r, &net, netns, Vec::new(), &format!("eth{n}"))?;
+            self.connect_one(r, &net, netns, Vec::new(), &format!("eth{n}"), false)?;
             n += 1;
         }
         let dns = (!primary_net.default_bridge).then_some(primary_net.gateway);
@@ -404,6 +407,7 @@ impl Daemon {
         netns: &Path,
         ports: Vec<PortMapping>,
         ifname: &str,
+        new_netns: bool,
     ) -> Result<EndpointRecord> {
         let settings = endpoint_settings(r, &net.name).or_else(|| endpoint_settings(r, &net.id));
         let mut aliases: Vec<String> = settings.and_then(|s| s.aliases.clone()).unwrap_or_default();
@@ -467,6 +471,7 @@ impl Daemon {
                 mac,
                 ports,
                 netns: netns.to_path_buf(),
+                new_netns,
                 ifname: Some(ifname.to_string()),
             },
         )?;
@@ -475,19 +480,17 @@ impl Daemon {
     }
 
     /// Container exit or removal (blocking): detaches it from every network and removes its
-    /// namespace. Failures are logged: the container is gone either way.
+    /// namespace; the links are deleted in the background. Failures are logged: the container
+    /// is gone either way.
     pub fn network_teardown(&self, id: &str) {
-        for (net, _) in self.network.endpoints_of(id) {
-            match self.network.mgr.disconnect(&net.id, id) {
-                Ok(()) => self.network_event("disconnect", &net, &[("container", id.into())]),
-                Err(err) => tracing::warn!(%id, network = %net.name, %err, "cannot disconnect"),
-            }
-        }
         let path = self.network.netns_path(id);
-        if path.exists() {
-            if let Err(err) = netns::remove(&path) {
-                tracing::warn!(%id, %err, "cannot remove network namespace");
+        match self.network.mgr.release_container(id, &path) {
+            Ok(nets) => {
+                for net in nets {
+                    self.network_event("disconnect", &net, &[("container", id.into())]);
+                }
             }
+            Err(err) => tracing::warn!(%id, %err, "cannot release container networking"),
         }
     }
 
@@ -551,7 +554,7 @@ impl Daemon {
                 .map(|n| format!("eth{n}"))
                 .find(|n| !names.contains(n))
                 .unwrap_or_else(|| "eth0".into());
-            d.connect_one(&r, &net, &path, Vec::new(), &ifname)
+            d.connect_one(&r, &net, &path, Vec::new(), &ifname, false)
                 .map(drop)
         })
         .await;

@@ -33,6 +33,7 @@ pub mod manager;
 pub mod mode;
 pub mod netlink;
 pub mod netns;
+pub mod pool;
 pub mod ports;
 pub mod store;
 

@@ -14,6 +14,8 @@ use crate::error::{NetworkError, Result};
 use crate::firewall;
 use crate::ipam::{self, Allocations, Allocations6, Ipv4Net, Ipv6Net};
 use crate::netlink::{self, ContainerIface};
+use crate::netns;
+use crate::pool::{Pool, POOL_OWNER, RELEASING_OWNER};
 use crate::ports::{self, PortMapping};
 use crate::store::{self, EndpointRecord, Ipv6Record, NetworkRecord, State};
 
@@ -38,6 +40,10 @@ pub struct Config {
     /// nftables table name (one table in family `ip`, one in `ip6`).
     pub table: String,
     pub default_mtu: u32,
+    /// Where pooled namespaces are pinned (see [`crate::pool`]); `None` pools nothing.
+    pub pool_dir: Option<PathBuf>,
+    /// Ready namespaces kept per pooled network.
+    pub pool_size: usize,
 }
 
 impl Config {
@@ -50,6 +56,8 @@ impl Config {
             veth_prefix: "bv".into(),
             table: firewall::TABLE.into(),
             default_mtu: 1500,
+            pool_dir: None,
+            pool_size: 2,
         }
     }
 
@@ -116,6 +124,9 @@ pub struct ConnectRequest {
     pub ports: Vec<PortMapping>,
     /// The container's network namespace file.
     pub netns: PathBuf,
+    /// `connect` makes the namespace at `netns` itself: a pooled one when the request names
+    /// no static address or MAC (the first network of a starting container), else a new one.
+    pub new_netns: bool,
     /// Interface name inside the namespace; `eth0` when empty (then `eth1`... for further
     /// networks is the caller's choice).
     pub ifname: Option<String>,
@@ -136,6 +147,7 @@ pub struct NetworkManager {
     /// The ruleset last loaded into nftables. Most container starts publish no port and do
     /// not change it, so they skip the `nft` run (tens of milliseconds) entirely.
     applied: Mutex<Option<String>>,
+    pub(crate) pool: Pool,
 }
 
 /// How many hex digits fit after `prefix` in a 15-byte interface name, at most `max`.
@@ -143,7 +155,7 @@ fn hex_room(prefix: &str, max: usize) -> usize {
     15usize.saturating_sub(prefix.len()).min(max)
 }
 
-fn short_hash(s: &str) -> String {
+pub(crate) fn short_hash(s: &str) -> String {
     // FNV-1a: stable across releases, unlike std's hasher.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in s.bytes() {
@@ -170,6 +182,7 @@ impl NetworkManager {
     pub fn open(cfg: Config) -> Result<Self> {
         let state = store::load(&cfg.state_dir.join("networks.json"))?;
         Ok(Self {
+            pool: Pool::new(cfg.pool_dir.clone(), cfg.pool_size),
             cfg,
             state: Mutex::new(state),
             applied: Mutex::new(None),
@@ -180,7 +193,7 @@ impl NetworkManager {
         &self.cfg
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         // A panic mid-operation leaves the last committed state, which is still coherent.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -202,7 +215,7 @@ impl NetworkManager {
         Ok(())
     }
 
-    fn commit(&self, guard: &mut State, new: State) -> Result<()> {
+    pub(crate) fn commit(&self, guard: &mut State, new: State) -> Result<()> {
         if let Err(e) = self.sync_firewall(&new, false) {
             let _ = self.sync_firewall(guard, true);
             return Err(e);
@@ -484,6 +497,15 @@ impl NetworkManager {
 
     /// `docker network rm`: refuses while endpoints exist; removes bridge and rules.
     pub fn remove_network(&self, id_or_name: &str) -> Result<()> {
+        // Its pool goes first (outside the state lock, which the pool's worker takes).
+        if let Ok(n) = self.inspect(id_or_name) {
+            if !n.default_bridge {
+                for e in self.pool.drain(&n.id) {
+                    let _ = netns::remove(&e.netns);
+                    let _ = netlink::delete_link(&e.host_veth);
+                }
+            }
+        }
         let mut guard = self.lock();
         let net = guard
             .find(id_or_name)
@@ -502,18 +524,34 @@ impl NetworkManager {
         let mut new = guard.clone();
         new.networks.remove(&net.id);
         self.commit(&mut guard, new)?;
+        drop(guard);
+        // Links of its last containers that are still being deleted.
+        for o in net.ipam.allocated.values() {
+            if let Some(link) = o.strip_prefix(RELEASING_OWNER) {
+                let _ = netlink::delete_link(link);
+            }
+        }
         netlink::delete_link(&net.bridge)?;
         Ok(())
     }
 
     /// Removes every network, including the default one (daemon uninstall and tests).
     pub fn remove_all(&self) -> Result<()> {
+        for e in self.pool.drain_all() {
+            let _ = netns::remove(&e.netns);
+            let _ = netlink::delete_link(&e.host_veth);
+        }
         let mut guard = self.lock();
         let old = guard.clone();
         self.commit(&mut guard, State::default())?;
         for n in old.networks.values() {
             for ep in n.endpoints.values() {
                 let _ = netlink::delete_link(&ep.host_veth);
+            }
+            for o in n.ipam.allocated.values() {
+                if let Some(link) = o.strip_prefix(RELEASING_OWNER) {
+                    let _ = netlink::delete_link(link);
+                }
             }
             netlink::delete_link(&n.bridge)?;
         }
@@ -530,7 +568,9 @@ impl NetworkManager {
     }
 
     /// Attaches a container: allocates its address, creates the veth into its namespace,
-    /// publishes its ports. Returns the endpoint (with resolved random host ports).
+    /// publishes its ports. Returns the endpoint (with resolved random host ports). With
+    /// `new_netns`, the namespace at `req.netns` is made here, from the network's pool when
+    /// the request allows (see [`crate::pool`]); it is removed again if the call fails.
     pub fn connect(&self, network: &str, req: ConnectRequest) -> Result<EndpointRecord> {
         let mut guard = self.lock();
         let net = guard
@@ -543,19 +583,96 @@ impl NetworkManager {
                 network: net.name,
             });
         }
+        // As in Docker, internal networks publish nothing: there is no way in from outside.
+        let wanted = if net.internal {
+            &[][..]
+        } else {
+            &req.ports[..]
+        };
+        let ports = ports::resolve(wanted, &Self::published(&guard))?;
+        let poolable = req.new_netns
+            && req.ip.is_none()
+            && req.ip6.is_none()
+            && req.mac.is_none()
+            && req.ifname.as_deref().is_none_or(|n| n == "eth0");
+        if poolable {
+            self.want_pool(&net.id);
+            let mut n = net.clone();
+            if let Some(e) = self.adopt(&mut n, &req.container_id, &req.netns) {
+                let ep = EndpointRecord {
+                    container_id: req.container_id.clone(),
+                    name: req.name,
+                    aliases: req.aliases,
+                    links: req.links,
+                    ip: e.ip,
+                    ip6: e.ip6,
+                    mac: netlink::mac_string(e.mac),
+                    host_veth: e.host_veth.clone(),
+                    netns: req.netns.clone(),
+                    ports,
+                };
+                n.endpoints.insert(req.container_id, ep.clone());
+                let mut new = guard.clone();
+                new.networks.insert(n.id.clone(), n);
+                if let Err(err) = self.commit(&mut guard, new) {
+                    drop(guard);
+                    let _ = netns::remove(&req.netns);
+                    self.discard(&[e]);
+                    return Err(err);
+                }
+                return Ok(ep);
+            }
+        }
+        let made = req.new_netns;
+        if made {
+            netns::create(&req.netns)?;
+        }
+        let netns_path = req.netns.clone();
+        let r = self.connect_new(&mut guard, net, req, ports);
+        if r.is_err() && made {
+            let _ = netns::remove(&netns_path);
+        }
+        r
+    }
+
+    /// The slow path of [`Self::connect`]: a new veth pair into an existing namespace.
+    fn connect_new(
+        &self,
+        guard: &mut MutexGuard<'_, State>,
+        net: NetworkRecord,
+        req: ConnectRequest,
+        ports: Vec<PortMapping>,
+    ) -> Result<EndpointRecord> {
         let mut ipam = net.ipam.clone();
+        let mut ipv6 = net.ipv6.clone();
         let ip = match req.ip {
             Some(ip) => {
+                let owner = ipam.allocated.get(&ip).cloned();
+                if let Some(o) = owner.filter(|o| self.reclaim(&net.id, o)) {
+                    drop_owners(&mut ipam, &mut ipv6, &[o]);
+                }
                 ipam.reserve(&net.name, &net.subnet, ip, &req.container_id)?;
                 ip
             }
-            None => ipam.allocate(&net.subnet, &net.ip_range, &req.container_id)?,
+            None => match ipam.allocate(&net.subnet, &net.ip_range, &req.container_id) {
+                Err(NetworkError::PoolExhausted(_)) => {
+                    // Addresses held by pool entries or links being deleted are free to take.
+                    let owners = self.reclaim_held(&net.id, &ipam);
+                    drop_owners(&mut ipam, &mut ipv6, &owners);
+                    ipam.allocate(&net.subnet, &net.ip_range, &req.container_id)?
+                }
+                r => r?,
+            },
         };
-        let mut ipv6 = net.ipv6.clone();
         let ip6 = match (&mut ipv6, req.ip6) {
             (None, None) => None,
             (None, Some(_)) => return Err(NetworkError::Ipv6Disabled(net.name)),
             (Some(v6), Some(ip)) => {
+                let owner = v6.ipam.allocated.get(&ip).cloned();
+                if let Some(o) = owner.filter(|o| self.reclaim(&net.id, o)) {
+                    v6.ipam.allocated.retain(|_, x| *x != o);
+                    ipam.allocated.retain(|_, x| *x != o);
+                }
                 v6.ipam
                     .reserve(&net.name, &v6.subnet, ip, &req.container_id)?;
                 Some(ip)
@@ -566,31 +683,8 @@ impl NetworkManager {
                 &req.container_id,
             )?),
         };
-        // As in Docker, internal networks publish nothing: there is no way in from outside.
-        let wanted = if net.internal {
-            &[][..]
-        } else {
-            &req.ports[..]
-        };
-        let ports = ports::resolve(wanted, &Self::published(&guard))?;
-        let hash = short_hash(&format!("{}/{}", net.id, req.container_id));
-        // The name keeps only part of the hash: on the (unlikely) clash with an endpoint of
-        // this daemon, rehash with a salt rather than share a name.
-        let in_use = |name: &str| {
-            guard
-                .networks
-                .values()
-                .flat_map(|n| n.endpoints.values())
-                .any(|e| e.host_veth == name)
-        };
-        let room = hex_room(&self.cfg.veth_prefix, 16);
-        let mut host_veth = format!("{}{}", self.cfg.veth_prefix, &hash[..room]);
-        let mut salt = 0u32;
-        while in_use(&host_veth) {
-            salt += 1;
-            let h = short_hash(&format!("{}/{}/{salt}", net.id, req.container_id));
-            host_veth = format!("{}{}", self.cfg.veth_prefix, &h[..room]);
-        }
+        let host_veth = self.fresh_veth_name(guard, &net.id);
+        let hash = short_hash(&host_veth);
         let peer_tmp = format!("bt{}", &hash[..13]);
         let mac = req.mac.unwrap_or_else(|| netlink::mac_for(ip));
         let ifname = req.ifname.clone().unwrap_or_else(|| "eth0".into());
@@ -638,17 +732,54 @@ impl NetworkManager {
             netns: req.netns.clone(),
             ports,
         };
-        let mut new = guard.clone();
+        let mut new = (**guard).clone();
         if let Some(n) = new.networks.get_mut(&net.id) {
             n.ipam = ipam;
             n.ipv6 = ipv6;
             n.endpoints.insert(req.container_id, ep.clone());
         }
-        if let Err(e) = self.commit(&mut guard, new) {
+        if let Err(e) = self.commit(guard, new) {
             let _ = netlink::delete_link(&host_veth);
             return Err(e);
         }
         Ok(ep)
+    }
+
+    /// A host veth name of this configuration's pattern (prefix + hex) that no endpoint
+    /// uses. Random rather than derived from the container: a restarted container's previous
+    /// link may still exist while it is deleted in the background.
+    pub(crate) fn fresh_veth_name(&self, st: &State, network_id: &str) -> String {
+        let room = hex_room(&self.cfg.veth_prefix, 16);
+        loop {
+            let h = short_hash(&format!("{network_id}/{:016x}", rand::random::<u64>()));
+            let name = format!("{}{}", self.cfg.veth_prefix, &h[..room]);
+            let used = st
+                .networks
+                .values()
+                .flat_map(|n| n.endpoints.values())
+                .any(|e| e.host_veth == name);
+            if !used {
+                return name;
+            }
+        }
+    }
+
+    /// For a full range: the kernel side of every address of `ipam` held by a pool entry or a
+    /// link being deleted is removed now; returns those owners for the caller to drop.
+    fn reclaim_held(&self, network: &str, ipam: &Allocations) -> Vec<String> {
+        let mut owners = self.reclaim_all(network);
+        let releasing: HashSet<String> = ipam
+            .allocated
+            .values()
+            .filter(|o| o.starts_with(RELEASING_OWNER))
+            .cloned()
+            .collect();
+        for o in releasing {
+            if self.reclaim(network, &o) {
+                owners.push(o);
+            }
+        }
+        owners
     }
 
     /// Detaches a container: removes its veth (the namespace side goes with it), DNAT rules
@@ -694,16 +825,65 @@ impl NetworkManager {
         Ok(())
     }
 
+    /// Container exit or removal: drops every endpoint of `container_id` (names, DNS,
+    /// published ports) and unmounts its namespace at `netns` now; the host veths are deleted
+    /// in the background and their addresses freed only then. Returns the networks it was on.
+    pub fn release_container(
+        &self,
+        container_id: &str,
+        netns_path: &Path,
+    ) -> Result<Vec<NetworkRecord>> {
+        let mut guard = self.lock();
+        let nets: Vec<NetworkRecord> = guard
+            .networks
+            .values()
+            .filter(|n| n.endpoints.contains_key(container_id))
+            .cloned()
+            .collect();
+        let mut links = Vec::new();
+        if !nets.is_empty() {
+            let mut new = guard.clone();
+            for n in new.networks.values_mut() {
+                let Some(ep) = n.endpoints.remove(container_id) else {
+                    continue;
+                };
+                let owner = format!("{RELEASING_OWNER}{}", ep.host_veth);
+                n.ipam.allocated.insert(ep.ip, owner.clone());
+                if let (Some(v6), Some(ip6)) = (n.ipv6.as_mut(), ep.ip6) {
+                    v6.ipam.allocated.insert(ip6, owner);
+                }
+                links.push(ep.host_veth);
+            }
+            self.commit(&mut guard, new)?;
+        }
+        drop(guard);
+        let r = netns::remove(netns_path);
+        self.release_later(links);
+        r.map(|()| nets)
+    }
+
     /// Daemon start: drops endpoints of containers not in `live` (the daemon's running
     /// containers), recreates missing bridges, deletes Berth-named links nobody owns and
     /// rewrites the firewall table from state.
     pub fn reconcile(&self, live: &HashSet<String>) -> Result<ReconcileReport> {
         let mut report = ReconcileReport::default();
+        // Namespaces a previous run pooled; their links go with the sweep below.
+        let stale = self.pool.drain_all();
+        for e in &stale {
+            let _ = netns::remove(&e.netns);
+        }
+        self.clear_pool_dir();
         let mut guard = self.lock();
         // Whatever nftables holds now, reload it from state.
         *self.applied.lock().unwrap_or_else(|e| e.into_inner()) = None;
         let mut new = guard.clone();
         for n in new.networks.values_mut() {
+            // Addresses of pool entries and of links a previous run was deleting.
+            let held = |o: &String| o.starts_with(POOL_OWNER) || o.starts_with(RELEASING_OWNER);
+            n.ipam.allocated.retain(|_, o| !held(o));
+            if let Some(v6) = n.ipv6.as_mut() {
+                v6.ipam.allocated.retain(|_, o| !held(o));
+            }
             let dead: Vec<String> = n
                 .endpoints
                 .keys()
@@ -800,6 +980,14 @@ impl NetworkManager {
 /// The bridge's IPv6 gateway address and prefix, for IPv6 networks.
 fn v6_gateway(n: &NetworkRecord) -> Option<(Ipv6Addr, u8)> {
     n.ipv6.as_ref().map(|v| (v.gateway, v.subnet.prefix()))
+}
+
+/// Drops the allocations (both families) of `owners`.
+fn drop_owners(ipam: &mut Allocations, ipv6: &mut Option<Ipv6Record>, owners: &[String]) {
+    ipam.allocated.retain(|_, o| !owners.contains(o));
+    if let Some(v6) = ipv6 {
+        v6.ipam.allocated.retain(|_, o| !owners.contains(o));
+    }
 }
 
 /// Names the address an `OutsideSubnet` error is about (`reserve` only knows "address").

@@ -182,6 +182,28 @@ pub fn ensure_bridge(
                 add_address(&h, idx, IpAddr::V6(gw6), prefix6, &name).await?;
             }
         }
+        // A bridge whose MAC address was never set follows the lowest MAC among its ports,
+        // so it would change as containers (and pooled namespaces) come and go, leaving
+        // stale gateway neighbour entries in every container. Setting it (to the address
+        // it has now) pins it, as dockerd does with a random one.
+        let sys = format!("/sys/class/net/{name}");
+        let assigned = std::fs::read_to_string(format!("{sys}/addr_assign_type"))
+            .map_err(io_err("read", &sys))?;
+        if assigned.trim() != "3" {
+            let mac = std::fs::read_to_string(format!("{sys}/address"))
+                .ok()
+                .and_then(|m| parse_mac(m.trim()))
+                .ok_or_else(|| NetworkError::LinkNotFound(name.clone()))?;
+            h.link()
+                .set(
+                    LinkUnspec::new_with_index(idx)
+                        .address(mac.to_vec())
+                        .build(),
+                )
+                .execute()
+                .await
+                .map_err(nl("set address", &name))?;
+        }
         h.link()
             .set(LinkUnspec::new_with_index(idx).up().build())
             .execute()

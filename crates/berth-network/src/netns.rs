@@ -74,3 +74,28 @@ pub fn remove(path: &Path) -> Result<()> {
         _ => Ok(()),
     }
 }
+
+/// Moves the namespace pinned at `from` (made by [`create`]) to `to`: a second bind mount of
+/// the same namespace, then the first one unmounted and removed. Two mount calls, so a
+/// namespace made ahead of time takes a container's path without touching the network stack.
+pub fn rebind(from: &Path, to: &Path) -> Result<()> {
+    if let Some(dir) = to.parent() {
+        std::fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+    }
+    if is_netns(to) {
+        return Err(NetworkError::Io {
+            op: "rebind netns",
+            path: to.to_path_buf(),
+            source: std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+        });
+    }
+    File::create(to).map_err(io_err("create", to))?;
+    if let Err(source) = mount(Some(from), to, None::<&str>, MsFlags::MS_BIND, None::<&str>) {
+        let _ = std::fs::remove_file(to);
+        return Err(NetworkError::Sys {
+            op: "bind mount netns",
+            source,
+        });
+    }
+    remove(from)
+}

@@ -365,8 +365,8 @@ fn network_instances_do_not_touch_each_other() {
         assert!(out.status.success(), "no table {}", d.net.table());
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    let mut before = a.net.links();
-    before.sort();
+    // The bridge, idle's veth and the two pooled namespaces' veths, once the pool has refilled.
+    let before = settled_links(&a, 4);
     assert!(before.contains(&a.net.default_bridge()), "{before:?}");
     assert!(
         before
@@ -386,11 +386,25 @@ fn network_instances_do_not_touch_each_other() {
     std::fs::rename(b.data().join("network"), b.dir.path().join("network.old")).unwrap();
     b.spawn();
 
-    let mut after = a.net.links();
-    after.sort();
+    let after = settled_links(&a, 4);
     assert_eq!(before, after, "daemon {} links changed", a.net.tag);
     assert_eq!(rules_before, table(&a));
     ok(a.docker(&["exec", "idle", "ping", "-c", "1", "-W", "5", &gateway(&a)]));
+}
+
+/// `d`'s links, sorted, once there are `n` of them: the default network's pool of ready
+/// namespaces refills in the background after each container start.
+fn settled_links(d: &Daemon, n: usize) -> Vec<String> {
+    let mut links = Vec::new();
+    for _ in 0..100 {
+        links = d.net.links();
+        if links.len() == n {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    links.sort();
+    links
 }
 
 /// The gateway of `d`'s default network.

@@ -21,6 +21,15 @@ pub struct Env {
 impl Env {
     /// `n` distinguishes tests of one binary; names stay within 15 bytes.
     pub fn new(n: u32) -> Self {
+        Self::build(n, false)
+    }
+
+    /// With pooled namespaces (`Config::pool_dir`) and the pool's worker running.
+    pub fn with_pool(n: u32) -> Self {
+        Self::build(n, true)
+    }
+
+    fn build(n: u32, pool: bool) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let tag = format!("{}{n}", std::process::id() % 10000);
         let mut cfg = Config::new(dir.path());
@@ -28,7 +37,13 @@ impl Env {
         cfg.veth_prefix = format!("bv{tag}x");
         cfg.bridge_prefix = format!("bb{tag}x");
         cfg.default_bridge = format!("bd{tag}");
+        if pool {
+            cfg.pool_dir = Some(PathBuf::from(format!("/run/berth-test-netns/{tag}-pool")));
+        }
         let mgr = Arc::new(NetworkManager::open(cfg).expect("open manager"));
+        if pool {
+            mgr.start_pool();
+        }
         Env {
             mgr,
             tag,
@@ -45,6 +60,13 @@ impl Env {
     pub fn netns(&mut self, s: &str) -> PathBuf {
         let p = PathBuf::from(format!("/run/berth-test-netns/{}-{s}", self.tag));
         netns::create(&p).expect("create netns");
+        self.netns.push(p.clone());
+        p
+    }
+
+    /// A namespace path for `connect` with `new_netns` to create; removed at drop.
+    pub fn netns_path(&mut self, s: &str) -> PathBuf {
+        let p = PathBuf::from(format!("/run/berth-test-netns/{}-{s}", self.tag));
         self.netns.push(p.clone());
         p
     }
@@ -72,6 +94,9 @@ impl Drop for Env {
         }
         for p in &self.netns {
             let _ = netns::remove(p);
+        }
+        if let Some(dir) = &self.mgr.config().pool_dir {
+            let _ = std::fs::remove_dir(dir);
         }
     }
 }
