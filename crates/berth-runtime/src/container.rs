@@ -25,6 +25,7 @@ use nix::unistd::Pid;
 use oci_spec::runtime::{Capability, LinuxResources, Process, Spec};
 use serde::{Deserialize, Serialize};
 
+use crate::cgroup_fs;
 use crate::error::{Error, Result};
 use crate::executor::WorkloadExecutor;
 use crate::seccomp_filter::{self, PrecompiledSeccomp};
@@ -284,6 +285,9 @@ impl Runtime {
                 op: "delete without --force",
             });
         }
+        if self.delete_stopped(id, &container) {
+            return Ok(());
+        }
         let result = container
             .delete(force)
             .map_err(|e| Error::libcontainer(format!("delete container {id}"), &e));
@@ -292,6 +296,35 @@ impl Runtime {
             let _ = fs::remove_dir_all(self.container_dir(id));
         }
         result
+    }
+
+    /// The common case of [`Runtime::delete`] without libcontainer: a stopped container with
+    /// no poststop hooks, no Intel RDT group and no systemd cgroup loses its (empty) cgroup
+    /// directories and its state directory. libcontainer's path builds a cgroup manager, which
+    /// re-reads the mount table once per controller (~3 ms on the `run --rm` path); one read
+    /// and one `rmdir` per hierarchy do the same. Returns `false`, having changed nothing it
+    /// cannot redo, whenever libcontainer's full path is needed (e.g. a cgroup still busy).
+    fn delete_stopped(&self, id: &str, container: &Container) -> bool {
+        if container.status() != ContainerStatus::Stopped
+            || container.systemd()
+            || container.intel_rdt_dir().is_some()
+        {
+            return false;
+        }
+        let Ok(config) = container.spec() else {
+            return false;
+        };
+        let poststop = config.hooks.as_ref().and_then(|h| h.poststop().as_ref());
+        if poststop.is_some_and(|hooks| !hooks.is_empty()) {
+            return false;
+        }
+        if !cgroup_fs::remove_cgroup(&config.cgroup_path) {
+            return false;
+        }
+        match fs::remove_dir_all(self.container_dir(id)) {
+            Ok(()) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        }
     }
 
     fn cgroup_manager(

@@ -29,6 +29,7 @@
 //! lifecycle (creation, freeze, process list, kill, removal) but not for resource limits,
 //! whose controllers are all bound to v1.
 
+mod cgroup_fs;
 pub mod cgroup_tuning;
 pub mod cli;
 pub mod container;
