@@ -604,8 +604,35 @@ impl Executor<'_> {
         if self.try_cache(&key)? {
             return Ok(());
         }
-        let state =
-            image::commit_config(self.store(), &self.stage_ref().image, config, &created_by)?;
+        let parent = self.stage_ref().image.clone();
+        let workdir = (text.starts_with("WORKDIR "))
+            .then(|| {
+                config
+                    .get("WorkingDir")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
+            .flatten();
+        let state = match (&parent.id, workdir) {
+            // As dockerd: WORKDIR makes its directory (root-owned, 0755) when the image lacks
+            // it, so the next RUN can start there.
+            (Some(id), Some(dir)) => {
+                let store = self.store().clone();
+                let rootfs = ScratchRootfs::create(&store, id.as_str())?;
+                let fs = ContainerFs::open(&rootfs.path)?;
+                let resolved = fs.resolve(&dir)?;
+                if fs.stat(&resolved).is_ok() {
+                    drop(fs);
+                    drop(rootfs);
+                    image::commit_config(&store, &parent, config, &created_by)?
+                } else {
+                    fs.mount_target(&resolved, true)?;
+                    drop(fs);
+                    image::commit_container(&store, &rootfs.id, config, &created_by)?
+                }
+            }
+            _ => image::commit_config(self.store(), &parent, config, &created_by)?,
+        };
         self.record(&key, &state)?;
         self.finish_step(state)
     }

@@ -28,15 +28,17 @@ fn context(files: &[(&str, &str)]) -> tempfile::TempDir {
     dir
 }
 
+/// `berth build`; RUN steps get no network (faster, and nothing here needs one; the docker
+/// CLI test covers the default bridge).
 fn build(d: &Daemon, args: &[&str], ctx: &Path) -> Output {
-    let mut all = vec!["build"];
+    let mut all = vec!["build", "--network", "none"];
     all.extend_from_slice(args);
     all.push(ctx.to_str().expect("utf-8 path"));
     d.berth(&all)
 }
 
 fn run_output(d: &Daemon, image: &str, cmd: &[&str]) -> String {
-    let mut args = vec!["run", "--rm", image];
+    let mut args = vec!["run", "--rm", "--network", "none", image];
     args.extend_from_slice(cmd);
     ok(d.docker(&args))
 }
@@ -187,7 +189,7 @@ fn failing_run_reports_dockerds_error_and_leaves_no_container() {
 
     // The API's message stream: the error as dockerd sends it, with the exit code.
     let tar = tar_of(&[("Dockerfile", b"FROM busybox\nRUN exit 5\n".as_slice())]);
-    let r = d.http("POST", "/build?t=bad2", Some(&tar));
+    let r = d.http("POST", "/build?t=bad2&networkmode=none", Some(&tar));
     assert_eq!(r.status, 200);
     let last = messages(&r.body).pop().expect("messages");
     assert_eq!(last["errorDetail"]["code"], 5, "{last}");
@@ -199,7 +201,7 @@ fn failing_run_reports_dockerds_error_and_leaves_no_container() {
 
     // Parse errors use dockerd's text.
     let tar = tar_of(&[("Dockerfile", b"FROM busybox\nFROB x\n".as_slice())]);
-    let r = d.http("POST", "/build", Some(&tar));
+    let r = d.http("POST", "/build?networkmode=none", Some(&tar));
     let last = messages(&r.body).pop().expect("messages");
     assert_eq!(
         last["error"],
@@ -281,7 +283,7 @@ fn hostile_contexts_stay_inside_the_context_and_the_image() {
         ("../escaped", b"x".as_slice()),
         ("../../escaped2", b"y".as_slice()),
     ]);
-    let r = d.http("POST", "/build?t=h1", Some(&tar));
+    let r = d.http("POST", "/build?t=h1&networkmode=none", Some(&tar));
     assert_eq!(r.status, 200);
     assert!(!builder_dir.join("escaped").exists());
     assert!(!builder_dir.join("tmp").join("escaped").exists());
@@ -292,7 +294,7 @@ fn hostile_contexts_stay_inside_the_context_and_the_image() {
         "Dockerfile",
         b"FROM busybox\nCOPY ../../../../etc/hostname /stolen\n".as_slice(),
     )]);
-    let r = d.http("POST", "/build?t=h2", Some(&tar));
+    let r = d.http("POST", "/build?t=h2&networkmode=none", Some(&tar));
     let last = messages(&r.body).pop().expect("messages");
     assert!(
         last["error"]
@@ -311,7 +313,7 @@ fn hostile_contexts_stay_inside_the_context_and_the_image() {
         ("link", b"->/etc/hostname".as_slice()),
         ("dirlink", b"->/etc".as_slice()),
     ]);
-    let r = d.http("POST", "/build?t=h3", Some(&tar));
+    let r = d.http("POST", "/build?t=h3&networkmode=none", Some(&tar));
     let last = messages(&r.body).pop().expect("messages");
     assert!(
         last.get("error").is_some(),
@@ -327,7 +329,7 @@ fn hostile_contexts_stay_inside_the_context_and_the_image() {
         ),
         ("f", b"payload".as_slice()),
     ]);
-    let r = d.http("POST", "/build?t=h4", Some(&tar));
+    let r = d.http("POST", "/build?t=h4&networkmode=none", Some(&tar));
     let msgs = messages(&r.body);
     assert!(
         msgs.last().is_some_and(|m| m.get("error").is_none()),
@@ -340,4 +342,160 @@ fn hostile_contexts_stay_inside_the_context_and_the_image() {
     );
     assert_eq!(std::fs::read("/etc/hostname").unwrap_or_default(), before);
     assert_eq!(container_count(&d), 0);
+}
+
+#[test]
+fn instructions_shape_the_config_and_onbuild_triggers_run() {
+    if !prerequisites() {
+        return;
+    }
+    let d = Daemon::start();
+    import_busybox(&d);
+    let tar_dir = tempfile::tempdir().expect("tempdir");
+    let inner = std::fs::read(daemon_common::busybox_tar(tar_dir.path())).expect("read tar");
+    let ctx = context(&[(
+        "Dockerfile",
+        "FROM busybox\n\
+         WORKDIR /new/dir\n\
+         RUN pwd > /pwd && mkdir -m 1777 /tmp\n\
+         ADD inner.tar /unpacked/\n\
+         COPY --chown=12:34 --chmod=640 Dockerfile /owned\n\
+         SHELL [\"/bin/sh\", \"-ec\"]\n\
+         USER 1000:1000\n\
+         RUN id -u > /tmp/uid; ls -ln /owned > /tmp/owned\n\
+         ONBUILD RUN echo triggered > /tmp/trig\n\
+         EXPOSE 80 53/udp\n\
+         VOLUME /data\n\
+         STOPSIGNAL SIGKILL\n\
+         HEALTHCHECK --interval=5s --retries=2 CMD true\n\
+         ENTRYPOINT [\"sh\", \"-c\"]\n",
+    )]);
+    std::fs::write(ctx.path().join("inner.tar"), inner).expect("write");
+    ok(build(&d, &["-t", "cfg"], ctx.path()));
+    let config: Value = serde_json::from_str(&ok(d.docker(&[
+        "image",
+        "inspect",
+        "-f",
+        "{{json .Config}}",
+        "cfg",
+    ])))
+    .expect("config JSON");
+    assert_eq!(config["WorkingDir"], "/new/dir");
+    assert_eq!(config["User"], "1000:1000");
+    assert_eq!(config["Shell"], serde_json::json!(["/bin/sh", "-ec"]));
+    assert_eq!(config["Entrypoint"], serde_json::json!(["sh", "-c"]));
+    // ENTRYPOINT drops the CMD inherited from the base image.
+    assert!(config["Cmd"].is_null(), "{config}");
+    assert_eq!(
+        config["ExposedPorts"],
+        serde_json::json!({"80/tcp": {}, "53/udp": {}})
+    );
+    assert_eq!(config["Volumes"], serde_json::json!({"/data": {}}));
+    assert_eq!(config["StopSignal"], "SIGKILL");
+    assert_eq!(
+        config["Healthcheck"],
+        serde_json::json!({"Test": ["CMD-SHELL", "true"], "Interval": 5_000_000_000i64, "Retries": 2})
+    );
+    assert_eq!(
+        config["OnBuild"],
+        serde_json::json!(["RUN echo triggered > /tmp/trig"])
+    );
+    let cat = |image: &str, file: &str| {
+        ok(d.docker(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-u",
+            "0",
+            "--entrypoint",
+            "cat",
+            image,
+            file,
+        ]))
+    };
+    assert_eq!(cat("cfg", "/pwd"), "/new/dir\n");
+    assert_eq!(cat("cfg", "/tmp/uid"), "1000\n");
+    assert!(cat("cfg", "/tmp/owned").starts_with("-rw-r-----    1 12       34"));
+    // ADD unpacked the local archive.
+    assert!(cat("cfg", "/unpacked/bin/busybox").len() > 100_000);
+
+    // A child image runs the trigger and does not inherit it.
+    let child = context(&[("Dockerfile", "FROM cfg\nRUN cat /tmp/trig\n")]);
+    let out = ok(build(&d, &["-t", "child"], child.path()));
+    assert!(out.contains("# Executing 1 build trigger"), "{out}");
+    assert!(out.contains("triggered"), "{out}");
+    let onbuild = ok(d.docker(&[
+        "image",
+        "inspect",
+        "-f",
+        "{{json .Config.OnBuild}}",
+        "child",
+    ]));
+    assert!(matches!(onbuild.trim(), "null" | "[]"), "{onbuild}");
+}
+
+#[test]
+fn dockerfile_from_stdin_outside_the_context_and_targets() {
+    if !prerequisites() {
+        return;
+    }
+    let d = Daemon::start();
+    import_busybox(&d);
+    let ctx = context(&[("file.txt", "in context\n")]);
+    let elsewhere = context(&[(
+        "build.Dockerfile",
+        "FROM busybox AS one\nRUN echo one > /which\n\
+         FROM busybox AS two\nCOPY . /src\nRUN echo two > /which\n",
+    )]);
+    // A Dockerfile outside the context travels in the tar under a generated name, which
+    // the image does not get.
+    let df = elsewhere.path().join("build.Dockerfile");
+    ok(build(
+        &d,
+        &["-t", "out", "-f", df.to_str().expect("utf-8")],
+        ctx.path(),
+    ));
+    let mut ls: Vec<String> = run_output(&d, "out", &["ls", "-a", "/src"])
+        .lines()
+        .map(str::to_string)
+        .collect();
+    ls.sort();
+    assert_eq!(ls, [".", "..", "file.txt"]);
+    assert_eq!(run_output(&d, "out", &["cat", "/which"]), "two\n");
+    // --target stops at the named stage.
+    ok(build(
+        &d,
+        &[
+            "-t",
+            "one",
+            "--target",
+            "one",
+            "-f",
+            df.to_str().expect("utf-8"),
+        ],
+        ctx.path(),
+    ));
+    assert_eq!(run_output(&d, "one", &["cat", "/which"]), "one\n");
+
+    // A bare Dockerfile as the request body (`docker build - < Dockerfile`).
+    let r = d.http(
+        "POST",
+        "/build?t=bare&q=1&networkmode=none",
+        Some(b"FROM busybox\nRUN echo bare > /b\n"),
+    );
+    let msgs = messages(&r.body);
+    assert!(
+        msgs.iter().any(|m| m["stream"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("sha256:"))),
+        "{msgs:?}"
+    );
+    assert_eq!(run_output(&d, "bare", &["cat", "/b"]), "bare\n");
+
+    // The cache can be pruned through the API.
+    let r = d.http("POST", "/build/prune?all=1", None);
+    assert_eq!(r.status, 200);
+    let again = ok(build(&d, &["-f", df.to_str().expect("utf-8")], ctx.path()));
+    assert!(!again.contains("Using cache"), "{again}");
 }

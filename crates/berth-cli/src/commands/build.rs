@@ -81,7 +81,7 @@ fn tar_context(
     dir: &Path,
     ignore: &Matcher,
     keep: &[String],
-    extra: Option<(&str, &[u8])>,
+    extras: &[(String, Vec<u8>)],
 ) -> Result<Vec<u8>> {
     let mut b = tar::Builder::new(Vec::new());
     b.follow_symlinks(false);
@@ -97,6 +97,9 @@ fn tar_context(
             let rs = r.to_string_lossy().into_owned();
             let m = std::fs::symlink_metadata(dir.join(&r))
                 .with_context(|| format!("stat {}", dir.join(&r).display()))?;
+            if extras.iter().any(|(n, _)| *n == rs) {
+                continue;
+            }
             let excluded = ignore.excludes(&rs) && !keep.contains(&rs);
             if excluded {
                 // An exception may re-include something below an excluded directory.
@@ -129,13 +132,15 @@ fn tar_context(
         }
         // Sockets, fifos and devices are not sent, as with docker.
     }
-    if let Some((name, data)) = extra {
+    for (name, data) in extras {
         let mut h = tar::Header::new_gnu();
         h.set_size(data.len() as u64);
         h.set_mode(0o600);
+        h.set_uid(0);
+        h.set_gid(0);
         h.set_mtime(chrono::Utc::now().timestamp().max(0) as u64);
         h.set_entry_type(tar::EntryType::Regular);
-        b.append_data(&mut h, name, data)?;
+        b.append_data(&mut h, name, data.as_slice())?;
     }
     Ok(b.into_inner()?)
 }
@@ -199,12 +204,16 @@ fn context_body(a: &BuildArgs) -> Result<(Vec<u8>, Option<String>)> {
         None => "Dockerfile".to_string(),
     };
     keep.push(name.clone());
-    let body = tar_context(
-        &dir,
-        &ignore,
-        &keep,
-        extra.as_ref().map(|(n, d)| (n.as_str(), d.as_slice())),
-    )?;
+    let mut extras: Vec<(String, Vec<u8>)> = Vec::new();
+    if let Some((n, data)) = extra {
+        // As the docker CLI: the generated Dockerfile is listed in `.dockerignore` so the
+        // daemon drops it from the context once it has read it.
+        let mut ignore_text = std::fs::read(dir.join(".dockerignore")).unwrap_or_default();
+        ignore_text.extend_from_slice(format!("\n.dockerignore\n{n}\n").as_bytes());
+        extras.push((".dockerignore".into(), ignore_text));
+        extras.push((n, data));
+    }
+    let body = tar_context(&dir, &ignore, &keep, &extras)?;
     Ok((body, Some(name)))
 }
 
