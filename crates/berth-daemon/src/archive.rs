@@ -9,7 +9,6 @@
 //! as for `export`), the container's volumes and binds are bind-mounted onto it and its tmpfs
 //! paths get a private tmpfs. The namespace, and every mount in it, dies with the thread.
 
-use std::collections::BTreeMap;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -85,25 +84,17 @@ impl Daemon {
             if now.running && now.pid == state.pid {
                 return Ok(View {
                     fs: fs?,
-                    _release: None,
+                    _hold: None,
                 });
             }
             state = now;
         }
-        let rootfs = self.images.mount_rootfs(&r.id)?;
+        // Held before mounting: a run that ends meanwhile leaves the mounts to the hold.
+        let hold = self.hold_rootfs(&r.id, handle);
+        let rootfs = self.mount_held_rootfs(&r.id)?;
         // Volumes are mounted (when their driver mounts at all) in the host's namespace,
         // before this thread leaves it, and released from the host's namespace too.
         let mounts = self.container_mounts(r, &rootfs.path)?;
-        let release = (!mounts.is_empty()).then(|| {
-            *crate::events::lock(&OPEN_VIEWS)
-                .entry(r.id.clone())
-                .or_default() += 1;
-            Release {
-                daemon: Arc::clone(self),
-                id: r.id.clone(),
-                handle,
-            }
-        });
         if !mounts.is_empty() {
             private_mount_namespace()?;
             mount_all(&rootfs.path, &mounts)?;
@@ -112,18 +103,8 @@ impl Daemon {
         let fs = ContainerFs::open(&rootfs.path)?;
         Ok(View {
             fs,
-            _release: release,
+            _hold: Some(hold),
         })
-    }
-
-    /// Volumes mounted for a view are released, unless the container started meanwhile (it
-    /// then holds them itself).
-    fn release_view_mounts(&self, id: Option<&str>) {
-        let Some(id) = id else { return };
-        match self.containers.get(id) {
-            Ok(r) if r.state.running => {}
-            _ => self.release_mounts(id),
-        }
     }
 
     /// `PUT` is refused where the container could not write either: a read-only volume, or
@@ -154,41 +135,8 @@ impl Daemon {
 /// A container filesystem view; dropping it releases the volumes mounted for it.
 struct View {
     fs: ContainerFs,
-    _release: Option<Release>,
-}
-
-/// Releases the volumes a view mounted, from a thread of the runtime's blocking pool: the
-/// view's own thread may be in a private mount namespace, where an unmount would not reach
-/// the host's mount.
-struct Release {
-    daemon: Arc<Daemon>,
-    id: String,
-    handle: tokio::runtime::Handle,
-}
-
-/// Views of stopped containers that hold volumes, by container: the last one to close
-/// releases them.
-static OPEN_VIEWS: std::sync::Mutex<BTreeMap<String, usize>> =
-    std::sync::Mutex::new(BTreeMap::new());
-
-impl Drop for Release {
-    fn drop(&mut self) {
-        {
-            let mut views = crate::events::lock(&OPEN_VIEWS);
-            let n = views.entry(self.id.clone()).or_default();
-            *n = n.saturating_sub(1);
-            if *n > 0 {
-                return;
-            }
-            views.remove(&self.id);
-        }
-        let d = Arc::clone(&self.daemon);
-        let id = std::mem::take(&mut self.id);
-        drop(
-            self.handle
-                .spawn_blocking(move || d.release_view_mounts(Some(&id))),
-        );
-    }
+    /// For a stopped container: keeps its rootfs and volumes mounted while the view is used.
+    _hold: Option<crate::rootfs_users::RootfsHold>,
 }
 
 /// Moves the calling thread into a mount namespace of its own whose mounts do not propagate

@@ -47,6 +47,8 @@ pub struct Daemon {
     /// Attach sessions waiting for a container's next start, by container id: the start
     /// path connects each to the monitor's attach socket before the process runs.
     pub(crate) pending_attach: std::sync::Mutex<HashMap<String, Vec<PendingAttach>>>,
+    /// Holds on containers' mounted root filesystems besides their runs (`docker cp`, export).
+    pub(crate) rootfs_users: crate::rootfs_users::RootfsUsers,
 }
 
 /// Receives a connection to the monitor's attach socket made before the container starts.
@@ -97,6 +99,7 @@ impl Daemon {
             volumes,
             registry: Default::default(),
             pending_attach: Default::default(),
+            rootfs_users: Default::default(),
             runtime,
             execs: Default::default(),
             config,

@@ -41,6 +41,7 @@ pub mod logs;
 pub mod mounts;
 pub mod names;
 pub mod network;
+mod rootfs_users;
 pub mod server;
 pub mod stats;
 pub mod store;

@@ -109,6 +109,9 @@ impl Daemon {
         }
         let d = Arc::clone(self);
         let id = record.id.clone();
+        // Until the record says running: a copy from the stopped container that ends now
+        // must not unmount the rootfs this start is using.
+        let hold = self.hold_rootfs(&id, tokio::runtime::Handle::current());
         let started = tokio::task::spawn_blocking(move || d.launch(&record))
             .await
             .map_err(|e| Error::Internal(format!("start task: {e}")))?;
@@ -152,6 +155,7 @@ impl Daemon {
             r.state.finished_at = crate::time::ZERO.into();
             Ok(())
         })?;
+        drop(hold);
         self.container_event("start", &record, &[]);
         self.watch(
             record.id.clone(),
@@ -177,7 +181,7 @@ impl Daemon {
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
         }
-        let rootfs = self.images.mount_rootfs(&r.id)?;
+        let rootfs = self.mount_held_rootfs(&r.id)?;
         let c = &r.config;
         let mut env = self.link_env(r)?;
         env.extend(c.env.clone().unwrap_or_default());
@@ -255,9 +259,8 @@ impl Daemon {
             Ok(started) => Ok(started),
             Err(err) => {
                 let _ = self.runtime.delete(&r.id, true);
-                let _ = self.images.unmount_rootfs(&r.id);
+                // The start's hold, when dropped, releases the rootfs and the volumes.
                 self.network_teardown(&r.id);
-                self.release_mounts(&r.id);
                 Err(err.into())
             }
         }
@@ -330,11 +333,8 @@ impl Daemon {
                     tracing::warn!(id = %rid, %err, "cannot delete runtime state");
                 }
             }
-            if let Err(err) = d.images.unmount_rootfs(&rid) {
-                tracing::warn!(id = %rid, %err, "cannot unmount rootfs");
-            }
+            d.release_rootfs_if_unused(&rid);
             d.network_teardown(&rid);
-            d.release_mounts(&rid);
         })
         .await;
         if oom {

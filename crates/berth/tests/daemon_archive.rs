@@ -124,6 +124,27 @@ fn stat_header(r: &daemon_common::Response) -> serde_json::Value {
     serde_json::from_slice(&raw).expect("json")
 }
 
+/// Whether container `name`'s rootfs is mounted (its overlay's `merged` dir).
+fn rootfs_mounted(d: &Daemon, name: &str) -> bool {
+    let id = ok(d.docker(&["inspect", "-f", "{{.Id}}", name]));
+    let merged = format!("/{}/merged ", id.trim());
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .contains(&merged)
+}
+
+/// Waits (a few seconds at most: the release runs after the response) until container
+/// `name`'s rootfs is no longer mounted.
+fn assert_rootfs_unmounted(d: &Daemon, name: &str) {
+    for _ in 0..100 {
+        if !rootfs_mounted(d, name) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("the rootfs of {name} stayed mounted");
+}
+
 #[test]
 fn cp_with_both_clis_on_stopped_and_running_containers() {
     if !tools_present() {
@@ -191,6 +212,8 @@ fn cp_with_both_clis_on_stopped_and_running_containers() {
     ok(d.docker(&["cp", "stopped:/renamed.txt", &w("back2")]));
     assert_eq!(std::fs::read_to_string(w("back1")).unwrap(), "uploaded");
     assert_eq!(std::fs::read_to_string(w("back2")).unwrap(), "uploaded");
+    // As with dockerd, the copies mounted the stopped container's rootfs only while they ran.
+    assert_rootfs_unmounted(&d, "stopped");
     // The volume really holds it: a container started afterwards sees it.
     ok(d.docker(&["start", "stopped"]));
     ok(d.docker(&["wait", "stopped"]));
@@ -209,6 +232,7 @@ fn cp_with_both_clis_on_stopped_and_running_containers() {
     ok(d.docker(&[
         "run", "-d", "--name", "running", "-v", &bind_spec, "busybox", "sleep", "1000",
     ]));
+    assert!(rootfs_mounted(&d, "running"));
     // The test image is a bare busybox: no /tmp until we make one.
     ok(d.docker(&["exec", "running", "mkdir", "/tmp"]));
     ok(d.berth(&["cp", &w("up.txt"), "running:/tmp/"]));
@@ -353,6 +377,7 @@ fn cp_with_both_clis_on_stopped_and_running_containers() {
     assert!(exported
         .iter()
         .any(|(n, c)| n == "rootf" && c == "in-rootfs\n"));
+    assert_rootfs_unmounted(&d, "stopped");
     let id = ok(d.berth(&[
         "container",
         "commit",

@@ -405,9 +405,14 @@ pub async fn export(ctx: &Ctx, key: &str) -> Result<Response<Body>> {
     let record = ctx.daemon.containers.get(key)?;
     let (tx, body) = channel_body();
     let d = ctx.daemon.clone();
+    let hold = d.hold_rootfs(&record.id, tokio::runtime::Handle::current());
     tokio::task::spawn_blocking(move || {
+        let _hold = hold;
         let writer = std::io::BufWriter::with_capacity(64 << 10, ChannelWriter(tx));
-        if let Err(err) = d.images.export(&record.id, writer) {
+        if let Err(err) = d
+            .mount_held_rootfs(&record.id)
+            .and_then(|_| Ok(d.images.export(&record.id, writer)?))
+        {
             tracing::warn!(id = %record.id, %err, "export failed after the response started");
         }
         d.container_event("export", &record, &[]);
