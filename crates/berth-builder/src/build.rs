@@ -166,7 +166,8 @@ impl Stage {
     }
 
     fn nop(&self, text: &str) -> String {
-        format!("{} #(nop) {text}", self.shell().join(" "))
+        // dockerd joins `[shell..., "#(nop) ", text]` with spaces: hence the two spaces.
+        format!("{} #(nop)  {text}", self.shell().join(" "))
     }
 }
 
@@ -201,6 +202,13 @@ fn set_env(config: &mut Map<String, Value>, key: &str, value: &str) {
         None => env.push(entry),
     }
     config.insert("Env".into(), Value::Array(env));
+}
+
+/// A list as Go's `%q` prints it (`["a" "b c"]`), which is how dockerd records CMD and
+/// ENTRYPOINT in the history.
+fn go_quoted(v: &[String]) -> String {
+    let items: Vec<String> = v.iter().map(|x| quote(x)).collect();
+    format!("[{}]", items.join(" "))
 }
 
 /// Parses a Go duration (`30s`, `1m30s`, `500ms`) into nanoseconds.
@@ -748,7 +756,7 @@ impl Executor<'_> {
                         config.insert("Cmd".into(), Value::Null);
                     }
                 }
-                Ok(format!("{kw} {}", json!(cmd)))
+                Ok(format!("{kw} {}", go_quoted(&cmd)))
             }
             "EXPOSE" => {
                 let ports = self.lexer.process_words(&raw, vars)?;
@@ -813,7 +821,7 @@ impl Executor<'_> {
                     )?;
                     map[v.as_str()] = json!({});
                 }
-                Ok(format!("VOLUME {}", json!(vols)))
+                Ok(format!("VOLUME [{}]", vols.join(" ")))
             }
             "STOPSIGNAL" => {
                 let s = self.lexer.process_word(&raw, vars)?;
@@ -829,7 +837,7 @@ impl Executor<'_> {
                 };
                 need(!v.is_empty(), "SHELL requires at least one argument")?;
                 config.insert("Shell".into(), json!(v));
-                Ok(format!("SHELL {}", json!(v)))
+                Ok(format!("SHELL [{}]", v.join(" ")))
             }
             "MAINTAINER" => {
                 // The author lives outside the container config.

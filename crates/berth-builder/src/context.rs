@@ -80,7 +80,14 @@ impl Context {
         }
         let stream = io::Cursor::new(head.clone()).chain(plain);
         if looks_like_tar(&head) || head.iter().all(|b| *b == 0) {
-            ctx.fs.extract("/", stream, &ExtractOptions::default())?;
+            ctx.fs
+                .extract("/", stream, &ExtractOptions::default())
+                .map_err(|e| match e.kind() {
+                    berth_image::ErrorKind::InvalidInput => {
+                        Error::Context(format!("invalid build context: {e}"))
+                    }
+                    _ => e.into(),
+                })?;
         } else {
             let mut text = Vec::new();
             stream

@@ -164,7 +164,7 @@ fn stages_args_env_labels_and_copy_into_scratch() {
     assert_eq!(history.len(), 9);
     assert!(history[0]["created_by"]
         .as_str()
-        .is_some_and(|s| s.contains("#(nop) ARG V")));
+        .is_some_and(|s| s == "/bin/sh -c #(nop)  ARG V"));
     assert_eq!(
         history.iter().filter(|h| h["empty_layer"] == true).count(),
         7

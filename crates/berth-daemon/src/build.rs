@@ -28,8 +28,23 @@ pub fn cache_for(data_root: &Path) -> BuildResult<Arc<Cache>> {
         return Ok(Arc::clone(c));
     }
     let c = Arc::new(Cache::open(&data_root.join("builder"))?);
+    // First build of this daemon: contexts left by a daemon that died mid-build go.
+    clear_stale_tmp(&tmp_dir(data_root));
     map.insert(data_root.to_path_buf(), Arc::clone(&c));
     Ok(c)
+}
+
+fn clear_stale_tmp(dir: &Path) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        let removed = match e.file_type() {
+            Ok(t) if t.is_dir() => std::fs::remove_dir_all(&p),
+            _ => std::fs::remove_file(&p),
+        };
+        if let Err(err) = removed {
+            tracing::warn!(path = %p.display(), %err, "cannot remove a stale build directory");
+        }
+    }
 }
 
 /// The directory of builds' temporary files (contexts, copy staging).
@@ -134,26 +149,72 @@ impl BuildBackend for DaemonBackend {
 }
 
 /// Copies a RUN container's framed output (stdout as is, stderr in dockerd's red) until the
-/// monitor closes the stream.
+/// monitor closes the stream. A UTF-8 character split across frames is held back until it is
+/// whole.
 fn copy_output(stream: std::os::unix::net::UnixStream, out: &mut dyn Emit) -> BuildResult<()> {
     use std::io::Read;
     let _ = stream.set_nonblocking(false);
     let mut stream = stream;
     let mut dec = proto::Decoder::default();
     let mut buf = vec![0u8; 32 << 10];
+    let mut pending: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
     loop {
         let n = match stream.read(&mut buf) {
-            Ok(0) => return Ok(()),
+            Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(BuildError::Backend(format!("read build step output: {e}"))),
         };
         dec.push(&buf[..n]);
         while let Some((kind, payload)) = dec.next_frame().map_err(backend_err)? {
-            match kind {
-                proto::STDERR => emit_stderr(out, &payload)?,
-                _ => out.stream(&String::from_utf8_lossy(&payload))?,
-            }
+            let i = usize::from(kind == proto::STDERR);
+            pending[i].extend_from_slice(&payload);
+            let text = take_text(&mut pending[i]);
+            emit(out, i, &text)?;
         }
+    }
+    for (i, rest) in pending.iter().enumerate() {
+        if !rest.is_empty() {
+            emit(out, i, &String::from_utf8_lossy(rest))?;
+        }
+    }
+    Ok(())
+}
+
+fn emit(out: &mut dyn Emit, stream: usize, text: &str) -> BuildResult<()> {
+    match (text.is_empty(), stream) {
+        (true, _) => Ok(()),
+        (false, 1) => emit_stderr(out, text.as_bytes()),
+        (false, _) => out.stream(text),
+    }
+}
+
+/// Takes the text from `buf`, leaving an incomplete trailing UTF-8 sequence in it.
+fn take_text(buf: &mut Vec<u8>) -> String {
+    let keep = match std::str::from_utf8(buf) {
+        Ok(_) => 0,
+        Err(e) if e.error_len().is_none() => buf.len() - e.valid_up_to(),
+        Err(_) => 0,
+    };
+    let rest = buf.split_off(buf.len() - keep);
+    let text = String::from_utf8_lossy(buf).into_owned();
+    *buf = rest;
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_utf8_is_held_back() {
+        let mut b = "añ".as_bytes()[..2].to_vec();
+        assert_eq!(take_text(&mut b), "a");
+        b.extend_from_slice(&"ñ".as_bytes()[1..]);
+        b.extend_from_slice(b"b");
+        assert_eq!(take_text(&mut b), "ñb");
+        assert!(b.is_empty());
+        let mut bad = vec![b'x', 0xff, b'y'];
+        assert_eq!(take_text(&mut bad), "x\u{fffd}y");
     }
 }

@@ -104,14 +104,20 @@ fn options(ctx: &Ctx) -> Result<(BuildOptions, Value, bool)> {
     Ok((opts, Value::Object(hc), q.bool("q")))
 }
 
-/// Sends build messages into the response body.
+/// Sends build messages into the response body. The response head waits for the first
+/// message: a build that fails before printing anything (a bad Dockerfile, a missing context
+/// file) is answered with an HTTP error instead, as dockerd answers it.
 struct Stream {
     tx: mpsc::Sender<Bytes>,
     quiet: bool,
+    head: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Stream {
-    fn send(&self, v: &Value) -> berth_builder::Result<()> {
+    fn send(&mut self, v: &Value) -> berth_builder::Result<()> {
+        if let Some(h) = self.head.take() {
+            let _ = h.send(());
+        }
         let mut line = serde_json::to_vec(v).unwrap_or_default();
         line.extend_from_slice(b"\r\n");
         self.tx
@@ -160,9 +166,17 @@ pub async fn build(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>> 
         }
     });
     let (tx, body) = channel_body();
+    let (head_tx, head_rx) = tokio::sync::oneshot::channel::<()>();
+    let (early_tx, early_rx) = tokio::sync::oneshot::channel::<berth_builder::Error>();
     let handle = tokio::runtime::Handle::current();
+    let events = Arc::clone(&daemon);
+    let tags = opts.tags.clone();
     tokio::task::spawn_blocking(move || {
-        let mut out = Stream { tx, quiet };
+        let mut out = Stream {
+            tx,
+            quiet,
+            head: Some(head_tx),
+        };
         let result = berth_builder::Context::from_reader(ChannelReader::new(chunk_rx), &tmp)
             .and_then(|context| {
                 let mut backend = crate::build::DaemonBackend {
@@ -172,12 +186,30 @@ pub async fn build(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>> 
                 };
                 berth_builder::build(&mut backend, &cache, &context, &opts, &mut out)
             });
+        if let Ok(id) = &result {
+            // dockerd's image events for the tags a build applied.
+            for t in &tags {
+                let name = berth_image::Reference::parse_tagged(t)
+                    .map(|r| r.familiar())
+                    .unwrap_or_else(|_| t.clone());
+                events.events.publish(crate::events::Event::new(
+                    "image",
+                    "tag",
+                    id.as_str(),
+                    [("name".to_string(), name)].into(),
+                ));
+            }
+        }
         match result {
             Ok(id) if quiet => {
                 let _ = out.send(&json!({ "stream": format!("{id}\n") }));
             }
             Ok(_) => {}
             Err(berth_builder::Error::Cancelled) => {}
+            // Nothing was sent yet: the error is the HTTP answer.
+            Err(err) if out.head.is_some() => {
+                let _ = early_tx.send(err);
+            }
             Err(err) => {
                 let msg = err.to_string();
                 let detail = match err.code() {
@@ -188,6 +220,17 @@ pub async fn build(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>> 
             }
         }
     });
+    // The task signals the head before its first message, or leaves an early error (sent
+    // before the head sender is dropped with the task's stream).
+    if head_rx.await.is_err() {
+        if let Ok(err) = early_rx.await {
+            return Err(if err.is_user_error() {
+                Error::InvalidParameter(err.to_string())
+            } else {
+                Error::Internal(err.to_string())
+            });
+        }
+    }
     let mut resp = Response::new(body);
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
