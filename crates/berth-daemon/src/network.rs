@@ -247,6 +247,16 @@ impl Daemon {
         self.network.sync_dns().await;
     }
 
+    /// Daemon shutdown: removes the pooled namespaces (containers keep theirs).
+    pub async fn network_stop(self: &Arc<Self>) {
+        let mgr = Arc::clone(&self.network.mgr);
+        let _ = blocking(move || {
+            mgr.stop_pool();
+            Ok(())
+        })
+        .await;
+    }
+
     /// Container start (blocking): creates the namespace, connects the container to its
     /// networks and writes its `/etc` files.
     pub fn network_setup(&self, r: &ContainerRecord) -> Result<NetSetup> {

@@ -193,6 +193,7 @@ pub async fn run(config: Config) -> Result<()> {
         _ = int.recv() => {}
     }
     tracing::info!("shutting down");
+    daemon.network_stop().await;
     for path in sockets {
         let _ = std::fs::remove_file(path);
     }

@@ -155,7 +155,7 @@ fn hex_room(prefix: &str, max: usize) -> usize {
     15usize.saturating_sub(prefix.len()).min(max)
 }
 
-pub(crate) fn short_hash(s: &str) -> String {
+fn short_hash(s: &str) -> String {
     // FNV-1a: stable across releases, unlike std's hasher.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in s.bytes() {
@@ -684,8 +684,6 @@ impl NetworkManager {
             )?),
         };
         let host_veth = self.fresh_veth_name(guard, &net.id);
-        let hash = short_hash(&host_veth);
-        let peer_tmp = format!("bt{}", &hash[..13]);
         let mac = req.mac.unwrap_or_else(|| netlink::mac_for(ip));
         let ifname = req.ifname.clone().unwrap_or_else(|| "eth0".into());
         if !netlink::link_exists(&net.bridge)? {
@@ -703,7 +701,6 @@ impl NetworkManager {
         netlink::attach_veth(
             &net.bridge,
             &host_veth,
-            &peer_tmp,
             &ContainerIface {
                 netns: &req.netns,
                 name: &ifname,

@@ -245,77 +245,56 @@ pub struct ContainerIface<'a> {
     pub gateway6: Option<Ipv6Addr>,
 }
 
-/// Creates veth `host_name` <-> `peer_tmp`, enslaves the host end to `bridge` (hairpin on),
-/// moves the peer into `c.netns`, renames it, addresses it and sets lo up and the default
-/// route. On failure the pair is deleted, leaving nothing behind.
-pub fn attach_veth(
-    bridge: &str,
-    host_name: &str,
-    peer_tmp: &str,
-    c: &ContainerIface<'_>,
-) -> Result<()> {
-    let r = attach_veth_inner(bridge, host_name, peer_tmp, c);
+/// Creates veth `host_name` <-> `c.name` with the container end made directly inside
+/// `c.netns` (MAC, MTU) and the host end enslaved to `bridge` and up, in one request:
+/// moving a link between namespaces afterwards would wait for RCU grace periods under the
+/// RTNL lock. Then turns hairpin on, sets lo and the container end up, the addresses and the default routes inside
+/// the namespace. On failure the pair is deleted, leaving nothing behind.
+pub fn attach_veth(bridge: &str, host_name: &str, c: &ContainerIface<'_>) -> Result<()> {
+    let r = attach_veth_inner(bridge, host_name, c);
     if r.is_err() {
         let _ = delete_link(host_name);
-        let _ = delete_link(peer_tmp);
     }
     r
 }
 
-fn attach_veth_inner(
-    bridge: &str,
-    host_name: &str,
-    peer_tmp: &str,
-    c: &ContainerIface<'_>,
-) -> Result<()> {
+fn attach_veth_inner(bridge: &str, host_name: &str, c: &ContainerIface<'_>) -> Result<()> {
+    use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth};
+    use rtnetlink::LinkMessageBuilder;
     let ns = std::fs::File::open(c.netns).map_err(io_err("open netns", c.netns))?;
     {
-        let (bridge, host_name, peer_tmp) = (
+        let (bridge, host_name, name) = (
             bridge.to_string(),
             host_name.to_string(),
-            peer_tmp.to_string(),
+            c.name.to_string(),
         );
-        let (mtu, ns_fd) = (c.mtu, std::os::fd::AsRawFd::as_raw_fd(&ns));
+        let (mtu, mac, ns_fd) = (c.mtu, c.mac, std::os::fd::AsRawFd::as_raw_fd(&ns));
         run(None, |h| async move {
-            h.link()
-                .add(LinkVeth::new(&host_name, &peer_tmp).mtu(mtu).build())
-                .execute()
-                .await
-                .map_err(nl("create veth", &host_name))?;
             let br = must_index(&h, &bridge).await?;
-            let host = must_index(&h, &host_name).await?;
-            let peer = must_index(&h, &peer_tmp).await?;
+            let peer = LinkMessageBuilder::<LinkUnspec>::new()
+                .name(name)
+                .address(mac.to_vec())
+                .mtu(mtu)
+                .setns_by_fd(ns_fd)
+                .build();
+            let msg = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+                .name(host_name.clone())
+                .mtu(mtu)
+                .controller(br)
+                .up()
+                .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+                .build();
             h.link()
-                .set(
-                    LinkUnspec::new_with_index(host)
-                        .controller(br)
-                        .mtu(mtu)
-                        .up()
-                        .build(),
-                )
+                .add(msg)
                 .execute()
                 .await
-                .map_err(nl("enslave", &host_name))?;
-            h.link()
-                .set(LinkUnspec::new_with_index(peer).setns_by_fd(ns_fd).build())
-                .execute()
-                .await
-                .map_err(nl("move to netns", &peer_tmp))?;
-            Ok(())
+                .map_err(nl("create veth", &host_name))
         })?;
     }
     // Hairpin lets a container reach itself through its own published port.
     let hp = format!("/sys/class/net/{host_name}/brport/hairpin_mode");
     std::fs::write(&hp, "1").map_err(io_err("write", &hp))?;
-    let (peer_tmp, name, ip, prefix, mac, mtu, gw) = (
-        peer_tmp.to_string(),
-        c.name.to_string(),
-        c.ip,
-        c.prefix,
-        c.mac,
-        c.mtu,
-        c.gateway,
-    );
+    let (name, ip, prefix, gw) = (c.name.to_string(), c.ip, c.prefix, c.gateway);
     let (ip6, gw6) = (c.ip6, c.gateway6);
     run(Some(c.netns), |h| async move {
         let lo = must_index(&h, "lo").await?;
@@ -324,29 +303,20 @@ fn attach_veth_inner(
             .execute()
             .await
             .map_err(nl("set up", "lo"))?;
-        let idx = must_index(&h, &peer_tmp).await?;
+        let idx = must_index(&h, &name).await?;
+        // Not at creation: the kernel configures the peer before linking the pair, and a
+        // veth cannot go up without its peer.
         h.link()
-            .set(
-                LinkUnspec::new_with_index(idx)
-                    .name(name.clone())
-                    .address(mac.to_vec())
-                    .mtu(mtu)
-                    .build(),
-            )
+            .set(LinkUnspec::new_with_index(idx).up().build())
             .execute()
             .await
-            .map_err(nl("rename", &peer_tmp))?;
+            .map_err(nl("set up", &name))?;
         add_address(&h, idx, IpAddr::V4(ip), prefix, &name).await?;
         if let Some((ip6, prefix6)) = ip6 {
             // This helper thread is inside the container's namespace: /proc/sys/net is its.
             enable_ipv6(&name)?;
             add_address(&h, idx, IpAddr::V6(ip6), prefix6, &name).await?;
         }
-        h.link()
-            .set(LinkUnspec::new_with_index(idx).up().build())
-            .execute()
-            .await
-            .map_err(nl("set up", &name))?;
         if let Some(gw) = gw {
             let route = RouteMessageBuilder::<Ipv4Addr>::new()
                 .gateway(gw)
