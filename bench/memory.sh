@@ -9,6 +9,9 @@ n=${CONTAINERS:-20}
 
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 pss_kb() { awk '/^Pss:/ { print $2 }' "/proc/$1/smaps_rollup" 2>/dev/null || echo 0; }
+# USS: the pages only this process maps, what each more container really costs. RSS also counts
+# shared library and binary text (with the kernel's fault-around, 64 KiB per page touched).
+uss_kb() { awk '/^Private_(Clean|Dirty):/ { s += $2 } END { print s + 0 }' "/proc/$1/smaps_rollup" 2>/dev/null || echo 0; }
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f MiB", k / 1024 }'; }
 # avg_of FUNC PIDS...: the mean of FUNC over the pids, in KiB.
 avg_of() {
@@ -29,6 +32,8 @@ monitors=$(for f in "$bench_dir"/run/containers/*/monitor.pid; do echo "$(cat "$
 b_mon_rss=$(avg_of rss_kb $monitors)
 # shellcheck disable=SC2086
 b_mon_pss=$(avg_of pss_kb $monitors)
+# shellcheck disable=SC2086
+b_mon_uss=$(avg_of uss_kb $monitors)
 b_busy=$(rss_kb "$berth_pid")
 "$berth" rm -f $("$berth" ps -aq) >/dev/null
 for _ in $(seq 50); do "$berth" run --rm --network none busybox true; done
@@ -51,15 +56,19 @@ if [ -n "$docker_host" ]; then
   d_shim_rss=$(avg_of rss_kb $shims)
   # shellcheck disable=SC2086
   d_shim_pss=$(avg_of pss_kb $shims)
+  # shellcheck disable=SC2086
+  d_shim_uss=$(avg_of uss_kb $shims)
   d_busy=$(engine_rss)
   printf '%-46s %16s %16s\n' "engine idle RSS (dockerd + containerd)" "$(mib "$b_idle")" "$(mib "$d_idle")"
   printf '%-46s %16s %16s\n' "engine RSS with $n containers" "$(mib "$b_busy")" "$(mib "$d_busy")"
   printf '%-46s %16s %16s\n' "per-container monitor RSS (monitor / shim)" "$(mib "$b_mon_rss")" "$(mib "$d_shim_rss")"
   printf '%-46s %16s %16s\n' "per-container monitor PSS" "$(mib "$b_mon_pss")" "$(mib "$d_shim_pss")"
+  printf '%-46s %16s %16s\n' "per-container monitor USS (private)" "$(mib "$b_mon_uss")" "$(mib "$d_shim_uss")"
 else
   printf '%-46s %16s\n' "daemon idle RSS" "$(mib "$b_idle")"
   printf '%-46s %16s\n' "daemon RSS with $n containers" "$(mib "$b_busy")"
   printf '%-46s %16s\n' "per-container monitor RSS" "$(mib "$b_mon_rss")"
   printf '%-46s %16s\n' "per-container monitor PSS" "$(mib "$b_mon_pss")"
+  printf '%-46s %16s\n' "per-container monitor USS (private)" "$(mib "$b_mon_uss")"
 fi
 printf '%-46s %16s\n' "daemon RSS after 50 more run --rm" "$(mib "$b_after")"
