@@ -266,6 +266,7 @@ mod tests {
             mtu: 1500,
             internal,
             default_bridge: false,
+            attachable: false,
             labels: Default::default(),
             options: Default::default(),
             ipam: Allocations::default(),

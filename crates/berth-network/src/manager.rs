@@ -85,6 +85,8 @@ pub struct CreateNetwork {
     pub gateway: Option<String>,
     pub ip_range: Option<String>,
     pub internal: bool,
+    /// `--attachable`.
+    pub attachable: bool,
     pub mtu: Option<u32>,
     /// `com.docker.network.bridge.name`.
     pub bridge_name: Option<String>,
@@ -386,6 +388,7 @@ impl NetworkManager {
             mtu: req.mtu.unwrap_or(self.cfg.default_mtu),
             internal: req.internal,
             default_bridge,
+            attachable: req.attachable,
             labels: req.labels,
             options: req.options,
             ipam,

@@ -34,6 +34,9 @@ pub struct NetworkRecord {
     pub internal: bool,
     /// The default `bridge` network: no embedded DNS, isolated like the others.
     pub default_bridge: bool,
+    /// `--attachable`, reported back (every local bridge network is attachable in effect).
+    #[serde(default)]
+    pub attachable: bool,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     /// Driver options as given at creation (`docker network create -o`), reported back.

@@ -101,7 +101,7 @@ fn network_json(d: &Daemon, n: &NetworkRecord, containers: bool) -> Value {
         "EnableIPv6": n.ipv6.is_some(),
         "IPAM": {"Driver": "default", "Options": null, "Config": ipam_configs},
         "Internal": n.internal,
-        "Attachable": false,
+        "Attachable": n.attachable,
         "Ingress": false,
         "ConfigFrom": {"Network": ""},
         "ConfigOnly": false,
@@ -204,6 +204,7 @@ struct CreateBody {
     name: String,
     driver: Option<String>,
     internal: bool,
+    attachable: bool,
     #[serde(rename = "EnableIPv6")]
     enable_ipv6: bool,
     #[serde(rename = "IPAM")]
@@ -271,6 +272,7 @@ pub async fn create(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>>
         gateway: non_empty(cfg.gateway),
         ip_range: non_empty(cfg.ip_range),
         internal: body.internal,
+        attachable: body.attachable,
         mtu,
         bridge_name: options.get("com.docker.network.bridge.name").cloned(),
         labels: body.labels.unwrap_or_default(),

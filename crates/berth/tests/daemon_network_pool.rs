@@ -1,0 +1,259 @@
+//! Pooled network namespaces through the daemon: containers started from a ready namespace
+//! are reached by name and by published port and inspect shows their real address; a daemon
+//! killed with entries pooled leaves no namespace or link behind once restarted; `network rm`
+//! drains its pool. Traffic only goes to loopback and to addresses on the test's bridges.
+
+mod daemon_common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use daemon_common::{import_busybox, ok, Daemon, DOCKER};
+
+fn have_tools() -> bool {
+    let ok = Path::new(DOCKER).exists()
+        && Path::new("/bin/busybox").exists()
+        && Command::new("nft").arg("--version").output().is_ok();
+    if !ok {
+        eprintln!("skipping: docker CLI, busybox-static or nft missing");
+    }
+    ok
+}
+
+/// Removes the test's containers and networks even when an assertion failed.
+struct Cleanup<'a> {
+    d: &'a Daemon,
+    networks: &'a [&'a str],
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        let ids = self.d.docker(&["ps", "-aq"]);
+        for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
+            let _ = self.d.docker(&["rm", "-f", id]);
+        }
+        for n in self.networks {
+            let _ = self.d.docker(&["network", "rm", n]);
+        }
+    }
+}
+
+fn pool_dir(d: &Daemon) -> PathBuf {
+    d.dir.path().join("run").join("netns-pool")
+}
+
+/// Names of the pooled namespaces (one per entry, named after its host veth).
+fn pooled(d: &Daemon) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(pool_dir(d))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Namespace mounts under the daemon's pool directory.
+fn pool_mounts(d: &Daemon) -> usize {
+    let dir = pool_dir(d).display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.split(' ').nth(4).is_some_and(|m| m.starts_with(&dir)))
+        .count()
+}
+
+/// Polls `f` for up to 10 s.
+fn eventually(mut f: impl FnMut() -> bool) -> bool {
+    for _ in 0..100 {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+fn inspect(d: &Daemon, container: &str, network: &str, field: &str) -> String {
+    ok(d.docker(&[
+        "inspect",
+        "-f",
+        &format!("{{{{(index .NetworkSettings.Networks \"{network}\").{field}}}}}"),
+        container,
+    ]))
+    .trim()
+    .to_string()
+}
+
+const HTTPD: &str =
+    "mkdir -p /www && echo hello-pool > /www/index.html && exec httpd -f -p 80 -h /www";
+
+#[test]
+fn pooled_namespaces_serve_dns_and_published_ports() {
+    if !have_tools() {
+        return;
+    }
+    let d = Daemon::start();
+    import_busybox(&d);
+    let _cleanup = Cleanup {
+        d: &d,
+        networks: &["bpool"],
+    };
+    // The default network's pool is filled at daemon start.
+    assert!(eventually(|| pooled(&d).len() == 2), "{:?}", pooled(&d));
+    ok(d.docker(&["network", "create", "--subnet", "10.79.7.0/24", "bpool"]));
+    // The first container of a network makes it keep a pool: .2 is its own, .3 and .4 go to
+    // the pool's entries.
+    ok(d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "first",
+        "--network",
+        "bpool",
+        "busybox",
+        "sleep",
+        "600",
+    ]));
+    assert_eq!(inspect(&d, "first", "bpool", "IPAddress"), "10.79.7.2");
+    assert!(eventually(|| pooled(&d).len() == 4), "{:?}", pooled(&d));
+
+    // The next one takes an entry: .3 (a namespace of its own would have got .5).
+    ok(d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "bpool",
+        "--network-alias",
+        "www",
+        "-p",
+        "127.0.0.1::80",
+        "busybox",
+        "sh",
+        "-c",
+        HTTPD,
+    ]));
+    assert_eq!(inspect(&d, "web", "bpool", "IPAddress"), "10.79.7.3");
+    assert_eq!(
+        inspect(&d, "web", "bpool", "MacAddress"),
+        "02:42:0a:4f:07:03"
+    );
+    let addr = ok(d.docker(&["exec", "web", "ip", "-o", "-4", "addr", "show", "eth0"]));
+    assert!(addr.contains("10.79.7.3/24"), "{addr}");
+    let link = ok(d.docker(&["exec", "web", "ip", "link", "show", "eth0"]));
+    assert!(link.contains("02:42:0a:4f:07:03"), "{link}");
+    let hosts = ok(d.docker(&["exec", "web", "cat", "/etc/hosts"]));
+    assert!(hosts.contains("10.79.7.3\t"), "{hosts}");
+
+    // By name and alias from another pooled container (retried while httpd starts).
+    for host in ["web", "www"] {
+        let out = ok(d.docker(&[
+            "run", "--rm", "--network", "bpool", "busybox", "sh", "-c",
+            &format!(
+                "for i in 1 2 3 4 5 6 7 8 9 10; do printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {host} 80 && exit 0; sleep 0.5; done; exit 1"
+            ),
+        ]));
+        assert!(out.contains("hello-pool"), "fetch {host}: {out}");
+    }
+
+    // From the host through the published port.
+    let port = ok(d.docker(&["port", "web", "80/tcp"]));
+    let port: u16 = port
+        .trim()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("bad docker port output {port:?}"));
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to published port");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    assert!(body.contains("hello-pool"), "published port: {body}");
+
+    // The default bridge hands out pooled namespaces too.
+    let out = ok(d.docker(&["run", "--rm", "busybox", "ip", "-o", "-4", "route"]));
+    assert!(out.contains("default via"), "{out}");
+}
+
+#[test]
+fn daemon_killed_with_pooled_namespaces_leaves_nothing_after_restart() {
+    if !have_tools() {
+        return;
+    }
+    // The daemon's drop removes the container.
+    let mut d = Daemon::start();
+    import_busybox(&d);
+    ok(d.docker(&["run", "-d", "--name", "idle", "busybox", "sleep", "600"]));
+    assert!(eventually(|| pooled(&d).len() == 2), "{:?}", pooled(&d));
+    let old = pooled(&d);
+    d.kill9();
+    d.spawn();
+    // The previous run's entries are unmounted, their links gone; new ones are made.
+    assert!(
+        eventually(|| {
+            let now = pooled(&d);
+            now.len() == 2 && now.iter().all(|n| !old.contains(n))
+        }),
+        "old {old:?}, now {:?}",
+        pooled(&d)
+    );
+    assert_eq!(pool_mounts(&d), 2);
+    // The bridge, idle's veth and the two new entries' veths.
+    assert!(
+        eventually(|| {
+            let links = d.net.links();
+            links.len() == 4 && old.iter().all(|o| !links.contains(o))
+        }),
+        "{:?}",
+        d.net.links()
+    );
+    let gw = d.http("GET", "/networks/bridge", None).json()["IPAM"]["Config"][0]["Gateway"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    ok(d.docker(&["exec", "idle", "ping", "-c", "1", "-W", "5", &gw]));
+
+    // A clean stop takes the pool with it.
+    d.stop();
+    assert_eq!(pool_mounts(&d), 0);
+    assert!(pooled(&d).is_empty(), "{:?}", pooled(&d));
+    d.spawn();
+}
+
+#[test]
+fn network_rm_drains_its_pool() {
+    if !have_tools() {
+        return;
+    }
+    let d = Daemon::start();
+    import_busybox(&d);
+    let _cleanup = Cleanup {
+        d: &d,
+        networks: &["bdrain"],
+    };
+    let id = ok(d.docker(&["network", "create", "bdrain"]))
+        .trim()
+        .to_string();
+    ok(d.docker(&["run", "--rm", "--network", "bdrain", "busybox", "true"]));
+    assert!(eventually(|| pooled(&d).len() == 4), "{:?}", pooled(&d));
+    ok(d.docker(&["network", "rm", "bdrain"]));
+    // Only the default network's entries are left, at once.
+    assert_eq!(pooled(&d).len(), 2, "{:?}", pooled(&d));
+    assert_eq!(pool_mounts(&d), 2);
+    let links = d.net.links();
+    assert!(!links.contains(&d.net.bridge_of(&id)), "{links:?}");
+    // The default bridge and its two entries (the removed container's veth goes with its
+    // namespace, a moment later).
+    assert!(
+        eventually(|| d.net.links().len() == 3),
+        "{:?}",
+        d.net.links()
+    );
+}
