@@ -68,6 +68,9 @@ pub struct CreateArgs {
     /// IPv4 address (e.g., 172.30.100.104)
     #[arg(long)]
     ip: Option<String>,
+    /// IPv6 address (e.g., 2001:db8::33)
+    #[arg(long)]
+    ip6: Option<String>,
     /// Add network-scoped alias for the container
     #[arg(long)]
     network_alias: Vec<String>,
@@ -227,6 +230,7 @@ fn create_body(a: &CreateArgs) -> Result<Value> {
             publish: &a.publish,
             publish_all: a.publish_all,
             ip: a.ip.as_deref(),
+            ip6: a.ip6.as_deref(),
             aliases: &a.network_alias,
         },
     )?;
