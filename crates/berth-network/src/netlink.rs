@@ -182,18 +182,19 @@ pub fn ensure_bridge(
                 add_address(&h, idx, IpAddr::V6(gw6), prefix6, &name).await?;
             }
         }
-        // A bridge whose MAC address was never set follows the lowest MAC among its ports,
-        // so it would change as containers (and pooled namespaces) come and go, leaving
-        // stale gateway neighbour entries in every container. Setting it (to the address
-        // it has now) pins it, as dockerd does with a random one.
+        // A bridge whose MAC address was never set follows the lowest MAC among its ports
+        // (and has none, all zeros, without ports), so it would change as containers and
+        // pooled namespaces come and go, leaving stale gateway neighbour entries in every
+        // container. Setting it pins it: to the address it has, or a random one.
         let sys = format!("/sys/class/net/{name}");
         let assigned = std::fs::read_to_string(format!("{sys}/addr_assign_type"))
             .map_err(io_err("read", &sys))?;
-        if assigned.trim() != "3" {
-            let mac = std::fs::read_to_string(format!("{sys}/address"))
-                .ok()
-                .and_then(|m| parse_mac(m.trim()))
-                .ok_or_else(|| NetworkError::LinkNotFound(name.clone()))?;
+        let current = std::fs::read_to_string(format!("{sys}/address"))
+            .ok()
+            .and_then(|m| parse_mac(m.trim()))
+            .filter(|m| m.iter().any(|b| *b != 0));
+        if assigned.trim() != "3" || current.is_none() {
+            let mac = current.unwrap_or_else(random_mac);
             h.link()
                 .set(
                     LinkUnspec::new_with_index(idx)
@@ -357,6 +358,13 @@ pub fn delete_link_in(netns: &Path, name: &str) -> Result<()> {
         }
         Ok(())
     })
+}
+
+/// A random locally administered unicast MAC address.
+fn random_mac() -> [u8; 6] {
+    let mut mac: [u8; 6] = rand::random();
+    mac[0] = (mac[0] & 0xfe) | 0x02;
+    mac
 }
 
 /// Docker's MAC scheme: 02:42 followed by the IPv4 address.

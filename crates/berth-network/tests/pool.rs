@@ -67,6 +67,16 @@ fn pooled_namespace_is_taken_refilled_reclaimed_and_released() {
             ..Default::default()
         })
         .unwrap();
+    // The bridge's MAC is set once (not all zeros, not following its ports').
+    let sys = Path::new("/sys/class/net").join(&net.bridge);
+    let mac = std::fs::read_to_string(sys.join("address")).unwrap();
+    assert_ne!(mac.trim(), "00:00:00:00:00:00");
+    assert_eq!(
+        std::fs::read_to_string(sys.join("addr_assign_type"))
+            .unwrap()
+            .trim(),
+        "3"
+    );
     // The first start finds no pool yet (the network gets one from now on).
     let c1 = start(&mut env, "p1", "c1");
     assert_eq!(c1.ip, Ipv4Addr::new(10, 77, 20, 2));
@@ -91,6 +101,7 @@ fn pooled_namespace_is_taken_refilled_reclaimed_and_released() {
         .join("brif")
         .join(&c2.host_veth);
     assert!(port.exists(), "{} not on the bridge", c2.host_veth);
+    assert_eq!(std::fs::read_to_string(sys.join("address")).unwrap(), mac);
     assert!(eventually(|| env.mgr.pooled("p1") == 2));
 
     // A static address held by a pool entry is given to the container that asks for it.
