@@ -61,6 +61,41 @@ pub struct DaemonBackend {
     pub handle: tokio::runtime::Handle,
     /// The RUN containers' HostConfig (network mode, extra hosts, limits).
     pub host_config: Value,
+    /// Credentials by registry from `X-Registry-Config`, for base-image pulls.
+    pub registry_config: HashMap<String, berth_distribution::Credentials>,
+}
+
+/// Decodes `X-Registry-Config` (base64 JSON: registry address → auth config), as the docker
+/// CLI sends it with every build. Undecodable values are no credentials, not an error.
+pub fn registry_config(header: &str) -> HashMap<String, berth_distribution::Credentials> {
+    use base64::Engine as _;
+    let v = header.trim();
+    let raw = base64::engine::general_purpose::URL_SAFE
+        .decode(v)
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(v))
+        .or_else(|_| base64::engine::general_purpose::STANDARD.decode(v));
+    match raw
+        .map(|r| serde_json::from_slice::<HashMap<String, berth_distribution::Credentials>>(&r))
+    {
+        Ok(Ok(map)) => map,
+        _ => {
+            tracing::debug!("ignoring an undecodable X-Registry-Config header");
+            HashMap::new()
+        }
+    }
+}
+
+/// The registry host an `X-Registry-Config` key names (`https://index.docker.io/v1/` is
+/// Docker Hub, `docker.io` for references).
+fn config_host(key: &str) -> String {
+    let k = key
+        .trim_start_matches("https://")
+        .trim_start_matches("http://");
+    let host = k.split('/').next().unwrap_or(k);
+    match host {
+        "index.docker.io" | "registry-1.docker.io" => "docker.io".into(),
+        h => h.to_string(),
+    }
 }
 
 fn backend_err(e: impl std::fmt::Display) -> BuildError {
@@ -87,8 +122,16 @@ impl BuildBackend for DaemonBackend {
         let progress: berth_distribution::Progress = Arc::new(move |m| {
             let _ = tx.send(m);
         });
+        let domain = berth_image::Reference::parse(reference)
+            .map(|r| r.domain().to_string())
+            .unwrap_or_default();
+        let credentials = self
+            .registry_config
+            .iter()
+            .find(|(k, _)| config_host(k) == domain)
+            .map(|(_, c)| c.clone());
         let opts = berth_distribution::PullOptions {
-            credentials: None,
+            credentials,
             platform: platform.filter(|p| !p.is_empty()).map(str::to_string),
         };
         let result =
@@ -205,6 +248,18 @@ fn take_text(buf: &mut Vec<u8>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn registry_config_by_host() {
+        use base64::Engine as _;
+        let json = r#"{"https://index.docker.io/v1/":{"username":"u","password":"p"},"localhost:5000":{"username":"l"}}"#;
+        let h = base64::engine::general_purpose::URL_SAFE.encode(json);
+        let m = registry_config(&h);
+        assert_eq!(m.len(), 2);
+        assert_eq!(config_host("https://index.docker.io/v1/"), "docker.io");
+        assert_eq!(config_host("localhost:5000"), "localhost:5000");
+        assert!(registry_config("not base64!").is_empty());
+    }
 
     #[test]
     fn split_utf8_is_held_back() {

@@ -504,3 +504,73 @@ fn dockerfile_from_stdin_outside_the_context_and_targets() {
     let again = ok(build(&d, &["-f", df.to_str().expect("utf-8")], ctx.path()));
     assert!(!again.contains("Using cache"), "{again}");
 }
+
+/// `berth registry serve` on a free loopback port, killed on drop.
+struct LocalRegistry {
+    child: std::process::Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for LocalRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl LocalRegistry {
+    fn start() -> LocalRegistry {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let addr = format!("127.0.0.1:{port}");
+        let child = Command::new(daemon_common::BERTH)
+            .args(["registry", "serve", "--addr", &addr, "--root"])
+            .arg(dir.path().join("root"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn berth registry serve");
+        let r = LocalRegistry {
+            child,
+            addr,
+            _dir: dir,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(&r.addr).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "registry did not listen"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        r
+    }
+}
+
+#[test]
+fn missing_base_image_is_pulled() {
+    if !prerequisites() {
+        return;
+    }
+    let registry = LocalRegistry::start();
+    let d = Daemon::start();
+    import_busybox(&d);
+    let remote = format!("{}/base/bb:1", registry.addr);
+    ok(d.docker(&["tag", "busybox", &remote]));
+    ok(d.docker(&["push", &remote]));
+    ok(d.docker(&["rmi", &remote]));
+    let ctx = context(&[(
+        "Dockerfile",
+        &format!("FROM {remote}\nRUN echo pulled > /p\n"),
+    )]);
+    let out = ok(build(&d, &["-t", "frompull"], ctx.path()));
+    assert!(out.contains("Pulling from base/bb"), "{out}");
+    assert_eq!(run_output(&d, "frompull", &["cat", "/p"]), "pulled\n");
+    // The base is now local.
+    ok(d.docker(&["image", "inspect", &remote]));
+}

@@ -149,6 +149,12 @@ impl Emit for Stream {
 /// `POST /build`.
 pub async fn build(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>> {
     let (opts, host_config, quiet) = options(ctx)?;
+    let registry_config = req
+        .headers()
+        .get("X-Registry-Config")
+        .and_then(|v| v.to_str().ok())
+        .map(crate::build::registry_config)
+        .unwrap_or_default();
     let daemon = Arc::clone(&ctx.daemon);
     let data_root = daemon.config.data_root.clone();
     let tmp = crate::build::tmp_dir(&data_root);
@@ -183,6 +189,7 @@ pub async fn build(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>> 
                     daemon,
                     handle,
                     host_config,
+                    registry_config,
                 };
                 berth_builder::build(&mut backend, &cache, &context, &opts, &mut out)
             });
