@@ -1215,13 +1215,15 @@ impl Executor<'_> {
                 "index out of bounds: stage {from} is not before this one"
             )));
         }
-        Ok(self.base_image(from)?.id.unwrap_or_else(|| Digest::of(b"")))
+        self.base_image(from)?
+            .id
+            .ok_or_else(|| Error::Instruction(format!("image {from} has no content to copy from")))
     }
 }
 
 /// Splits on unquoted whitespace, keeping quotes (they are removed per value later).
 fn split_unquoted(raw: &str, lexer: Lexer) -> Vec<String> {
-    let _ = lexer;
+    let escape = lexer.escape();
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut quote: Option<char> = None;
@@ -1241,7 +1243,7 @@ fn split_unquoted(raw: &str, lexer: Lexer) -> Vec<String> {
                 quote = None;
                 cur.push(c);
             }
-            (_, '\\') => {
+            (_, c) if c == escape => {
                 cur.push(c);
                 if let Some(n) = chars.next() {
                     cur.push(n);

@@ -100,7 +100,7 @@ impl Context {
         Ok(ctx)
     }
 
-    /// Uses an existing directory as the context (tests, local tools). It is not removed.
+    /// The context's directory (removed when the context is dropped).
     pub fn path(&self) -> &Path {
         self.dir.path()
     }

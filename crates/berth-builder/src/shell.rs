@@ -52,6 +52,11 @@ impl Lexer {
         Lexer { escape }
     }
 
+    /// The escape character.
+    pub fn escape(&self) -> char {
+        self.escape
+    }
+
     /// Removes quotes and escapes and substitutes variables in one word.
     pub fn process_word<V: Vars + ?Sized>(&self, word: &str, vars: &V) -> Result<String> {
         let mut c = Cursor {
