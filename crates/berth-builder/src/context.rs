@@ -49,6 +49,43 @@ pub(crate) fn looks_like_tar(head: &[u8]) -> bool {
     sum == want
 }
 
+/// Walks the tar headers in `f`; when the data ends exactly where an entry's content does,
+/// appends the padding and the end-of-archive blocks a tar reader expects. Leaves `f`
+/// rewound. Anything else (a truncated entry) is left for the extractor to refuse.
+fn complete_tar(f: &mut std::fs::File) -> io::Result<()> {
+    use std::io::{Seek, SeekFrom, Write};
+    let len = f.seek(SeekFrom::End(0))?;
+    let mut off = 0u64;
+    let mut block = [0u8; 512];
+    let missing = loop {
+        if off == len {
+            break 1024;
+        }
+        if off + 512 > len {
+            break 0;
+        }
+        f.seek(SeekFrom::Start(off))?;
+        f.read_exact(&mut block)?;
+        if block.iter().all(|b| *b == 0) {
+            break 0;
+        }
+        let Ok(size) = tar::Header::from_byte_slice(&block).entry_size() else {
+            break 0;
+        };
+        let end = off + 512 + size;
+        let padded = end.div_ceil(512) * 512;
+        if end == len && padded != len {
+            break padded - len + 1024;
+        }
+        off = padded;
+    };
+    if missing > 0 {
+        f.seek(SeekFrom::End(0))?;
+        f.write_all(&vec![0u8; missing as usize])?;
+    }
+    f.rewind()
+}
+
 fn read_head(r: &mut dyn Read, n: usize) -> io::Result<Vec<u8>> {
     let mut head = Vec::with_capacity(n);
     r.take(n as u64).read_to_end(&mut head)?;
@@ -78,10 +115,19 @@ impl Context {
         if head.is_empty() {
             return Ok(ctx);
         }
-        let stream = io::Cursor::new(head.clone()).chain(plain);
+        let mut stream = io::Cursor::new(head.clone()).chain(plain);
         if looks_like_tar(&head) || head.iter().all(|b| *b == 0) {
+            // Spooled first: the docker CLI's tar for `-f -` ends right after the last file's
+            // content (no padding, no end blocks), which Go's reader takes as the end and the
+            // extractor does not, so the archive is completed before it is unpacked.
+            let mut spool = tempfile::tempfile_in(tmp_parent)
+                .map_err(Error::io("create temp file in", tmp_parent))?;
+            io::copy(&mut stream, &mut spool)
+                .map_err(|e| Error::Context(format!("read build context: {e}")))?;
+            complete_tar(&mut spool)
+                .map_err(Error::io("complete build context archive in", tmp_parent))?;
             ctx.fs
-                .extract("/", stream, &ExtractOptions::default())
+                .extract("/", io::BufReader::new(spool), &ExtractOptions::default())
                 .map_err(|e| match e.kind() {
                     berth_image::ErrorKind::InvalidInput => {
                         Error::Context(format!("invalid build context: {e}"))
@@ -229,6 +275,20 @@ mod tests {
         assert_eq!(ctx.dockerfile("Dockerfile").unwrap(), "FROM x\n");
         assert!(ctx.dockerfile("nope").is_err());
         assert_eq!(ctx.walk().unwrap(), vec!["a", "a/b.txt", "dockerfile"]);
+    }
+
+    #[test]
+    fn unpadded_last_entry_is_completed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut t = tar_of(&[("Dockerfile", b"FROM x\n"), ("last", b"abc")]);
+        // What the docker CLI sends for `-f -`: no padding after `last`, no end blocks.
+        t.truncate(512 * 3 + 3);
+        let ctx = Context::from_reader(t.as_slice(), tmp.path()).unwrap();
+        assert_eq!(std::fs::read(ctx.path().join("last")).unwrap(), b"abc");
+        // A cut inside an entry stays an error.
+        let mut t = tar_of(&[("Dockerfile", b"FROM x\n"), ("big", &[7u8; 2000])]);
+        t.truncate(512 * 3 + 100);
+        assert!(Context::from_reader(t.as_slice(), tmp.path()).is_err());
     }
 
     #[test]

@@ -236,6 +236,26 @@ fn docker_cli_legacy_builder_works() {
     assert!(stdout.contains("Successfully built"), "{stdout}");
     assert!(stdout.contains("Successfully tagged cli:1"), "{stdout}");
     assert_eq!(run_output(&d, "cli:1", &[]), "hello\nrun\n");
+
+    // `-f -`: the Dockerfile from stdin, the context from the directory.
+    let mut child = Command::new(DOCKER)
+        .args(["build", "-f", "-", "-t", "cli:2", "."])
+        .current_dir(ctx.path())
+        .env("DOCKER_HOST", d.host())
+        .env("DOCKER_BUILDKIT", "0")
+        .env("DOCKER_CONFIG", d.dir.path().join("docker-config"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run docker build -f -");
+    std::io::Write::write_all(
+        &mut child.stdin.take().expect("stdin"),
+        b"FROM busybox\nCOPY hello.txt /from-stdin\n",
+    )
+    .expect("write Dockerfile");
+    ok(child.wait_with_output().expect("docker build -f -"));
+    assert_eq!(run_output(&d, "cli:2", &["cat", "/from-stdin"]), "hello\n");
 }
 
 /// A tar with raw names (hostile ones included), regular files unless the content starts
