@@ -14,6 +14,7 @@ use crate::copy::{self, CopyRequest, SourceFs};
 use crate::dockerfile::{self, Args, Instruction};
 use crate::error::{Error, Result};
 use crate::image::{self, ImageState};
+use crate::instructions::{self, env_pairs, quote, set_env, split_unquoted, StageConfig};
 use crate::shell::Lexer;
 
 /// Build arguments every RUN sees without an ARG declaring them (and that never reach the
@@ -171,80 +172,6 @@ impl Stage {
     }
 }
 
-fn env_pairs(config: &Map<String, Value>) -> Vec<(String, String)> {
-    config
-        .get("Env")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(|e| match e.split_once('=') {
-                    Some((k, v)) => (k.to_string(), v.to_string()),
-                    None => (e.to_string(), String::new()),
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn set_env(config: &mut Map<String, Value>, key: &str, value: &str) {
-    let mut env: Vec<Value> = config
-        .get("Env")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let entry = json!(format!("{key}={value}"));
-    match env.iter().position(|e| {
-        e.as_str()
-            .is_some_and(|s| s.split_once('=').map_or(s, |(k, _)| k) == key)
-    }) {
-        Some(i) => env[i] = entry,
-        None => env.push(entry),
-    }
-    config.insert("Env".into(), Value::Array(env));
-}
-
-/// A list as Go's `%q` prints it (`["a" "b c"]`), which is how dockerd records CMD and
-/// ENTRYPOINT in the history.
-fn go_quoted(v: &[String]) -> String {
-    let items: Vec<String> = v.iter().map(|x| quote(x)).collect();
-    format!("[{}]", items.join(" "))
-}
-
-/// Parses a Go duration (`30s`, `1m30s`, `500ms`) into nanoseconds.
-fn go_duration(s: &str) -> Option<i64> {
-    let mut total = 0f64;
-    let mut rest = s.trim();
-    if rest == "0" {
-        return Some(0);
-    }
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let n = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let value: f64 = rest[..n].parse().ok()?;
-        rest = &rest[n..];
-        let u = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let mult = match &rest[..u] {
-            "ns" => 1.0,
-            "us" | "µs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return None,
-        };
-        total += value * mult;
-        rest = &rest[u..];
-    }
-    Some(total as i64)
-}
-
 /// Runs a build; returns the final image ID. Everything a client sees goes to `out`.
 pub fn build(
     backend: &mut dyn BuildBackend,
@@ -315,10 +242,6 @@ pub fn build(
             .stream(&format!("Successfully tagged {}\n", r.familiar()))?;
     }
     Ok(id)
-}
-
-fn quote(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_else(|_| format!("\"{s}\""))
 }
 
 struct Executor<'a> {
@@ -698,274 +621,28 @@ impl Executor<'_> {
                     &[]
                 })?;
                 let mut config = self.stage_ref().config.clone();
-                let text = self.apply_meta(ins, &vars, &mut config)?;
+                let shell = self.stage_ref().shell();
+                let mut cmd_set = self.stage_ref().cmd_set;
+                let mut author = None;
+                let text = instructions::apply(
+                    ins,
+                    self.lexer,
+                    &vars,
+                    &mut StageConfig {
+                        config: &mut config,
+                        shell: &shell,
+                        cmd_set: &mut cmd_set,
+                        author: &mut author,
+                    },
+                )?;
+                let st = self.stage();
+                st.cmd_set = cmd_set;
+                if let (Some(a), Some(obj)) = (author, st.image.config.as_object_mut()) {
+                    obj.insert("author".into(), json!(a));
+                }
                 self.commit_config(config, &text)
             }
         }
-    }
-
-    /// Applies a config-only instruction to `config`; returns its history text.
-    fn apply_meta(
-        &mut self,
-        ins: &Instruction,
-        vars: &[(String, String)],
-        config: &mut Map<String, Value>,
-    ) -> Result<String> {
-        let kw = ins.keyword.as_str();
-        let raw = ins.raw();
-        let need = |ok: bool, msg: &str| -> Result<()> {
-            if ok {
-                Ok(())
-            } else {
-                Err(Error::Instruction(msg.to_string()))
-            }
-        };
-        match kw {
-            "ENV" | "LABEL" => {
-                let pairs = self.pairs(kw, &raw, vars)?;
-                let mut shown = Vec::new();
-                for (k, v) in pairs {
-                    shown.push(format!("{k}={v}"));
-                    if kw == "ENV" {
-                        set_env(config, &k, &v);
-                    } else {
-                        let labels = config.entry("Labels").or_insert_with(|| json!({}));
-                        if !labels.is_object() {
-                            *labels = json!({});
-                        }
-                        labels[k] = json!(v);
-                    }
-                }
-                Ok(format!("{kw} {}", shown.join(" ")))
-            }
-            "CMD" | "ENTRYPOINT" => {
-                let cmd = match &ins.args {
-                    Args::Json(v) => v.clone(),
-                    Args::Raw(r) => {
-                        let mut s = self.stage_ref().shell();
-                        s.push(r.clone());
-                        s
-                    }
-                };
-                if kw == "CMD" {
-                    config.insert("Cmd".into(), json!(cmd));
-                    self.stage().cmd_set = true;
-                } else {
-                    config.insert("Entrypoint".into(), json!(cmd));
-                    if !self.stage_ref().cmd_set {
-                        config.insert("Cmd".into(), Value::Null);
-                    }
-                }
-                Ok(format!("{kw} {}", go_quoted(&cmd)))
-            }
-            "EXPOSE" => {
-                let ports = self.lexer.process_words(&raw, vars)?;
-                need(!ports.is_empty(), "EXPOSE requires at least one argument")?;
-                let map = config.entry("ExposedPorts").or_insert_with(|| json!({}));
-                if !map.is_object() {
-                    *map = json!({});
-                }
-                let mut shown = Vec::new();
-                for p in ports {
-                    for port in expand_port(&p)? {
-                        shown.push(port.clone());
-                        map[port] = json!({});
-                    }
-                }
-                Ok(format!("EXPOSE {}", shown.join(" ")))
-            }
-            "WORKDIR" => {
-                let w = self.lexer.process_word(&raw, vars)?;
-                need(!w.is_empty(), "WORKDIR requires exactly one argument")?;
-                let cur = config
-                    .get("WorkingDir")
-                    .and_then(Value::as_str)
-                    .unwrap_or("/");
-                let joined = if w.starts_with('/') {
-                    w
-                } else {
-                    format!("{}/{w}", cur.trim_end_matches('/'))
-                };
-                let clean = format!("/{}", crate::ignore::clean(&joined)).replace("/.", "/");
-                let clean = if clean == "/" || clean.is_empty() {
-                    "/".to_string()
-                } else {
-                    clean
-                };
-                config.insert("WorkingDir".into(), json!(clean));
-                Ok(format!("WORKDIR {clean}"))
-            }
-            "USER" => {
-                let u = self.lexer.process_word(&raw, vars)?;
-                need(!u.is_empty(), "USER requires exactly one argument")?;
-                config.insert("User".into(), json!(u));
-                Ok(format!("USER {u}"))
-            }
-            "VOLUME" => {
-                let vols = match &ins.args {
-                    Args::Json(v) => v
-                        .iter()
-                        .map(|x| self.lexer.process_word(x, vars))
-                        .collect::<Result<Vec<_>>>()?,
-                    Args::Raw(r) => self.lexer.process_words(r, vars)?,
-                };
-                need(!vols.is_empty(), "VOLUME requires at least one argument")?;
-                let map = config.entry("Volumes").or_insert_with(|| json!({}));
-                if !map.is_object() {
-                    *map = json!({});
-                }
-                for v in &vols {
-                    need(
-                        !v.trim().is_empty(),
-                        "VOLUME specified can not be an empty string",
-                    )?;
-                    map[v.as_str()] = json!({});
-                }
-                Ok(format!("VOLUME [{}]", vols.join(" ")))
-            }
-            "STOPSIGNAL" => {
-                let s = self.lexer.process_word(&raw, vars)?;
-                need(!s.is_empty(), "STOPSIGNAL requires exactly one argument")?;
-                config.insert("StopSignal".into(), json!(s));
-                Ok(format!("STOPSIGNAL {s}"))
-            }
-            "SHELL" => {
-                let Args::Json(v) = &ins.args else {
-                    return Err(Error::Instruction(
-                        "SHELL requires the arguments to be in JSON form".into(),
-                    ));
-                };
-                need(!v.is_empty(), "SHELL requires at least one argument")?;
-                config.insert("Shell".into(), json!(v));
-                Ok(format!("SHELL [{}]", v.join(" ")))
-            }
-            "MAINTAINER" => {
-                // The author lives outside the container config.
-                if let Some(obj) = self.stage().image.config.as_object_mut() {
-                    obj.insert("author".into(), json!(raw));
-                }
-                Ok(format!("MAINTAINER {raw}"))
-            }
-            "ONBUILD" => {
-                let trigger = dockerfile::instruction(ins.line, &raw)?.ok_or_else(|| {
-                    Error::Instruction("ONBUILD requires at least one argument".into())
-                })?;
-                if matches!(trigger.keyword.as_str(), "ONBUILD" | "FROM" | "MAINTAINER") {
-                    return Err(Error::Instruction(format!(
-                        "{} isn't allowed as an ONBUILD trigger",
-                        trigger.keyword
-                    )));
-                }
-                let text = match raw.split_once(char::is_whitespace) {
-                    Some((k, rest)) => format!("{} {}", k.to_ascii_uppercase(), rest.trim_start()),
-                    None => raw.to_ascii_uppercase(),
-                };
-                let list = config.entry("OnBuild").or_insert_with(|| json!([]));
-                if !list.is_array() {
-                    *list = json!([]);
-                }
-                if let Some(a) = list.as_array_mut() {
-                    a.push(json!(text));
-                }
-                Ok(format!("ONBUILD {text}"))
-            }
-            "HEALTHCHECK" => {
-                let words: Vec<&str> = raw.split_whitespace().collect();
-                let first = words
-                    .first()
-                    .map(|w| w.to_ascii_uppercase())
-                    .unwrap_or_default();
-                let hc = match first.as_str() {
-                    "NONE" => {
-                        need(
-                            words.len() == 1 && ins.flags.is_empty(),
-                            "HEALTHCHECK NONE takes no arguments",
-                        )?;
-                        json!({"Test": ["NONE"]})
-                    }
-                    "CMD" => {
-                        let rest = raw.trim_start()[3..].trim_start().to_string();
-                        need(!rest.is_empty(), "Missing command after HEALTHCHECK CMD")?;
-                        let test = match serde_json::from_str::<Vec<String>>(&rest) {
-                            Ok(v) if rest.starts_with('[') => {
-                                let mut t = vec!["CMD".to_string()];
-                                t.extend(v);
-                                t
-                            }
-                            _ => vec!["CMD-SHELL".to_string(), rest],
-                        };
-                        let mut hc = json!({"Test": test});
-                        for (flag, field) in [
-                            ("interval", "Interval"),
-                            ("timeout", "Timeout"),
-                            ("start-period", "StartPeriod"),
-                            ("start-interval", "StartInterval"),
-                        ] {
-                            if let Some(v) = ins.flag(flag) {
-                                let ns = go_duration(v).ok_or_else(|| {
-                                    Error::Instruction(format!(
-                                        "invalid duration for --{flag}: {v}"
-                                    ))
-                                })?;
-                                hc[field] = json!(ns);
-                            }
-                        }
-                        if let Some(r) = ins.flag("retries") {
-                            let n: i64 = r.parse().map_err(|_| {
-                                Error::Instruction(format!("invalid --retries value {r}"))
-                            })?;
-                            hc["Retries"] = json!(n);
-                        }
-                        hc
-                    }
-                    _ => {
-                        return Err(Error::Instruction(
-                            "Unknown type in HEALTHCHECK (try CMD)".into(),
-                        ))
-                    }
-                };
-                config.insert("Healthcheck".into(), hc.clone());
-                Ok(format!("HEALTHCHECK &{hc}"))
-            }
-            other => Err(Error::Instruction(format!("unknown instruction: {other}"))),
-        }
-    }
-
-    /// ENV/LABEL arguments: `k=v k2="v 2"` or the old `k value with spaces`.
-    fn pairs(
-        &self,
-        kw: &str,
-        raw: &str,
-        vars: &[(String, String)],
-    ) -> Result<Vec<(String, String)>> {
-        let words = split_unquoted(raw, self.lexer);
-        if words.is_empty() {
-            return Err(Error::Instruction(format!(
-                "{kw} requires at least one argument"
-            )));
-        }
-        if !words[0].contains('=') {
-            let key = words[0].to_string();
-            let rest = raw.trim_start()[words[0].len()..].trim_start();
-            if rest.is_empty() && kw == "ENV" {
-                return Err(Error::Instruction(format!("{kw} names can not be blank")));
-            }
-            return Ok(vec![(key, self.lexer.process_word(rest, vars)?)]);
-        }
-        let mut out = Vec::new();
-        for w in words {
-            let Some((k, v)) = w.split_once('=') else {
-                return Err(Error::Instruction(format!(
-                    "Syntax error - can't find = in \"{w}\". Must be of the form: name=value"
-                )));
-            };
-            if k.is_empty() {
-                return Err(Error::Instruction(format!("{kw} names can not be blank")));
-            }
-            let k = self.lexer.process_word(k, vars)?;
-            out.push((k, self.lexer.process_word(v, vars)?));
-        }
-        Ok(out)
     }
 
     fn run_step(&mut self, ins: &Instruction) -> Result<()> {
@@ -1221,66 +898,6 @@ impl Executor<'_> {
     }
 }
 
-/// Splits on unquoted whitespace, keeping quotes (they are removed per value later).
-fn split_unquoted(raw: &str, lexer: Lexer) -> Vec<String> {
-    let escape = lexer.escape();
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut quote: Option<char> = None;
-    let mut chars = raw.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (quote, c) {
-            (None, c) if c.is_whitespace() => {
-                if !cur.is_empty() {
-                    out.push(std::mem::take(&mut cur));
-                }
-            }
-            (None, '"') | (None, '\'') => {
-                quote = Some(c);
-                cur.push(c);
-            }
-            (Some(q), c) if c == q => {
-                quote = None;
-                cur.push(c);
-            }
-            (_, c) if c == escape => {
-                cur.push(c);
-                if let Some(n) = chars.next() {
-                    cur.push(n);
-                }
-            }
-            _ => cur.push(c),
-        }
-    }
-    if !cur.is_empty() {
-        out.push(cur);
-    }
-    out
-}
-
-/// `80`, `80/udp`, `8000-8002/tcp` → `80/tcp`, ...
-fn expand_port(p: &str) -> Result<Vec<String>> {
-    let (range, proto) = match p.split_once('/') {
-        Some((r, pr)) => (r, pr.to_ascii_lowercase()),
-        None => (p, "tcp".to_string()),
-    };
-    let bad = || Error::Instruction(format!("invalid containerPort: {p}"));
-    let (lo, hi) = match range.split_once('-') {
-        Some((a, b)) => (
-            a.parse::<u16>().map_err(|_| bad())?,
-            b.parse::<u16>().map_err(|_| bad())?,
-        ),
-        None => {
-            let n = range.parse::<u16>().map_err(|_| bad())?;
-            (n, n)
-        }
-    };
-    if hi < lo {
-        return Err(bad());
-    }
-    Ok((lo..=hi).map(|n| format!("{n}/{proto}")).collect())
-}
-
 fn stage_name(from: &Instruction) -> Option<String> {
     let raw = from.raw();
     let words: Vec<&str> = raw.split_whitespace().collect();
@@ -1322,20 +939,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations_ports_words() {
-        assert_eq!(go_duration("30s"), Some(30_000_000_000));
-        assert_eq!(go_duration("1m30s"), Some(90_000_000_000));
-        assert_eq!(go_duration("500ms"), Some(500_000_000));
-        assert_eq!(go_duration("x"), None);
-        assert_eq!(expand_port("80").unwrap(), vec!["80/tcp"]);
-        assert_eq!(expand_port("53/UDP").unwrap(), vec!["53/udp"]);
-        assert_eq!(expand_port("1-2").unwrap(), vec!["1/tcp", "2/tcp"]);
-        assert!(expand_port("x").is_err());
-        assert_eq!(
-            split_unquoted(r#"a=1 b="x y" c='p q' d=e\ f"#, Lexer::default()),
-            vec!["a=1", "b=\"x y\"", "c='p q'", "d=e\\ f"]
-        );
+    fn platforms() {
         assert!(check_platform("foobar").is_err());
         assert!(check_platform("linux").is_ok());
+        let (os, arch) = berth_image::spec::host_platform();
+        assert!(check_platform(&format!("{os}/{arch}")).is_ok());
+        assert!(check_platform("linux/s390x").is_err() || arch == "s390x");
     }
 }

@@ -3,10 +3,10 @@
 //! Owns everything about a build that does not need the engine: the Dockerfile parser
 //! ([`dockerfile`]), the word lexer and variable substitution ([`shell`]), `.dockerignore`
 //! matching ([`ignore`]), the build context unpacked from a tar stream ([`context`]),
-//! COPY/ADD ([`copy`]), the on-disk step cache ([`cache`]), the images each step makes
-//! ([`image`]) and the executor that walks the stages ([`build`]). What needs the engine
-//! (pulling a base image, running a RUN step in a container) is asked of a
-//! [`build::BuildBackend`], which the daemon implements.
+//! COPY/ADD ([`copy`]), the config-only instructions (`instructions`), the on-disk step cache
+//! ([`cache`]), the images each step makes ([`image`]) and the executor that walks the
+//! stages ([`build`]). What needs the engine (pulling a base image, running a RUN step in a
+//! container) is asked of a [`build::BuildBackend`], which the daemon implements.
 //!
 //! A build flows: context unpacked → Dockerfile read and parsed → meta ARGs → per stage:
 //! FROM (a previous stage, scratch, or an image, pulled when missing) and ONBUILD triggers,
@@ -22,6 +22,7 @@ pub mod dockerfile;
 mod error;
 pub mod ignore;
 pub mod image;
+mod instructions;
 pub mod shell;
 
 pub use build::{build, BuildBackend, BuildOptions, Emit, RunSpec};
