@@ -12,10 +12,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use berth_builder::ignore::Matcher;
 use clap::Args;
+use http_body_util::BodyExt;
 use hyper::Method;
 
 use crate::client::{encode, Client};
-use crate::progress::Renderer;
+use crate::progress::{Outcome, Renderer};
 
 /// `berth build`.
 #[derive(Debug, Args)]
@@ -217,6 +218,39 @@ fn context_body(a: &BuildArgs) -> Result<(Vec<u8>, Option<String>)> {
     Ok((body, Some(name)))
 }
 
+/// Draws the build's message stream; also returns the error's `errorDetail.code`.
+async fn render<W: std::io::Write>(
+    r: &mut Renderer<W>,
+    resp: hyper::Response<hyper::body::Incoming>,
+) -> Result<(Outcome, Option<i32>)> {
+    let mut body = resp.into_body();
+    let mut buf = Vec::new();
+    let mut outcome = Outcome::default();
+    let mut code = None;
+    let mut line = |raw: &[u8], outcome: &mut Outcome| -> Result<()> {
+        if raw.iter().all(u8::is_ascii_whitespace) || outcome.error.is_some() {
+            return Ok(());
+        }
+        let v: serde_json::Value = serde_json::from_slice(raw).context("decode build message")?;
+        if let Some(c) = v["errorDetail"]["code"].as_i64() {
+            code = i32::try_from(c).ok();
+        }
+        r.message(&v, outcome)
+    };
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.context("read build output")?.into_data() else {
+            continue;
+        };
+        buf.extend_from_slice(&data);
+        while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
+            let l: Vec<u8> = buf.drain(..=nl).collect();
+            line(&l, &mut outcome)?;
+        }
+    }
+    line(&buf, &mut outcome)?;
+    Ok((outcome, code))
+}
+
 /// `berth build [OPTIONS] PATH | -`.
 pub async fn build(c: &Client, a: &BuildArgs) -> Result<i32> {
     let (body, dockerfile) = context_body(a)?;
@@ -295,16 +329,15 @@ pub async fn build(c: &Client, a: &BuildArgs) -> Result<i32> {
             "application/x-tar",
         )
         .await?;
-    let outcome = if a.quiet {
-        Renderer::new(std::io::sink(), false, 80)
-            .render(resp)
-            .await?
+    let (outcome, code) = if a.quiet {
+        render(&mut Renderer::new(std::io::sink(), false, 80), resp).await?
     } else {
-        Renderer::stdout().render(resp).await?
+        render(&mut Renderer::stdout(), resp).await?
     };
     if let Some(e) = outcome.error {
         eprintln!("{e}");
-        return Ok(1);
+        // As the docker CLI: a failed RUN's exit code becomes ours.
+        return Ok(code.filter(|c| *c != 0).unwrap_or(1));
     }
     if a.quiet {
         match outcome.aux.iter().find_map(|v| v["ID"].as_str()) {
