@@ -267,7 +267,7 @@ impl ContainerStore {
         }
         let dir = self.dir(&record.id);
         fs::create_dir_all(&dir).map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
-        write_record(&dir, &record)?;
+        write_record(&dir, &record, Durability::Durable)?;
         index.names.insert(name, record.id.clone());
         index.by_id.insert(record.id.clone(), record);
         Ok(())
@@ -288,7 +288,7 @@ impl ContainerStore {
             .cloned()
             .ok_or_else(|| Error::NoSuchContainer(key.to_string()))?;
         let out = change(&mut record)?;
-        write_record(&self.dir(&id), &record)?;
+        write_record(&self.dir(&id), &record, Durability::OldOrNew)?;
         index.by_id.insert(id, record.clone());
         Ok((record, out))
     }
@@ -316,7 +316,7 @@ impl ContainerStore {
             return Err(name_conflict(&new_bare, owner));
         }
         record.name = format!("/{new_bare}");
-        write_record(&self.dir(&id), &record)?;
+        write_record(&self.dir(&id), &record, Durability::Durable)?;
         index.names.remove(bare(&old_name));
         index.names.insert(new_bare, id.clone());
         index.by_id.insert(id, record.clone());
@@ -375,15 +375,42 @@ fn resolve_in(index: &Index, key: &str) -> Result<String> {
     }
 }
 
-/// Writes `config.v2.json` atomically: temporary file, fsync, rename, directory fsync.
-fn write_record(dir: &Path, record: &ContainerRecord) -> Result<()> {
-    let bytes = serde_json::to_vec(record)
-        .map_err(|e| Error::json(format!("serialise record of {}", record.id), e))?;
-    write_atomic(dir, RECORD_FILE, &bytes)
+/// How far a record write must have reached the disk before it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// The new content survives a power loss (the rename is made durable with a directory
+    /// fsync): a container's creation and its name, which clients were told about.
+    Durable,
+    /// A crash, even a power loss, leaves the old or the new content whole, never a mix; the
+    /// new one may be lost to a power loss. For run-state changes (running, exited, restart
+    /// counts, health): after a reboot no container runs anyway and the state is re-derived,
+    /// and skipping the directory fsync takes a disk flush off every start and exit.
+    OldOrNew,
 }
 
-/// Replaces `dir/name` with `bytes` so that a crash leaves the old or the new content.
+/// Writes `config.v2.json` atomically: temporary file, fsync, rename (and a directory fsync
+/// when `durability` asks for it).
+fn write_record(dir: &Path, record: &ContainerRecord, durability: Durability) -> Result<()> {
+    let bytes = serde_json::to_vec(record)
+        .map_err(|e| Error::json(format!("serialise record of {}", record.id), e))?;
+    match durability {
+        Durability::Durable => write_atomic(dir, RECORD_FILE, &bytes),
+        Durability::OldOrNew => replace_file(dir, RECORD_FILE, &bytes),
+    }
+}
+
+/// Replaces `dir/name` with `bytes` so that a crash leaves the old or the new content, and
+/// the new content survives a power loss once this returns.
 pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    replace_file(dir, name, bytes)?;
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(format!("fsync {}", dir.display()), e))
+}
+
+/// Replaces `dir/name` with `bytes` (temporary file, fsync, rename): a crash, even a power
+/// loss, leaves the old or the new content whole, never an empty or partial file.
+fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     let tmp = dir.join(format!(".{name}.tmp"));
     let target = dir.join(name);
     let io = |what: &str, p: &Path, e| Error::io(format!("{what} {}", p.display()), e);
@@ -391,10 +418,7 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     f.write_all(bytes).map_err(|e| io("write", &tmp, e))?;
     f.sync_all().map_err(|e| io("fsync", &tmp, e))?;
     drop(f);
-    fs::rename(&tmp, &target).map_err(|e| io("rename into", &target, e))?;
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io("fsync", dir, e))
+    fs::rename(&tmp, &target).map_err(|e| io("rename into", &target, e))
 }
 
 #[cfg(test)]

@@ -76,9 +76,20 @@ impl Volumes {
 
     /// Records container `id`'s mount points in `dir` (its record directory) and in memory.
     pub fn set_mount_points(&self, id: &str, dir: &Path, points: Vec<MountPoint>) -> Result<()> {
-        let bytes = serde_json::to_vec(&points)
-            .map_err(|e| Error::json(format!("serialise mount points of {id}"), e))?;
-        crate::store::write_atomic(dir, MOUNTS_FILE, &bytes)?;
+        if points.is_empty() {
+            // No file means no mount points: most containers have none, and their creation
+            // is spared a durable write.
+            let file = dir.join(MOUNTS_FILE);
+            match std::fs::remove_file(&file) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(format!("remove {}", file.display()), e)),
+            }
+        } else {
+            let bytes = serde_json::to_vec(&points)
+                .map_err(|e| Error::json(format!("serialise mount points of {id}"), e))?;
+            crate::store::write_atomic(dir, MOUNTS_FILE, &bytes)?;
+        }
         lock(&self.mounts).insert(id.to_string(), points);
         Ok(())
     }
