@@ -222,7 +222,10 @@ impl NetworkManager {
             let _ = self.sync_firewall(guard, true);
             return Err(e);
         }
-        if let Err(e) = store::save(&self.state_path(), &new) {
+        // Network definitions must survive a power loss; endpoint changes need not (see
+        // `store`), which keeps fsync off the container start and stop paths.
+        let durable = !guard.networks.keys().eq(new.networks.keys());
+        if let Err(e) = store::save(&self.state_path(), &new, durable) {
             let _ = self.sync_firewall(guard, true);
             return Err(e);
         }

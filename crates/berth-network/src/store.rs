@@ -1,6 +1,13 @@
 //! The persisted model (networks, their endpoints and address allocations) and its
-//! crash-safe storage: one JSON file rewritten via tmp + fsync + rename + directory fsync,
-//! so a crash leaves either the old or the new state, never a torn file.
+//! crash-safe storage: one JSON file replaced by rename, so a crash leaves either the old or
+//! the new state, never a torn file.
+//!
+//! Only network definitions need to survive a power loss; endpoints and container addresses
+//! describe running containers, and after a reboot none runs (`reconcile` drops them). So
+//! changes of the network set are written durably (fsync of the file and the directory, and
+//! a copy kept as `<file>.durable`), while endpoint changes on the container start and stop
+//! paths skip the fsyncs. Should a power loss leave the last non-durable rename with torn
+//! contents, `load` falls back to the durable copy.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -117,8 +124,26 @@ impl State {
     }
 }
 
-/// Loads `path`, returning an empty state if it does not exist yet.
+/// The copy of `path` written at every durable save.
+fn durable_copy(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".durable");
+    PathBuf::from(name)
+}
+
+/// Loads `path`, returning an empty state if it does not exist yet; a torn `path` (a power
+/// loss after a non-durable save) gives the last durable state instead.
 pub fn load(path: &Path) -> Result<State> {
+    match read(path) {
+        Err(NetworkError::StateCorrupt { path: p, source }) if durable_copy(path).exists() => {
+            tracing::warn!(path = %p.display(), %source, "state file torn, using its durable copy");
+            read(&durable_copy(path))
+        }
+        r => r,
+    }
+}
+
+fn read(path: &Path) -> Result<State> {
     match fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| NetworkError::StateCorrupt {
             path: path.to_path_buf(),
@@ -129,22 +154,87 @@ pub fn load(path: &Path) -> Result<State> {
     }
 }
 
-/// Atomically replaces `path` with `state`.
-pub fn save(path: &Path, state: &State) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(io_err("create", dir))?;
-    let tmp: PathBuf = path.with_extension("json.tmp");
+/// Atomically replaces `path` with `state`; `durable` also makes it (and its durable copy)
+/// survive a power loss.
+pub fn save(path: &Path, state: &State, durable: bool) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(state).map_err(|source| NetworkError::StateCorrupt {
         path: path.to_path_buf(),
         source,
     })?;
+    if durable {
+        replace(&durable_copy(path), &bytes, true)?;
+    }
+    replace(path, &bytes, durable)
+}
+
+fn replace(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
     let mut f = File::create(&tmp).map_err(io_err("create", &tmp))?;
-    f.write_all(&bytes).map_err(io_err("write", &tmp))?;
-    f.sync_all().map_err(io_err("fsync", &tmp))?;
+    f.write_all(bytes).map_err(io_err("write", &tmp))?;
+    if durable {
+        f.sync_all().map_err(io_err("fsync", &tmp))?;
+    }
     drop(f);
     fs::rename(&tmp, path).map_err(io_err("rename", path))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("fsync", dir))?;
+    if durable {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err("fsync", dir))?;
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(names: &[&str]) -> State {
+        let mut st = State::default();
+        for n in names {
+            let rec = NetworkRecord {
+                id: (*n).to_string(),
+                name: (*n).to_string(),
+                bridge: format!("br-{n}"),
+                subnet: "10.9.0.0/24".parse().unwrap(),
+                gateway: Ipv4Addr::new(10, 9, 0, 1),
+                gateway_auto: false,
+                ip_range: "10.9.0.0/24".parse().unwrap(),
+                mtu: 1500,
+                internal: false,
+                default_bridge: false,
+                attachable: false,
+                labels: BTreeMap::new(),
+                options: BTreeMap::new(),
+                ipam: Allocations::default(),
+                aux_addresses: BTreeMap::new(),
+                ipv6: None,
+                endpoints: BTreeMap::new(),
+            };
+            st.networks.insert(rec.id.clone(), rec);
+        }
+        st
+    }
+
+    #[test]
+    fn torn_state_falls_back_to_the_durable_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("networks.json");
+        assert_eq!(load(&path).unwrap(), State::default());
+        save(&path, &state(&["a"]), true).unwrap();
+        save(&path, &state(&["a", "b"]), false).unwrap();
+        assert_eq!(load(&path).unwrap(), state(&["a", "b"]));
+        // What a power loss may leave of a rename whose data was never flushed.
+        std::fs::write(&path, "").unwrap();
+        assert_eq!(load(&path).unwrap(), state(&["a"]));
+        // Without a durable copy, a torn file is an error, not an empty state.
+        std::fs::remove_file(durable_copy(&path)).unwrap();
+        assert!(matches!(
+            load(&path),
+            Err(NetworkError::StateCorrupt { .. })
+        ));
+    }
 }
