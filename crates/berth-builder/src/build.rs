@@ -32,8 +32,9 @@ pub const BUILTIN_ARGS: &[&str] = &[
     "all_proxy",
 ];
 
-/// What a build is asked to do (`POST /build`'s parameters).
-#[derive(Debug, Clone, Default)]
+/// What a build is asked to do (`POST /build`'s parameters). The default is dockerd's:
+/// `rm` on, everything else off.
+#[derive(Debug, Clone)]
 pub struct BuildOptions {
     /// The Dockerfile's path in the context (`Dockerfile` when empty).
     pub dockerfile: String,
@@ -57,6 +58,24 @@ pub struct BuildOptions {
     pub platform: Option<String>,
     /// `--cache-from`: only steps of these images' ancestry are reused.
     pub cache_from: Vec<String>,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        BuildOptions {
+            dockerfile: String::new(),
+            tags: Vec::new(),
+            build_args: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            target: None,
+            no_cache: false,
+            rm: true,
+            force_rm: false,
+            pull: false,
+            platform: None,
+            cache_from: Vec::new(),
+        }
+    }
 }
 
 /// Where build output goes (the JSON message stream of `POST /build`).
@@ -840,7 +859,9 @@ impl Executor<'_> {
         let parent = self.stage_ref().image.clone();
         let state = match &parent.id {
             Some(id) => {
+                let started = std::time::Instant::now();
                 let target = ScratchRootfs::create(store, id.as_str())?;
+                tracing::debug!(elapsed = ?started.elapsed(), "copy target root filesystem ready");
                 let tfs = ContainerFs::open(&target.path)?;
                 let owner = match &req.chown {
                     Some(c) => copy::resolve_chown(&tfs, c)?,

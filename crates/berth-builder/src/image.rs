@@ -168,7 +168,9 @@ pub fn commit_container(
         config: Some(Value::Object(container_config)),
         ..Default::default()
     };
+    let started = std::time::Instant::now();
     let tmp = store.commit(container_id, &opts)?;
+    let committed = started.elapsed();
     // The store's commit records no `created_by`; the step's image is the same layers under
     // a config that says which instruction made them.
     let result = (|| {
@@ -190,9 +192,17 @@ pub fn commit_container(
         let layers = parent_layers(store, &tmp_state)?;
         store_image(store, &config, layers)
     })();
+    let restated = started.elapsed();
     if let Err(err) = store.remove(tmp.as_str(), true) {
         tracing::warn!(image = %tmp, %err, "cannot remove the build's temporary image");
     }
+    tracing::debug!(
+        container = container_id,
+        ?committed,
+        ?restated,
+        total = ?started.elapsed(),
+        "build step committed"
+    );
     result
 }
 

@@ -121,7 +121,6 @@ fn stages_args_env_labels_and_copy_into_scratch() {
             ("unused".to_string(), Some("x".to_string())),
         ]),
         labels: BTreeMap::from([("from".to_string(), "options".to_string())]),
-        rm: true,
         ..Default::default()
     };
     let files = [("Dockerfile", DOCKERFILE), ("a.txt", "A"), ("b.txt", "B")];

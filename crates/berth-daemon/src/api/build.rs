@@ -1,7 +1,8 @@
 //! `POST /build` (the classic builder's JSON message stream) and `POST /build/prune`.
 //!
-//! The context arrives as the request body and is unpacked on a blocking thread while it is
-//! still being received; the build then runs there too, its messages sent as they happen.
+//! The context arrives as the request body and is read on a blocking thread as it is received;
+//! the build then runs there too, its messages sent as they happen. A build that fails before
+//! its first message is answered with an HTTP error, as dockerd answers it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
