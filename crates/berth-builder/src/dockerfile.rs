@@ -245,18 +245,40 @@ pub fn instruction(line: usize, logical: &str) -> Result<Option<Instruction>> {
     }))
 }
 
-/// Whether a word starts a heredoc (`<<EOF`, `<<-"EOF"`) that would need following lines.
+/// Whether the arguments start a heredoc (`<<EOF`, `<<-"EOF"`) outside quotes: one that
+/// would need the following lines, which the classic builder does not read.
 fn has_heredoc(raw: &str) -> bool {
-    raw.split_whitespace().any(|w| {
-        let Some(rest) = w.strip_prefix("<<") else {
-            return false;
-        };
-        let rest = rest.strip_prefix('-').unwrap_or(rest);
-        let rest = rest.trim_start_matches(['"', '\'']);
-        rest.chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-    })
+    let chars: Vec<char> = raw.chars().collect();
+    let mut quote: Option<char> = None;
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == '"' || c == '\'' => quote = Some(c),
+            None if c == '<' && chars.get(i + 1) == Some(&'<') => {
+                let mut j = i + 2;
+                if chars.get(j) == Some(&'-') {
+                    j += 1;
+                }
+                while matches!(chars.get(j), Some('"') | Some('\'')) {
+                    j += 1;
+                }
+                if chars
+                    .get(j)
+                    .is_some_and(|c| c.is_ascii_alphabetic() || *c == '_')
+                {
+                    return true;
+                }
+                i = j;
+                continue;
+            }
+            None => {}
+        }
+        i += 1;
+    }
+    false
 }
 
 #[cfg(test)]
@@ -324,6 +346,9 @@ mod tests {
         );
         assert!(parse("FROM a\nRUN <<EOF\necho\nEOF\n").is_err());
         assert!(parse("FROM a\nRUN echo $((1<<2))\n").is_ok());
+        assert!(parse("FROM a\nRUN echo \"a <<b\" 'c <<d'\n").is_ok());
+        assert!(parse("FROM a\nRUN cat <<-'EOF' > f\n").is_err());
+        assert!(parse("FROM a\nCOPY <<EOF /x\n").is_err());
     }
 
     #[test]
