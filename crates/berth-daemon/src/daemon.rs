@@ -189,14 +189,10 @@ impl Daemon {
         };
         let dir = self.containers.dir(&id);
         // The writable layer exists from creation on, as with Docker: it is what marks the
-        // image as in use. It is mounted again when the container starts.
-        let rootfs = self
-            .images
-            .create_rootfs(image_id.as_str(), &id)
+        // image as in use. It is mounted when the container starts.
+        self.images
+            .prepare_rootfs(image_id.as_str(), &id)
             .inspect_err(|_| self.discard_mount_points(&mount_points))?;
-        if let Err(err) = rootfs.unmount() {
-            tracing::warn!(%id, %err, "cannot unmount new container rootfs");
-        }
         let record = ContainerRecord {
             id: id.clone(),
             created: time::now_rfc3339(),

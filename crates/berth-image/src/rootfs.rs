@@ -102,6 +102,32 @@ impl Store {
     /// Create and mount the root filesystem of container `container_id` from `image`
     /// (reference, ID or ID prefix). The image is in use until [`Store::remove_rootfs`].
     pub fn create_rootfs(&self, image: &str, container_id: &str) -> Result<Rootfs> {
+        self.create_container_layers(image, container_id, true)
+    }
+
+    /// As [`Store::create_rootfs`], leaving the rootfs unmounted when that costs nothing:
+    /// `docker create` makes the layers and `start` mounts them ([`Store::mount_rootfs`]).
+    /// Until an overlay mount has worked in this process the layers are mounted (and
+    /// unmounted) once anyway, since that mount is what chooses between overlayfs and copies.
+    pub fn prepare_rootfs(&self, image: &str, container_id: &str) -> Result<()> {
+        let probed = self.inner.options.driver.is_some()
+            || self
+                .inner
+                .overlay_works
+                .load(std::sync::atomic::Ordering::Relaxed);
+        let rootfs = self.create_container_layers(image, container_id, !probed)?;
+        if !probed {
+            rootfs.unmount()?;
+        }
+        Ok(())
+    }
+
+    fn create_container_layers(
+        &self,
+        image: &str,
+        container_id: &str,
+        mount: bool,
+    ) -> Result<Rootfs> {
         let _l = self.lock_shared()?;
         let img = self.get(image)?;
         let dir = self.container_dir(container_id)?;
@@ -127,14 +153,17 @@ impl Store {
             fs::set_permissions(dir.join("merged"), fs::Permissions::from_mode(0o755))
                 .ctx("chmod", dir.join("merged"))?;
             let mut driver = self.inner.options.driver.unwrap_or(Driver::Overlay);
-            if driver == Driver::Overlay {
-                if let Err(e) = self.mount_overlay(&dir, &chains) {
-                    if self.inner.options.driver.is_none() && overlay_unsupported(&e) {
+            if driver == Driver::Overlay && mount {
+                match self.mount_overlay(&dir, &chains) {
+                    Ok(()) => self
+                        .inner
+                        .overlay_works
+                        .store(true, std::sync::atomic::Ordering::Relaxed),
+                    Err(e) if self.inner.options.driver.is_none() && overlay_unsupported(&e) => {
                         tracing::warn!(error = %e, "overlayfs unavailable, copying layers instead");
                         driver = Driver::Copy;
-                    } else {
-                        return Err(e);
                     }
+                    Err(e) => return Err(e),
                 }
             }
             if driver == Driver::Copy {

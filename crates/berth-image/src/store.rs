@@ -54,6 +54,9 @@ pub(crate) struct Inner {
     pub content: ContentStore,
     pub db: DbFile,
     pub options: StoreOptions,
+    /// An overlay mount of a container rootfs has succeeded in this process, so the driver
+    /// choice needs no new probe (see [`Store::prepare_rootfs`]).
+    pub overlay_works: std::sync::atomic::AtomicBool,
 }
 
 /// The image store. Cheap to clone; all clones share the same root.
@@ -126,6 +129,7 @@ impl Store {
                 db: DbFile::new(&root),
                 root,
                 options,
+                overlay_works: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }

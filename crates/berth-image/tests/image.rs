@@ -714,3 +714,32 @@ fn init_layer_hides_mountpoints_with_copy_driver() {
         driver: Some(Driver::Copy),
     }));
 }
+
+#[test]
+fn prepare_rootfs_probes_overlay_once_then_leaves_layers_unmounted() {
+    let ts = TestStore::new();
+    import_busybox(&ts, "busybox");
+    let mounted = |id: &str| {
+        let merged = ts.store.root().join("containers").join(id).join("merged");
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .contains(&format!(" {} ", merged.display()))
+    };
+    // The first one mounts to choose the driver, and unmounts; later ones do not mount.
+    ts.store.prepare_rootfs("busybox", "p1").unwrap();
+    assert!(!mounted("p1"));
+    ts.store.prepare_rootfs("busybox", "p2").unwrap();
+    assert!(!mounted("p2"));
+    // Both mount when asked, with the image's files, and are prepared only once.
+    for id in ["p1", "p2"] {
+        let rootfs = ts.store.mount_rootfs(id).unwrap();
+        assert_eq!(rootfs.driver, Driver::Overlay);
+        assert!(mounted(id));
+        assert!(rootfs.path.join("bin/busybox").exists());
+        rootfs.remove().unwrap();
+    }
+    let err = ts.store.prepare_rootfs("busybox", "p1");
+    assert!(err.is_ok(), "a removed container's id can be used again: {err:?}");
+    assert!(ts.store.prepare_rootfs("busybox", "p1").is_err());
+    ts.store.remove_rootfs("p1").unwrap();
+}
