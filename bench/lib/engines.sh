@@ -23,7 +23,10 @@ bench_cleanup() {
       sleep 0.1
     done
   fi
-  umount -R "$bench_dir"/data/* 2>/dev/null || true
+  # Whatever is still mounted below the bench dir (rootfs, volumes, pooled netns files of a
+  # daemon that did not shut down cleanly), deepest first.
+  awk -v d="$bench_dir/" 'index($5, d) == 1 { print $5 }' /proc/self/mountinfo | sort -r |
+    while read -r m; do umount -l "$m" 2>/dev/null || true; done
   rm -rf "$bench_dir"
 }
 
