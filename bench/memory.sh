@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Memory: the daemon idle and after use, and the per-container monitor, against Debian's
-# dockerd + containerd and containerd-shim-runc-v2 measured in the same run.
+# dockerd + containerd and containerd-shim-runc-v2, and podman's conmon, measured in the same run.
 #   bench/memory.sh [BERTH_BINARY]   (default target/release/berth; CONTAINERS=20)
 set -euo pipefail
 source "$(dirname "$0")/lib/engines.sh"
@@ -40,15 +40,15 @@ for _ in $(seq 50); do "$berth" run --rm --network none busybox true; done
 sleep 1
 b_after=$(rss_kb "$berth_pid")
 
-printf '%-46s %16s %16s\n' "" "berth" "docker"
 start_docker
+d_idle=- d_busy=- d_shim_rss=0 d_shim_pss=0 d_shim_uss=0
 if [ -n "$docker_host" ]; then
   ref=${REF_DIR:-/var/tmp/peer/ref}
   dockerd_pid=$(cat "$ref/dockerd.pid")
   containerd_pid=$(pgrep -P "$dockerd_pid" containerd | head -1 || true)
   sleep 1
   engine_rss() { echo $(( $(rss_kb "$dockerd_pid") + $([ -n "$containerd_pid" ] && rss_kb "$containerd_pid" || echo 0) )); }
-  d_idle=$(engine_rss)
+  d_idle=$(mib "$(engine_rss)")
   for _ in $(seq "$n"); do DOCKER_HOST=$docker_host docker run -d --network none busybox sleep 600 >/dev/null; done
   sleep 1
   shims=$(pgrep -f "containerd-shim-runc-v2 -namespace moby" || true)
@@ -58,17 +58,41 @@ if [ -n "$docker_host" ]; then
   d_shim_pss=$(avg_of pss_kb $shims)
   # shellcheck disable=SC2086
   d_shim_uss=$(avg_of uss_kb $shims)
-  d_busy=$(engine_rss)
-  printf '%-46s %16s %16s\n' "engine idle RSS (dockerd + containerd)" "$(mib "$b_idle")" "$(mib "$d_idle")"
-  printf '%-46s %16s %16s\n' "engine RSS with $n containers" "$(mib "$b_busy")" "$(mib "$d_busy")"
-  printf '%-46s %16s %16s\n' "per-container monitor RSS (monitor / shim)" "$(mib "$b_mon_rss")" "$(mib "$d_shim_rss")"
-  printf '%-46s %16s %16s\n' "per-container monitor PSS" "$(mib "$b_mon_pss")" "$(mib "$d_shim_pss")"
-  printf '%-46s %16s %16s\n' "per-container monitor USS (private)" "$(mib "$b_mon_uss")" "$(mib "$d_shim_uss")"
-else
-  printf '%-46s %16s\n' "daemon idle RSS" "$(mib "$b_idle")"
-  printf '%-46s %16s\n' "daemon RSS with $n containers" "$(mib "$b_busy")"
-  printf '%-46s %16s\n' "per-container monitor RSS" "$(mib "$b_mon_rss")"
-  printf '%-46s %16s\n' "per-container monitor PSS" "$(mib "$b_mon_pss")"
-  printf '%-46s %16s\n' "per-container monitor USS (private)" "$(mib "$b_mon_uss")"
+  d_busy=$(mib "$(engine_rss)")
 fi
-printf '%-46s %16s\n' "daemon RSS after 50 more run --rm" "$(mib "$b_after")"
+
+# podman's conmon, the other per-container monitor (private storage; runc, since Debian's crun
+# refuses this host's hybrid cgroup layout; the host's nofile limit, since root here cannot
+# raise it).
+p_rss=0 p_pss=0 p_uss=0
+if command -v podman >/dev/null; then
+  pod_root="$bench_dir/podman"
+  pod=(podman --root "$pod_root/root" --runroot "$pod_root/run" --runtime runc
+    --cgroup-manager cgroupfs --events-backend file)
+  if "${pod[@]}" import "$bench_dir/busybox.tar" busybox:latest >/dev/null 2>&1; then
+    for _ in $(seq "$n"); do
+      "${pod[@]}" run -d --network none --ulimit "nofile=$(ulimit -n):$(ulimit -Hn)" \
+        busybox sleep 600 >/dev/null
+    done
+    sleep 1
+    conmons=$(pgrep -f "conmon .*$pod_root" || true)
+    # shellcheck disable=SC2086
+    p_rss=$(avg_of rss_kb $conmons)
+    # shellcheck disable=SC2086
+    p_pss=$(avg_of pss_kb $conmons)
+    # shellcheck disable=SC2086
+    p_uss=$(avg_of uss_kb $conmons)
+    "${pod[@]}" rm -af -t 0 >/dev/null 2>&1 || true
+  else
+    echo "# podman: cannot import the image, skipped" >&2
+  fi
+fi
+or_dash() { [ "$1" = 0 ] && echo - || mib "$1"; }
+
+printf '%-46s %16s %16s %16s\n' "" "berth" "docker" "podman"
+printf '%-46s %16s %16s %16s\n' "engine idle RSS (dockerd + containerd)" "$(mib "$b_idle")" "$d_idle" -
+printf '%-46s %16s %16s %16s\n' "engine RSS with $n containers" "$(mib "$b_busy")" "$d_busy" -
+printf '%-46s %16s %16s %16s\n' "daemon RSS after 50 more run --rm" "$(mib "$b_after")" - -
+printf '%-46s %16s %16s %16s\n' "per-container monitor RSS (monitor/shim/conmon)" "$(mib "$b_mon_rss")" "$(or_dash "$d_shim_rss")" "$(or_dash "$p_rss")"
+printf '%-46s %16s %16s %16s\n' "per-container monitor PSS" "$(mib "$b_mon_pss")" "$(or_dash "$d_shim_pss")" "$(or_dash "$p_pss")"
+printf '%-46s %16s %16s %16s\n' "per-container monitor USS (private)" "$(mib "$b_mon_uss")" "$(or_dash "$d_shim_uss")" "$(or_dash "$p_uss")"
