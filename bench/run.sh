@@ -5,6 +5,8 @@
 #   bench/run.sh [BERTH_BINARY]   (default target/release/berth; RUNS=30, DETACHED=100)
 #
 # RCU_EXPEDITED=1 runs both engines with /sys/kernel/rcu_expedited set (restored afterwards).
+# BERTH_DAEMON_ARGS=--cgroup-favordynmods lets Berth's daemon set the cgroup2 favordynmods
+# option, which then applies to every engine on the host until reboot (see ARCHITECTURE.md).
 # On a cgroup-v1 host the first task migration into a cgroup after a quiet spell waits for an
 # RCU grace period (~20 ms on a 2-vCPU VM), and network namespace teardown holds the RTNL lock
 # across grace periods; expedited grace periods shorten both, for every engine alike.

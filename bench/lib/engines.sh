@@ -30,13 +30,14 @@ bench_cleanup() {
   rm -rf "$bench_dir"
 }
 
-# start_berth BINARY: a daemon on $bench_dir/b.sock with busybox:latest imported.
+# start_berth BINARY: a daemon on $bench_dir/b.sock with busybox:latest imported; extra daemon
+# flags from $BERTH_DAEMON_ARGS (e.g. --cgroup-favordynmods).
 start_berth() {
   berth=$(realpath "$1")
   echo '{}' >"$bench_dir/daemon.json"
   "$berth" daemon -H "unix://$bench_dir/b.sock" --data-root "$bench_dir/data" \
     --exec-root "$bench_dir/run" --config-file "$bench_dir/daemon.json" \
-    --network-instance bn >"$bench_dir/daemon.log" 2>&1 &
+    --network-instance bn ${BERTH_DAEMON_ARGS:-} >"$bench_dir/daemon.log" 2>&1 &
   berth_pid=$!
   for _ in $(seq 200); do [ -S "$bench_dir/b.sock" ] && break; sleep 0.05; done
   [ -S "$bench_dir/b.sock" ] || { echo "berth daemon did not start:" >&2; cat "$bench_dir/daemon.log" >&2; exit 1; }
