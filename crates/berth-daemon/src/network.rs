@@ -656,13 +656,13 @@ impl Daemon {
                 "EndpointID": format!("{}{}", net.id.get(..32).unwrap_or(&net.id), short_id(&r.id)),
                 "Gateway": if net.internal { String::new() } else { net.gateway.to_string() },
                 "IPAddress": ep.ip.to_string(),
-                "IPPrefixLen": net.subnet.prefix(),
+                "IPPrefixLen": net.subnet.prefix_len(),
                 "IPv6Gateway": v6
                     .filter(|_| !net.internal)
                     .map(|(_, n6)| n6.gateway.to_string())
                     .unwrap_or_default(),
                 "GlobalIPv6Address": v6.map(|(ip, _)| ip.to_string()).unwrap_or_default(),
-                "GlobalIPv6PrefixLen": v6.map(|(_, n6)| n6.subnet.prefix()).unwrap_or(0),
+                "GlobalIPv6PrefixLen": v6.map(|(_, n6)| n6.subnet.prefix_len()).unwrap_or(0),
                 "MacAddress": ep.mac,
                 "DriverOpts": endpoint_settings(r, &net.name).and_then(|s| s.driver_opts.clone()),
             });

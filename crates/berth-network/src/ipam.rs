@@ -1,98 +1,101 @@
-//! Address management: IPv4 and IPv6 CIDR arithmetic, Docker's default-address-pools
-//! selection of a free IPv4 subnet, a random unique-local IPv6 /64 when none is given, and
-//! per-network allocation of container addresses (the allocation maps are persisted by the
-//! caller together with the network, see `store`).
+//! Address management: Docker's default-address-pools selection of a free IPv4 subnet, a
+//! random unique-local IPv6 /64 when none is given, and per-network allocation of container
+//! addresses (the allocation maps are persisted by the caller together with the network, see
+//! `store`). CIDR arithmetic is `ipnet`'s; [`Subnet`] is what IPAM needs of either family, so
+//! that one allocator and one set of checks serve IPv4 and IPv6.
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::{Ipv4Addr, Ipv6Addr};
-use std::str::FromStr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+pub use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{NetworkError, Result};
 
-/// An IPv4 network in CIDR notation, always stored with host bits cleared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Ipv4Net {
-    addr: Ipv4Addr,
-    prefix: u8,
-}
-
-impl Ipv4Net {
-    /// Builds a network, clearing host bits (`10.1.2.3/16` becomes `10.1.0.0/16`).
-    pub fn new(addr: Ipv4Addr, prefix: u8) -> Result<Self> {
-        if prefix > 32 {
-            return Err(NetworkError::InvalidCidr(format!("{addr}/{prefix}")));
-        }
-        let bits = u32::from(addr) & mask(prefix);
-        Ok(Self {
-            addr: Ipv4Addr::from(bits),
-            prefix,
-        })
-    }
-    pub fn network(&self) -> Ipv4Addr {
-        self.addr
-    }
-    pub fn prefix(&self) -> u8 {
-        self.prefix
-    }
-    pub fn broadcast(&self) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.addr) | !mask(self.prefix))
-    }
-    pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        u32::from(ip) & mask(self.prefix) == u32::from(self.addr)
-    }
-    /// True if either network contains the other.
-    pub fn overlaps(&self, other: &Ipv4Net) -> bool {
-        self.contains(other.addr) || other.contains(self.addr)
-    }
+/// One address family's networks, as IPAM uses them.
+pub trait Subnet: Copy + Eq + fmt::Display {
+    type Addr: Copy + Ord + fmt::Display + Into<IpAddr> + std::str::FromStr;
+    /// The longest prefix a bridge network may have: room for a gateway and a container.
+    const MAX_BRIDGE_PREFIX: u8;
+    /// Parses `a/len`, clearing host bits (`10.1.2.3/16` is `10.1.0.0/16`).
+    fn parse_cidr(s: &str) -> Result<Self>;
+    fn prefix(&self) -> u8;
+    fn first(&self) -> Self::Addr;
+    fn has(&self, ip: Self::Addr) -> bool;
+    /// Addresses never handed out: the network address (IPv6's subnet-router anycast), and
+    /// IPv4's broadcast.
+    fn reserved(&self, ip: Self::Addr) -> bool;
     /// The `n`th address of the network (0 is the network address).
-    pub fn nth(&self, n: u32) -> Option<Ipv4Addr> {
-        let size = 1u64 << (32 - self.prefix);
-        (u64::from(n) < size).then(|| Ipv4Addr::from(u32::from(self.addr) + n))
+    fn nth(&self, n: u128) -> Option<Self::Addr>;
+    /// True if either network contains the other.
+    fn overlaps(&self, other: &Self) -> bool {
+        self.has(other.first()) || other.has(self.first())
     }
 }
 
-fn mask(prefix: u8) -> u32 {
-    if prefix == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(prefix))
+fn parse_net<N: std::str::FromStr>(s: &str) -> Result<N> {
+    // ipnet takes `a/len` only; a bare address is not a subnet.
+    s.parse()
+        .map_err(|_| NetworkError::InvalidCidr(s.to_string()))
+}
+
+impl Subnet for Ipv4Net {
+    type Addr = Ipv4Addr;
+    const MAX_BRIDGE_PREFIX: u8 = 30;
+    fn parse_cidr(s: &str) -> Result<Self> {
+        parse_net::<Ipv4Net>(s).map(|n| n.trunc())
+    }
+    fn prefix(&self) -> u8 {
+        self.prefix_len()
+    }
+    fn first(&self) -> Ipv4Addr {
+        self.network()
+    }
+    fn has(&self, ip: Ipv4Addr) -> bool {
+        self.contains(&ip)
+    }
+    fn reserved(&self, ip: Ipv4Addr) -> bool {
+        ip == self.network() || ip == self.broadcast()
+    }
+    fn nth(&self, n: u128) -> Option<Ipv4Addr> {
+        let size = 1u128 << (32 - self.prefix_len());
+        let n = u32::try_from(n).ok().filter(|_| n < size)?;
+        Some(Ipv4Addr::from(u32::from(self.network()) + n))
     }
 }
 
-impl FromStr for Ipv4Net {
-    type Err = NetworkError;
-    fn from_str(s: &str) -> Result<Self> {
-        let bad = || NetworkError::InvalidCidr(s.to_string());
-        let (a, p) = s.split_once('/').ok_or_else(bad)?;
-        let addr: Ipv4Addr = a.parse().map_err(|_| bad())?;
-        let prefix: u8 = p.parse().map_err(|_| bad())?;
-        if prefix > 32 {
-            return Err(bad());
-        }
-        Self::new(addr, prefix)
+impl Subnet for Ipv6Net {
+    type Addr = Ipv6Addr;
+    const MAX_BRIDGE_PREFIX: u8 = 126;
+    fn parse_cidr(s: &str) -> Result<Self> {
+        parse_net::<Ipv6Net>(s).map(|n| n.trunc())
+    }
+    fn prefix(&self) -> u8 {
+        self.prefix_len()
+    }
+    fn first(&self) -> Ipv6Addr {
+        self.network()
+    }
+    fn has(&self, ip: Ipv6Addr) -> bool {
+        self.contains(&ip)
+    }
+    fn reserved(&self, ip: Ipv6Addr) -> bool {
+        ip == self.network()
+    }
+    fn nth(&self, n: u128) -> Option<Ipv6Addr> {
+        let host = u128::from(self.hostmask());
+        (n <= host).then(|| Ipv6Addr::from(u128::from(self.network()) | n))
     }
 }
 
-impl fmt::Display for Ipv4Net {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
-
-impl Serialize for Ipv4Net {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Ipv4Net {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
+/// A random /64 of fd00::/8 (RFC 4193: a 40-bit random global id, subnet 0), for an IPv6
+/// network created without a subnet.
+pub fn random_ula() -> Ipv6Net {
+    let global: u64 = rand::random::<u64>() & 0xff_ffff_ffff;
+    let bits = (0xfdu128 << 120) | (u128::from(global) << 80);
+    // A /64 is a valid prefix length: `new` cannot fail.
+    Ipv6Net::new(Ipv6Addr::from(bits), 64).unwrap_or_default()
 }
 
 /// Docker's default address pools: 172.17.0.0/16 .. 172.31.0.0/16 as /16s, then
@@ -112,167 +115,38 @@ pub fn pick_free_pool(taken: &[Ipv4Net]) -> Result<Ipv4Net> {
         .ok_or(NetworkError::NoFreePool)
 }
 
-/// Per-network address allocation. `allocated` maps address to owner (container id, or
-/// `"gateway"`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Allocations {
-    pub allocated: BTreeMap<Ipv4Addr, String>,
+/// Per-network address allocation of one family. `allocated` maps address to owner
+/// (container id, `"gateway"`, `"aux:<name>"`, or a pool's owners, see `pool`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(bound(
+    serialize = "A: Ord + Serialize",
+    deserialize = "A: Ord + Deserialize<'de>"
+))]
+pub struct Allocations<A: Ord = Ipv4Addr> {
+    pub allocated: BTreeMap<A, String>,
 }
 
-impl Allocations {
-    /// Reserves `ip` (static address) for `owner`.
-    pub fn reserve(
-        &mut self,
-        network: &str,
-        subnet: &Ipv4Net,
-        ip: Ipv4Addr,
-        owner: &str,
-    ) -> Result<()> {
-        if !subnet.contains(ip) || ip == subnet.network() || ip == subnet.broadcast() {
-            return Err(NetworkError::OutsideSubnet {
-                what: "address",
-                addr: ip.to_string(),
-                subnet: subnet.to_string(),
-            });
-        }
-        if self.allocated.contains_key(&ip) {
-            return Err(NetworkError::AddressInUse {
-                addr: ip.into(),
-                network: network.to_string(),
-            });
-        }
-        self.allocated.insert(ip, owner.to_string());
-        Ok(())
-    }
+/// The IPv6 allocations of a dual-stack network.
+pub type Allocations6 = Allocations<Ipv6Addr>;
 
-    /// Allocates the lowest free address of `range` (which lies within `subnet`).
-    pub fn allocate(&mut self, subnet: &Ipv4Net, range: &Ipv4Net, owner: &str) -> Result<Ipv4Addr> {
-        let size = 1u64 << (32 - range.prefix());
-        for n in 0..size {
-            let Some(ip) = range.nth(n as u32) else { break };
-            if ip == subnet.network()
-                || ip == subnet.broadcast()
-                || self.allocated.contains_key(&ip)
-            {
-                continue;
-            }
-            self.allocated.insert(ip, owner.to_string());
-            return Ok(ip);
-        }
-        Err(NetworkError::PoolExhausted(range.to_string()))
-    }
-
-    pub fn release(&mut self, ip: Ipv4Addr) {
-        self.allocated.remove(&ip);
-    }
-}
-
-/// An IPv6 network in CIDR notation, always stored with host bits cleared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Ipv6Net {
-    addr: Ipv6Addr,
-    prefix: u8,
-}
-
-fn mask6(prefix: u8) -> u128 {
-    if prefix == 0 {
-        0
-    } else {
-        u128::MAX << (128 - u32::from(prefix))
-    }
-}
-
-impl Ipv6Net {
-    /// Builds a network, clearing host bits.
-    pub fn new(addr: Ipv6Addr, prefix: u8) -> Result<Self> {
-        if prefix > 128 {
-            return Err(NetworkError::InvalidCidr(format!("{addr}/{prefix}")));
-        }
-        Ok(Self {
-            addr: Ipv6Addr::from(u128::from(addr) & mask6(prefix)),
-            prefix,
-        })
-    }
-    pub fn network(&self) -> Ipv6Addr {
-        self.addr
-    }
-    pub fn prefix(&self) -> u8 {
-        self.prefix
-    }
-    pub fn contains(&self, ip: Ipv6Addr) -> bool {
-        u128::from(ip) & mask6(self.prefix) == u128::from(self.addr)
-    }
-    /// True if either network contains the other.
-    pub fn overlaps(&self, other: &Ipv6Net) -> bool {
-        self.contains(other.addr) || other.contains(self.addr)
-    }
-    /// The `n`th address of the network (0 is the subnet-router anycast address).
-    pub fn nth(&self, n: u128) -> Option<Ipv6Addr> {
-        let last = !mask6(self.prefix);
-        (n <= last).then(|| Ipv6Addr::from(u128::from(self.addr) | n))
-    }
-    /// A random /64 of fd00::/8 (RFC 4193: a 40-bit random global id, subnet 0), for an
-    /// IPv6 network created without a subnet.
-    pub fn random_ula() -> Self {
-        let global: u64 = rand::random::<u64>() & 0xff_ffff_ffff;
-        let bits = (0xfdu128 << 120) | (u128::from(global) << 80);
+impl<A: Ord> Default for Allocations<A> {
+    fn default() -> Self {
         Self {
-            addr: Ipv6Addr::from(bits),
-            prefix: 64,
+            allocated: BTreeMap::new(),
         }
     }
 }
 
-impl FromStr for Ipv6Net {
-    type Err = NetworkError;
-    fn from_str(s: &str) -> Result<Self> {
-        let bad = || NetworkError::InvalidCidr(s.to_string());
-        let (a, p) = s.split_once('/').ok_or_else(bad)?;
-        let addr: Ipv6Addr = a.parse().map_err(|_| bad())?;
-        let prefix: u8 = p.parse().map_err(|_| bad())?;
-        if prefix > 128 {
-            return Err(bad());
-        }
-        Self::new(addr, prefix)
-    }
-}
-
-impl fmt::Display for Ipv6Net {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
-
-impl Serialize for Ipv6Net {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Ipv6Net {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-/// Per-network IPv6 address allocation, as [`Allocations`]. There is no broadcast address;
-/// the subnet-router anycast address (host part 0) is never handed out.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Allocations6 {
-    pub allocated: BTreeMap<Ipv6Addr, String>,
-}
-
-impl Allocations6 {
+impl<A: Copy + Ord + fmt::Display + Into<IpAddr>> Allocations<A> {
     /// Reserves `ip` (static address) for `owner`.
-    pub fn reserve(
+    pub fn reserve<N: Subnet<Addr = A>>(
         &mut self,
         network: &str,
-        subnet: &Ipv6Net,
-        ip: Ipv6Addr,
+        subnet: &N,
+        ip: A,
         owner: &str,
     ) -> Result<()> {
-        if !subnet.contains(ip) || ip == subnet.network() {
+        if !subnet.has(ip) || subnet.reserved(ip) {
             return Err(NetworkError::OutsideSubnet {
                 what: "address",
                 addr: ip.to_string(),
@@ -290,11 +164,16 @@ impl Allocations6 {
     }
 
     /// Allocates the lowest free address of `range` (which lies within `subnet`). Only the
-    /// allocated addresses are visited, so a /64 costs no more than a /120.
-    pub fn allocate(&mut self, subnet: &Ipv6Net, range: &Ipv6Net, owner: &str) -> Result<Ipv6Addr> {
+    /// addresses up to the first free one are visited, so a /64 costs no more than a /120.
+    pub fn allocate<N: Subnet<Addr = A>>(
+        &mut self,
+        subnet: &N,
+        range: &N,
+        owner: &str,
+    ) -> Result<A> {
         let mut n: u128 = 0;
         while let Some(ip) = range.nth(n) {
-            if ip != subnet.network() && !self.allocated.contains_key(&ip) {
+            if !subnet.reserved(ip) && !self.allocated.contains_key(&ip) {
                 self.allocated.insert(ip, owner.to_string());
                 return Ok(ip);
             }
@@ -304,8 +183,104 @@ impl Allocations6 {
         Err(NetworkError::PoolExhausted(range.to_string()))
     }
 
-    pub fn release(&mut self, ip: Ipv6Addr) {
+    pub fn release(&mut self, ip: A) {
         self.allocated.remove(&ip);
+    }
+}
+
+/// The addresses of one family of a new network, checked: the ip range within the subnet,
+/// the gateway (given, or the subnet's first host) and the auxiliary addresses, the last two
+/// reserved in the returned allocations.
+pub struct Plan<N: Subnet> {
+    pub ip_range: N,
+    pub gateway: N::Addr,
+    pub ipam: Allocations<N::Addr>,
+    pub aux_addresses: BTreeMap<String, N::Addr>,
+}
+
+/// Builds the [`Plan`] of network `name` over `subnet`.
+pub fn plan<N: Subnet>(
+    name: &str,
+    subnet: N,
+    ip_range: Option<&str>,
+    gateway: Option<&str>,
+    aux: &BTreeMap<String, String>,
+) -> Result<Plan<N>>
+where
+    N::Addr: Serialize,
+{
+    if subnet.prefix() > N::MAX_BRIDGE_PREFIX {
+        return Err(NetworkError::InvalidCidr(format!(
+            "{subnet}: prefix too long for a bridge network"
+        )));
+    }
+    let ip_range = match ip_range {
+        Some(r) => {
+            let r = N::parse_cidr(r)?;
+            if !subnet.has(r.first()) || r.prefix() < subnet.prefix() {
+                return Err(NetworkError::OutsideSubnet {
+                    what: "ip range",
+                    addr: r.to_string(),
+                    subnet: subnet.to_string(),
+                });
+            }
+            r
+        }
+        None => subnet,
+    };
+    let addr = |s: &str| {
+        s.parse::<N::Addr>()
+            .map_err(|_| NetworkError::InvalidAddress(s.to_string()))
+    };
+    let gateway = match gateway {
+        Some(g) => addr(g)?,
+        None => subnet
+            .nth(1)
+            .ok_or_else(|| NetworkError::PoolExhausted(subnet.to_string()))?,
+    };
+    let mut ipam = Allocations::default();
+    ipam.reserve(name, &subnet, gateway, "gateway")
+        .map_err(renamed("gateway"))?;
+    let mut aux_addresses = BTreeMap::new();
+    for (host, a) in aux {
+        let ip = addr(a)?;
+        ipam.reserve(name, &subnet, ip, &format!("aux:{host}"))
+            .map_err(renamed("auxiliary address"))?;
+        aux_addresses.insert(host.clone(), ip);
+    }
+    Ok(Plan {
+        ip_range,
+        gateway,
+        ipam,
+        aux_addresses,
+    })
+}
+
+/// The subnet of a new network: `given` (checked against the `taken` ones), or else what
+/// `pick` chooses.
+pub fn choose_subnet<N: Subnet>(
+    given: Option<&str>,
+    taken: &[N],
+    pick: impl FnOnce() -> Result<N>,
+) -> Result<N> {
+    let Some(s) = given else { return pick() };
+    let s = N::parse_cidr(s)?;
+    if let Some(o) = taken.iter().find(|t| t.overlaps(&s)) {
+        return Err(NetworkError::SubnetOverlap {
+            subnet: s.to_string(),
+            other: o.to_string(),
+        });
+    }
+    Ok(s)
+}
+
+/// Names the address an `OutsideSubnet` error is about (`reserve` only knows "address").
+fn renamed(what: &'static str) -> impl Fn(NetworkError) -> NetworkError {
+    move |e| match e {
+        NetworkError::OutsideSubnet { addr, subnet, .. } => {
+            NetworkError::OutsideSubnet { what, addr, subnet }
+        }
+        e => e,
     }
 }
 
@@ -313,26 +288,36 @@ impl Allocations6 {
 mod tests {
     use super::*;
 
+    fn v4(s: &str) -> Ipv4Net {
+        Ipv4Net::parse_cidr(s).unwrap()
+    }
+
+    fn v6(s: &str) -> Ipv6Net {
+        Ipv6Net::parse_cidr(s).unwrap()
+    }
+
     #[test]
     fn parse_and_arith() {
-        let n: Ipv4Net = "10.1.2.3/16".parse().unwrap();
+        let n = v4("10.1.2.3/16");
         assert_eq!(n.to_string(), "10.1.0.0/16");
         assert_eq!(n.broadcast(), Ipv4Addr::new(10, 1, 255, 255));
-        assert!(n.contains(Ipv4Addr::new(10, 1, 9, 9)));
-        assert!(!n.contains(Ipv4Addr::new(10, 2, 0, 1)));
-        assert!(n.overlaps(&"10.1.4.0/24".parse().unwrap()));
-        assert!(!n.overlaps(&"10.2.0.0/16".parse().unwrap()));
+        assert!(n.has(Ipv4Addr::new(10, 1, 9, 9)));
+        assert!(!n.has(Ipv4Addr::new(10, 2, 0, 1)));
+        assert!(n.overlaps(&v4("10.1.4.0/24")));
+        assert!(!n.overlaps(&v4("10.2.0.0/16")));
+        assert_eq!(n.nth(1), Some(Ipv4Addr::new(10, 1, 0, 1)));
+        assert_eq!(v4("10.0.0.0/30").nth(4), None);
         for bad in ["10.0.0.0", "10.0.0.0/33", "300.0.0.0/8", "x/8", "10.0.0.0/"] {
-            assert!(bad.parse::<Ipv4Net>().is_err(), "{bad}");
+            assert!(
+                matches!(Ipv4Net::parse_cidr(bad), Err(NetworkError::InvalidCidr(_))),
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn pools_skip_taken() {
-        let taken = [
-            "172.17.0.0/16".parse().unwrap(),
-            "172.16.0.0/12".parse().unwrap(),
-        ];
+        let taken = [v4("172.17.0.0/16"), v4("172.16.0.0/12")];
         assert_eq!(
             pick_free_pool(&taken).unwrap().to_string(),
             "192.168.0.0/20"
@@ -342,7 +327,7 @@ mod tests {
 
     #[test]
     fn allocate_reserve_release() {
-        let s: Ipv4Net = "10.9.0.0/30".parse().unwrap();
+        let s = v4("10.9.0.0/30");
         let mut a = Allocations::default();
         a.reserve("n", &s, Ipv4Addr::new(10, 9, 0, 1), "gateway")
             .unwrap();
@@ -372,15 +357,15 @@ mod tests {
 
     #[test]
     fn ipv6_parse_allocate_reserve() {
-        let n: Ipv6Net = "2001:389::1/64".parse().unwrap();
+        let n = v6("2001:389::1/64");
         assert_eq!(n.to_string(), "2001:389::/64");
-        assert!(n.contains("2001:389::ffff:1".parse().unwrap()));
-        assert!(!n.contains("2001:38a::1".parse().unwrap()));
-        assert!(n.overlaps(&"2001:389::/96".parse().unwrap()));
+        assert!(n.has("2001:389::ffff:1".parse().unwrap()));
+        assert!(!n.has("2001:38a::1".parse().unwrap()));
+        assert!(n.overlaps(&v6("2001:389::/96")));
         for bad in ["2001:389::", "2001:389::/129", "10.0.0.0/8", "x::/64"] {
-            assert!(bad.parse::<Ipv6Net>().is_err(), "{bad}");
+            assert!(Ipv6Net::parse_cidr(bad).is_err(), "{bad}");
         }
-        let range: Ipv6Net = "2001:389::/96".parse().unwrap();
+        let range = v6("2001:389::/96");
         let mut a = Allocations6::default();
         a.reserve("n", &n, "2001:389::1".parse().unwrap(), "gateway")
             .unwrap();
@@ -394,14 +379,60 @@ mod tests {
             a.reserve("n", &n, "2001:389::2".parse().unwrap(), "c2"),
             Err(NetworkError::AddressInUse { .. })
         ));
-        let tiny: Ipv6Net = "fd00::/127".parse().unwrap();
+        let tiny = v6("fd00::/127");
         let mut t = Allocations6::default();
         t.allocate(&tiny, &tiny, "c1").unwrap();
         assert!(matches!(
             t.allocate(&tiny, &tiny, "c2"),
             Err(NetworkError::PoolExhausted(_))
         ));
-        let ula = Ipv6Net::random_ula();
+        let ula = random_ula();
         assert_eq!((ula.prefix(), ula.network().segments()[0] >> 8), (64, 0xfd));
+    }
+
+    #[test]
+    fn plans_check_both_families_alike() {
+        let aux = BTreeMap::from([("r".to_string(), "10.9.0.200".to_string())]);
+        let p = plan("n", v4("10.9.0.0/24"), Some("10.9.0.128/25"), None, &aux).unwrap();
+        assert_eq!(p.gateway, Ipv4Addr::new(10, 9, 0, 1));
+        assert_eq!(p.ip_range, v4("10.9.0.128/25"));
+        assert_eq!(p.ipam.allocated.len(), 2);
+        let err = plan::<Ipv6Net>(
+            "n",
+            v6("fd00::/64"),
+            Some("fd01::/80"),
+            None,
+            &BTreeMap::new(),
+        );
+        assert!(matches!(
+            err,
+            Err(NetworkError::OutsideSubnet {
+                what: "ip range",
+                ..
+            })
+        ));
+        let err = plan::<Ipv4Net>(
+            "n",
+            v4("10.9.0.0/24"),
+            None,
+            Some("10.8.0.1"),
+            &BTreeMap::new(),
+        );
+        assert!(matches!(
+            err,
+            Err(NetworkError::OutsideSubnet {
+                what: "gateway",
+                ..
+            })
+        ));
+        assert!(matches!(
+            plan::<Ipv4Net>("n", v4("10.9.0.0/31"), None, None, &BTreeMap::new()),
+            Err(NetworkError::InvalidCidr(_))
+        ));
+        let taken = [v6("fd00::/64")];
+        assert!(matches!(
+            choose_subnet(Some("fd00::/80"), &taken, || Ok(random_ula())),
+            Err(NetworkError::SubnetOverlap { .. })
+        ));
     }
 }

@@ -12,7 +12,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use crate::error::{NetworkError, Result};
 use crate::firewall;
-use crate::ipam::{self, Allocations, Allocations6, Ipv4Net, Ipv6Net};
+use crate::ipam::{self, Allocations, Ipv4Net, Ipv6Net, Subnet};
 use crate::netlink::{self, ContainerIface};
 use crate::netns;
 use crate::pool::{Pool, POOL_OWNER, RELEASING_OWNER};
@@ -253,7 +253,7 @@ impl NetworkManager {
             netlink::ensure_bridge(
                 &n.bridge,
                 n.gateway,
-                n.subnet.prefix(),
+                n.subnet.prefix_len(),
                 v6_gateway(&n),
                 n.mtu,
             )?;
@@ -285,63 +285,19 @@ impl NetworkManager {
             return Err(NetworkError::NetworkExists(req.name));
         }
         let taken: Vec<Ipv4Net> = guard.networks.values().map(|n| n.subnet).collect();
-        let subnet = match &req.subnet {
-            Some(s) => {
-                let s: Ipv4Net = s.parse()?;
-                if let Some(o) = taken.iter().find(|t| t.overlaps(&s)) {
-                    return Err(NetworkError::SubnetOverlap {
-                        subnet: s.to_string(),
-                        other: o.to_string(),
-                    });
-                }
-                s
-            }
-            None => {
-                let mut avoid = taken.clone();
-                // Host routes (not the default route) are off limits too.
-                avoid.extend(netlink::host_routes()?);
-                ipam::pick_free_pool(&avoid)?
-            }
-        };
-        if subnet.prefix() > 30 {
-            return Err(NetworkError::InvalidCidr(format!(
-                "{subnet}: prefix too long for a bridge network"
-            )));
-        }
-        let ip_range = match &req.ip_range {
-            Some(r) => {
-                let r: Ipv4Net = r.parse()?;
-                if !subnet.contains(r.network()) || r.prefix() < subnet.prefix() {
-                    return Err(NetworkError::OutsideSubnet {
-                        what: "ip range",
-                        addr: r.to_string(),
-                        subnet: subnet.to_string(),
-                    });
-                }
-                r
-            }
-            None => subnet,
-        };
-        let gateway = match &req.gateway {
-            Some(g) => g
-                .parse()
-                .map_err(|_| NetworkError::InvalidAddress(g.clone()))?,
-            None => subnet
-                .nth(1)
-                .ok_or_else(|| NetworkError::PoolExhausted(subnet.to_string()))?,
-        };
-        let mut ipam = Allocations::default();
-        ipam.reserve(&req.name, &subnet, gateway, "gateway")
-            .map_err(renamed("gateway"))?;
-        let mut aux_addresses = BTreeMap::new();
-        for (name, addr) in &req.aux_addresses {
-            let ip: Ipv4Addr = addr
-                .parse()
-                .map_err(|_| NetworkError::InvalidAddress(addr.clone()))?;
-            ipam.reserve(&req.name, &subnet, ip, &format!("aux:{name}"))
-                .map_err(renamed("auxiliary address"))?;
-            aux_addresses.insert(name.clone(), ip);
-        }
+        let subnet = ipam::choose_subnet(req.subnet.as_deref(), &taken, || {
+            let mut avoid = taken.clone();
+            // Host routes (not the default route) are off limits too.
+            avoid.extend(netlink::host_routes()?);
+            ipam::pick_free_pool(&avoid)
+        })?;
+        let v4 = ipam::plan(
+            &req.name,
+            subnet,
+            req.ip_range.as_deref(),
+            req.gateway.as_deref(),
+            &req.aux_addresses,
+        )?;
         let ipv6 = match &req.ipv6 {
             Some(v6) => Some(self.plan_ipv6(&guard, &req.name, v6)?),
             None => None,
@@ -385,23 +341,28 @@ impl NetworkManager {
             name: req.name,
             bridge: bridge.clone(),
             subnet,
-            gateway,
+            gateway: v4.gateway,
             gateway_auto: req.subnet.is_some() && req.gateway.is_none(),
-            ip_range,
+            ip_range: v4.ip_range,
             mtu: req.mtu.unwrap_or(self.cfg.default_mtu),
             internal: req.internal,
             default_bridge,
             attachable: req.attachable,
             labels: req.labels,
             options: req.options,
-            ipam,
-            aux_addresses,
+            ipam: v4.ipam,
+            aux_addresses: v4.aux_addresses,
             ipv6,
             endpoints: BTreeMap::new(),
         };
         let existed = netlink::link_exists(&bridge)?;
-        let r =
-            netlink::ensure_bridge(&bridge, gateway, subnet.prefix(), v6_gateway(&rec), rec.mtu);
+        let r = netlink::ensure_bridge(
+            &bridge,
+            rec.gateway,
+            subnet.prefix_len(),
+            v6_gateway(&rec),
+            rec.mtu,
+        );
         if let Err(e) = r {
             if !existed {
                 let _ = netlink::delete_link(&bridge);
@@ -430,74 +391,30 @@ impl NetworkManager {
             .values()
             .filter_map(|n| n.ipv6.as_ref().map(|v| v.subnet))
             .collect();
-        let subnet = match &req.subnet {
-            Some(s) => {
-                let s: Ipv6Net = s.parse()?;
-                if let Some(o) = taken.iter().find(|t| t.overlaps(&s)) {
-                    return Err(NetworkError::SubnetOverlap {
-                        subnet: s.to_string(),
-                        other: o.to_string(),
-                    });
-                }
-                s
-            }
-            None => {
-                let mut avoid = taken;
-                avoid.extend(netlink::host_routes6()?);
-                // 40 random bits: a clash is already unlikely, a few draws make it moot.
-                (0..16)
-                    .map(|_| Ipv6Net::random_ula())
-                    .find(|c| !avoid.iter().any(|t| t.overlaps(c)))
-                    .ok_or(NetworkError::NoFreePool)?
-            }
-        };
-        if subnet.prefix() > 126 {
-            return Err(NetworkError::InvalidCidr(format!(
-                "{subnet}: prefix too long for a bridge network"
-            )));
-        }
-        let ip_range = match &req.ip_range {
-            Some(r) => {
-                let r: Ipv6Net = r.parse()?;
-                if !subnet.contains(r.network()) || r.prefix() < subnet.prefix() {
-                    return Err(NetworkError::OutsideSubnet {
-                        what: "ip range",
-                        addr: r.to_string(),
-                        subnet: subnet.to_string(),
-                    });
-                }
-                r
-            }
-            None => subnet,
-        };
-        let gateway = match &req.gateway {
-            Some(g) => g
-                .parse()
-                .map_err(|_| NetworkError::InvalidAddress(g.clone()))?,
-            None => subnet
-                .nth(1)
-                .ok_or_else(|| NetworkError::PoolExhausted(subnet.to_string()))?,
-        };
-        let mut ipam = Allocations6::default();
-        ipam.reserve(name, &subnet, gateway, "gateway")
-            .map_err(renamed("gateway"))?;
-        let mut aux_addresses = BTreeMap::new();
-        for (aux, addr) in &req.aux_addresses {
-            let ip: Ipv6Addr = addr
-                .parse()
-                .map_err(|_| NetworkError::InvalidAddress(addr.clone()))?;
-            ipam.reserve(name, &subnet, ip, &format!("aux:{aux}"))
-                .map_err(renamed("auxiliary address"))?;
-            aux_addresses.insert(aux.clone(), ip);
-        }
+        let subnet = ipam::choose_subnet(req.subnet.as_deref(), &taken, || {
+            let mut avoid = taken.clone();
+            avoid.extend(netlink::host_routes6()?);
+            // 40 random bits: a clash is already unlikely, a few draws make it moot.
+            (0..16)
+                .map(|_| ipam::random_ula())
+                .find(|c| !avoid.iter().any(|t| t.overlaps(c)))
+                .ok_or(NetworkError::NoFreePool)
+        })?;
+        let v6 = ipam::plan(
+            name,
+            subnet,
+            req.ip_range.as_deref(),
+            req.gateway.as_deref(),
+            &req.aux_addresses,
+        )?;
         Ok(Ipv6Record {
             subnet,
-            gateway,
-            ip_range,
+            gateway: v6.gateway,
+            ip_range: v6.ip_range,
             gateway_given: req.gateway.is_some(),
             subnet_given: req.subnet.is_some(),
-            aux_addresses,
-            ipam,
+            aux_addresses: v6.aux_addresses,
+            ipam: v6.ipam,
         })
     }
 
@@ -698,7 +615,7 @@ impl NetworkManager {
             netlink::ensure_bridge(
                 &net.bridge,
                 net.gateway,
-                net.subnet.prefix(),
+                net.subnet.prefix_len(),
                 v6_gateway(&net),
                 net.mtu,
             )?;
@@ -711,11 +628,11 @@ impl NetworkManager {
                 netns: &req.netns,
                 name: &ifname,
                 ip,
-                prefix: net.subnet.prefix(),
+                prefix: net.subnet.prefix_len(),
                 mac,
                 mtu: net.mtu,
                 gateway: (!net.internal).then_some(net.gateway),
-                ip6: ip6.zip(net.ipv6.as_ref().map(|v| v.subnet.prefix())),
+                ip6: ip6.zip(net.ipv6.as_ref().map(|v| v.subnet.prefix_len())),
                 gateway6: net
                     .ipv6
                     .as_ref()
@@ -907,7 +824,7 @@ impl NetworkManager {
             netlink::ensure_bridge(
                 &n.bridge,
                 n.gateway,
-                n.subnet.prefix(),
+                n.subnet.prefix_len(),
                 v6_gateway(n),
                 n.mtu,
             )?;
@@ -982,7 +899,7 @@ impl NetworkManager {
 
 /// The bridge's IPv6 gateway address and prefix, for IPv6 networks.
 fn v6_gateway(n: &NetworkRecord) -> Option<(Ipv6Addr, u8)> {
-    n.ipv6.as_ref().map(|v| (v.gateway, v.subnet.prefix()))
+    n.ipv6.as_ref().map(|v| (v.gateway, v.subnet.prefix_len()))
 }
 
 /// Drops the allocations (both families) of `owners`.
@@ -990,16 +907,6 @@ fn drop_owners(ipam: &mut Allocations, ipv6: &mut Option<Ipv6Record>, owners: &[
     ipam.allocated.retain(|_, o| !owners.contains(o));
     if let Some(v6) = ipv6 {
         v6.ipam.allocated.retain(|_, o| !owners.contains(o));
-    }
-}
-
-/// Names the address an `OutsideSubnet` error is about (`reserve` only knows "address").
-fn renamed(what: &'static str) -> impl Fn(NetworkError) -> NetworkError {
-    move |e| match e {
-        NetworkError::OutsideSubnet { addr, subnet, .. } => {
-            NetworkError::OutsideSubnet { what, addr, subnet }
-        }
-        e => e,
     }
 }
 

@@ -482,11 +482,11 @@ fn build(net: &NetworkRecord, e: &Entry) -> Result<()> {
             netns: &e.netns,
             name: "eth0",
             ip: e.ip,
-            prefix: net.subnet.prefix(),
+            prefix: net.subnet.prefix_len(),
             mac: e.mac,
             mtu: net.mtu,
             gateway: (!net.internal).then_some(net.gateway),
-            ip6: e.ip6.zip(net.ipv6.as_ref().map(|v| v.subnet.prefix())),
+            ip6: e.ip6.zip(net.ipv6.as_ref().map(|v| v.subnet.prefix_len())),
             gateway6: net
                 .ipv6
                 .as_ref()

@@ -10,6 +10,7 @@ use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::time::Duration;
 
 use berth_network::dns::DnsServer;
+use berth_network::ipam::Subnet;
 use berth_network::{netlink, ConnectRequest, CreateNetwork, NetworkError, PortMapping, Proto};
 use common::{eventually, ok_in, run_in, Env};
 

@@ -165,7 +165,7 @@ fn dual_stack_addresses_routes_ping6_and_cleanup() {
         })
         .unwrap();
     let ula = other.ipv6.as_ref().expect("ipv6 side").subnet;
-    assert_eq!(ula.prefix(), 64);
+    assert_eq!(ula.prefix_len(), 64);
     assert_eq!(ula.network().segments()[0] & 0xff00, 0xfd00, "{ula}");
     let t6 = nft_table6(&env.mgr.config().table).expect("ip6 table");
     assert!(

@@ -83,9 +83,9 @@ fn network_json(d: &Daemon, n: &NetworkRecord, containers: bool) -> Value {
                     "Name": name,
                     "EndpointID": format!("{}{}", n.id.get(..32).unwrap_or(&n.id), id.get(..12).unwrap_or(id)),
                     "MacAddress": ep.mac,
-                    "IPv4Address": format!("{}/{}", ep.ip, n.subnet.prefix()),
+                    "IPv4Address": format!("{}/{}", ep.ip, n.subnet.prefix_len()),
                     "IPv6Address": match (ep.ip6, &n.ipv6) {
-                        (Some(ip), Some(v6)) => format!("{ip}/{}", v6.subnet.prefix()),
+                        (Some(ip), Some(v6)) => format!("{ip}/{}", v6.subnet.prefix_len()),
                         _ => String::new(),
                     },
                 }),
