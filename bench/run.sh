@@ -10,6 +10,11 @@
 # On a cgroup-v1 host the first task migration into a cgroup after a quiet spell waits for an
 # RCU grace period (~20 ms on a 2-vCPU VM), and network namespace teardown holds the RTNL lock
 # across grace periods; expedited grace periods shorten both, for every engine alike.
+# Berth's bridge runs do no link work on the start or removal path: containers take a network
+# namespace made ahead of time (veth up, address and routes set, plugged into the bridge; see
+# crates/berth-network/src/pool.rs), and a removed container's namespace and veth are destroyed
+# by the kernel afterwards. What the bridge adds is the endpoint record, /etc files and, with -p,
+# the nftables update.
 set -euo pipefail
 source "$(dirname "$0")/lib/engines.sh"
 rcu_saved=
