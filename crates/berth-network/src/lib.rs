@@ -6,23 +6,26 @@
 //! default route; isolation but no IPv6 NAT, as in Docker), with their IPAM ([`ipam`],
 //! persisted crash-safely by [`store`]), bridges and veth pairs over
 //! rtnetlink ([`netlink`]), persistent namespace files ([`netns`]), outbound NAT, published
-//! ports and network isolation in a dedicated nftables table ([`firewall`], [`ports`]), the
+//! ports and network isolation in a dedicated nftables table ([`firewall`], [`ports`]), a pool
+//! of ready-made container namespaces per network ([`pool`]), the
 //! embedded DNS server ([`dns`]), `/etc/hosts`-style files ([`files`]) and `--network` modes
 //! ([`mode`]). [`NetworkManager`] is the entry point the daemon calls; its methods are
 //! blocking, so call them from `spawn_blocking` inside tokio.
 //!
 //! # Wiring into the daemon
 //!
-//! - Start: `NetworkManager::open(Config::new(<data-root>/network))`, then
-//!   `reconcile(&running_container_ids)`, `ensure_default()`, and
-//!   `DnsRegistry::sync(&mgr, &host_resolv_conf)` (keep the registry; sync again after every
-//!   network create/remove).
-//! - Container start, for bridge modes ([`mode::NetworkMode::network`] is `Some`): create
-//!   `netns::create(&mode::netns_path(exec_root, id))`, `connect(network, ConnectRequest{..})`,
-//!   write `files::{hosts_file, hostname_file, resolv_conf}` (embedded DNS = the network's
-//!   gateway for user networks, none for the default bridge), then hand the namespace path to
-//!   the runtime as the OCI network namespace path, so the container joins a ready namespace.
-//! - Container stop: `disconnect_all(id)` then `netns::remove(path)`.
+//! - Start: `NetworkManager::open(Config::new(<data-root>/network))` with `pool_dir` set,
+//!   then `reconcile(&running_container_ids)`, `ensure_default()`, `start_pool()` (the
+//!   background worker of [`pool`]), and `DnsRegistry::sync(&mgr, &host_resolv_conf)` (keep the
+//!   registry; sync again after every network create/remove).
+//! - Container start, for bridge modes ([`mode::NetworkMode::network`] is `Some`):
+//!   `connect(network, ConnectRequest { netns: mode::netns_path(exec_root, id), new_netns:
+//!   true, .. })` makes the namespace (a pooled one when it can), further networks connect
+//!   into it with `new_netns: false`; write `files::{hosts_file, hostname_file, resolv_conf}`
+//!   (embedded DNS = the network's gateway for user networks, none for the default bridge),
+//!   then hand the namespace path to the runtime as the OCI network namespace path.
+//! - Container exit or removal: `release_container(id, netns_path)`.
+//! - Shutdown: `stop_pool()`.
 
 pub mod dns;
 pub mod error;
