@@ -89,12 +89,19 @@ fn bind_unix(path: &Path) -> Result<UnixListener> {
     Ok(listener)
 }
 
-fn serve_conn<S>(daemon: Arc<Daemon>, stream: S)
+/// Serves one client connection; `socket` is its unix socket, when it is one (hijacked
+/// streams use it to pace their first bytes, see [`crate::api::ConnSocket`]).
+fn serve_conn<S>(daemon: Arc<Daemon>, stream: S, socket: Option<crate::api::ConnSocket>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     tokio::spawn(async move {
-        let service = service_fn(move |req| crate::api::serve(daemon.clone(), req));
+        let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            if let Some(socket) = socket {
+                req.extensions_mut().insert(socket);
+            }
+            crate::api::serve(daemon.clone(), req)
+        });
         let conn = http1::Builder::new()
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
@@ -133,7 +140,10 @@ pub async fn run(config: Config) -> Result<()> {
                 tokio::spawn(async move {
                     loop {
                         match l.accept().await {
-                            Ok((s, _)) => serve_conn(daemon.clone(), s),
+                            Ok((s, _)) => {
+                                let socket = crate::api::ConnSocket::of(&s);
+                                serve_conn(daemon.clone(), s, Some(socket))
+                            }
                             Err(err) => accept_failed(err).await,
                         }
                     }
@@ -149,14 +159,14 @@ pub async fn run(config: Config) -> Result<()> {
                             Ok((s, peer)) => {
                                 let _ = s.set_nodelay(true);
                                 match &acceptor {
-                                    None => serve_conn(daemon.clone(), s),
+                                    None => serve_conn(daemon.clone(), s, None),
                                     Some(tls) => {
                                         let (tls, daemon) = (tls.clone(), daemon.clone());
                                         // The handshake runs in its own task so a slow client
                                         // cannot hold up the accept loop.
                                         tokio::spawn(async move {
                                             match tls.accept(s).await {
-                                                Ok(stream) => serve_conn(daemon, stream),
+                                                Ok(stream) => serve_conn(daemon, stream, None),
                                                 Err(err) => tracing::info!(
                                                     %peer, %err, "TLS handshake failed"
                                                 ),

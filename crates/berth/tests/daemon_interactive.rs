@@ -1,6 +1,7 @@
 //! Interactive sessions on a pseudo-terminal: `berth run -it` gives a shell that sees the
 //! terminal's size and follows resizes, and Ctrl-P Ctrl-Q detaches the client while the
-//! container keeps running; a raw attach with other `detachKeys` is closed by the daemon.
+//! container keeps running; a raw attach with other `detachKeys` is closed by the daemon;
+//! hijacked streams begin only once the client has read the `101` head.
 
 mod daemon_common;
 
@@ -260,4 +261,50 @@ fn exec_output_framing_follows_the_start_request() {
         r#"{"Tty":true}"#,
     );
     assert_eq!(read_all(sock), b"yay");
+}
+
+/// docker-py reads a `101` head through a buffered reader and the stream from the raw socket
+/// beneath it, so stream bytes that arrive with the head are lost (docker/docker-py#1770). The
+/// daemon holds a hijacked stream's first bytes until the client has read the head: a client
+/// that reads late still gets the head alone in its first read.
+#[test]
+fn hijacked_streams_start_after_the_client_read_the_head() {
+    if !std::path::Path::new("/bin/busybox").exists() {
+        eprintln!("skipping: busybox-static missing");
+        return;
+    }
+    let d = Daemon::start();
+    import_busybox(&d);
+    let id = ok(d.berth(&["run", "--network", "none", "busybox", "echo", "hello"]));
+    assert_eq!(id, "hello\n");
+    let id = ok(d.berth(&["ps", "-lq"]));
+    let path = format!(
+        "/containers/{}/attach?logs=1&stream=0&stdout=1&stderr=1",
+        id.trim()
+    );
+    for _ in 0..5 {
+        let mut sock = UnixStream::connect(d.dir.path().join("s.sock")).unwrap();
+        write!(
+            sock,
+            "POST {path} HTTP/1.1\r\nHost: d\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\
+             Content-Length: 0\r\n\r\n"
+        )
+        .unwrap();
+        // Long enough for the head and the replayed log to be both queued, were they sent
+        // back to back.
+        std::thread::sleep(Duration::from_millis(30));
+        let mut first = vec![0u8; 8192];
+        let n = sock.read(&mut first).unwrap();
+        let first = &first[..n];
+        assert!(first.starts_with(b"HTTP/1.1 101"), "{first:?}");
+        assert!(
+            first.ends_with(b"\r\n\r\n"),
+            "stream bytes came with the head: {first:?}"
+        );
+        let mut rest = Vec::new();
+        sock.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let _ = sock.read_to_end(&mut rest);
+        assert_eq!(rest, b"\x01\x00\x00\x00\x00\x00\x00\x06hello\n");
+    }
 }

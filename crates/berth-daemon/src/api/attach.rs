@@ -49,6 +49,7 @@ pub async fn attach(ctx: &Ctx, key: &str, mut req: Request<Incoming>) -> Result<
         ));
     }
     let upgrade = hyper::upgrade::on(&mut req);
+    let socket = super::ConnSocket::of_request(&req);
     let daemon = Arc::clone(&ctx.daemon);
     let id = record.id.clone();
     // Registered now, before the response, so that a start requested right after the
@@ -69,6 +70,9 @@ pub async fn attach(ctx: &Ctx, key: &str, mut req: Request<Incoming>) -> Result<
                 return;
             }
         };
+        if let Some(socket) = socket {
+            socket.head_read().await;
+        }
         let (reader, mut writer) = tokio::io::split(upgraded);
         let session = Session {
             daemon,

@@ -42,6 +42,7 @@ pub async fn start(ctx: &Ctx, id: &str, mut req: Request<Incoming>) -> Result<Re
         .headers()
         .contains_key(UPGRADE)
         .then(|| hyper::upgrade::on(&mut req));
+    let socket = super::ConnSocket::of_request(&req);
     let body: StartBody = read_json(req).await?;
     let exec = ctx.daemon.execs.get(id)?;
     if body.detach {
@@ -71,6 +72,9 @@ pub async fn start(ctx: &Ctx, id: &str, mut req: Request<Incoming>) -> Result<Re
                 return;
             }
         };
+        if let Some(socket) = socket {
+            socket.head_read().await;
+        }
         let (reader, mut writer) = tokio::io::split(io);
         let monitor = match daemon.start_exec_attached(&exec.id, true).await {
             Ok((_, Some(monitor))) => monitor,

@@ -386,6 +386,45 @@ fn percent_decode(s: &str, plus_is_space: bool) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The client connection's unix socket, put in each request's extensions by the server.
+///
+/// docker-py reads the head of a `101` answer through a buffered reader and the hijacked
+/// stream from the raw socket beneath it, so stream bytes that arrive together with the head
+/// are lost in that buffer (docker/docker-py#1770): a replayed log or a quick exec's output
+/// went missing now and then. dockerd is slow enough never to hit that window; Berth instead
+/// holds a hijacked stream's first bytes until the client has read the head
+/// ([`ConnSocket::head_read`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnSocket(std::os::fd::RawFd);
+
+impl ConnSocket {
+    /// The socket of a connection being served.
+    pub(crate) fn of(stream: &tokio::net::UnixStream) -> Self {
+        ConnSocket(std::os::fd::AsRawFd::as_raw_fd(stream))
+    }
+
+    /// Waits until everything sent on the connection has been read by the client (its unix
+    /// socket's send queue is empty), or 50 ms at most. Call it while the connection is
+    /// alive, which keeps the descriptor valid.
+    pub(crate) async fn head_read(self) {
+        for _ in 0..50 {
+            let mut unread: libc::c_int = 0;
+            // SAFETY: TIOCOUTQ (SIOCOUTQ) only writes an int through the pointer, which points
+            // at a live local; the descriptor belongs to a connection the caller still holds.
+            let rc = unsafe { libc::ioctl(self.0, libc::TIOCOUTQ, &mut unread) };
+            if rc != 0 || unread == 0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+
+    /// The socket of the connection `req` came on, when it is a unix socket.
+    pub(crate) fn of_request<B>(req: &Request<B>) -> Option<Self> {
+        req.extensions().get::<ConnSocket>().copied()
+    }
+}
+
 /// The `101 Switching Protocols` answer of attach and exec start: the connection becomes the
 /// container's stdio, raw for a TTY and in Docker's multiplexed framing otherwise.
 pub(crate) fn stream_upgrade_response(tty: bool) -> Response<Body> {
