@@ -15,6 +15,7 @@ use crate::dockerfile::{self, Args, Instruction};
 use crate::error::{Error, Result};
 use crate::image::{self, ImageState};
 use crate::instructions::{self, env_pairs, quote, set_env, split_unquoted, StageConfig};
+use crate::scratch::ScratchRootfs;
 use crate::shell::Lexer;
 
 /// Build arguments every RUN sees without an ARG declaring them (and that never reach the
@@ -568,7 +569,7 @@ impl Executor<'_> {
             // it, so the next RUN can start there.
             (Some(id), Some(dir)) => {
                 let store = self.store().clone();
-                let rootfs = ScratchRootfs::create(&store, id.as_str())?;
+                let rootfs = ScratchRootfs::create(&store, id.as_str(), &self.cache.dir())?;
                 let fs = ContainerFs::open(&rootfs.path)?;
                 let resolved = fs.resolve(&dir)?;
                 if fs.stat(&resolved).is_ok() {
@@ -825,7 +826,7 @@ impl Executor<'_> {
                 is_context: true,
             },
             Some(id) => {
-                let m = ScratchRootfs::create(store, id.as_str())?;
+                let m = ScratchRootfs::create(store, id.as_str(), &self.cache.dir())?;
                 src_root = m.path.clone();
                 src_fs_owned = ContainerFs::open(&src_root)?;
                 source_mount = Some(m);
@@ -860,7 +861,7 @@ impl Executor<'_> {
         let state = match &parent.id {
             Some(id) => {
                 let started = std::time::Instant::now();
-                let target = ScratchRootfs::create(store, id.as_str())?;
+                let target = ScratchRootfs::create(store, id.as_str(), &self.cache.dir())?;
                 tracing::debug!(elapsed = ?started.elapsed(), "copy target root filesystem ready");
                 let tfs = ContainerFs::open(&target.path)?;
                 let owner = match &req.chown {
@@ -925,33 +926,6 @@ fn stage_name(from: &Instruction) -> Option<String> {
     match words.as_slice() {
         [_, a, n] if a.eq_ignore_ascii_case("as") => Some(n.to_string()),
         _ => None,
-    }
-}
-
-/// A writable root filesystem of an image, made for one COPY step and removed afterwards.
-struct ScratchRootfs {
-    store: Store,
-    id: String,
-    path: PathBuf,
-}
-
-impl ScratchRootfs {
-    fn create(store: &Store, image: &str) -> Result<ScratchRootfs> {
-        let id = hex::encode(rand::random::<[u8; 32]>());
-        let rootfs = store.create_rootfs(image, &id)?;
-        Ok(ScratchRootfs {
-            store: store.clone(),
-            id,
-            path: rootfs.path,
-        })
-    }
-}
-
-impl Drop for ScratchRootfs {
-    fn drop(&mut self) {
-        if let Err(err) = self.store.remove_rootfs(&self.id) {
-            tracing::warn!(id = %self.id, %err, "cannot remove a build step's root filesystem");
-        }
     }
 }
 

@@ -45,6 +45,14 @@ impl Cache {
         })
     }
 
+    /// The directory the index (and the builder's other state) lives in.
+    pub fn dir(&self) -> PathBuf {
+        self.path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -23,9 +23,11 @@ mod error;
 pub mod ignore;
 pub mod image;
 mod instructions;
+mod scratch;
 pub mod shell;
 
 pub use build::{build, BuildBackend, BuildOptions, Emit, RunSpec};
 pub use cache::Cache;
 pub use context::Context;
 pub use error::{Error, Result};
+pub use scratch::recover;

@@ -18,7 +18,8 @@ use serde_json::{json, Value};
 use crate::daemon::Daemon;
 
 /// The build cache of a data root, shared by concurrent builds of this process.
-pub fn cache_for(data_root: &Path) -> BuildResult<Arc<Cache>> {
+pub fn cache_for(daemon: &Daemon) -> BuildResult<Arc<Cache>> {
+    let data_root = daemon.config.data_root.as_path();
     static CACHES: OnceLock<Mutex<HashMap<PathBuf, Arc<Cache>>>> = OnceLock::new();
     let mut map = CACHES
         .get_or_init(Default::default)
@@ -28,7 +29,15 @@ pub fn cache_for(data_root: &Path) -> BuildResult<Arc<Cache>> {
         return Ok(Arc::clone(c));
     }
     let c = Arc::new(Cache::open(&data_root.join("builder"))?);
-    // First build of this daemon: contexts left by a daemon that died mid-build go.
+    // First build of this daemon: what a daemon that died mid-build left goes (scratch root
+    // filesystems holding their images in use, unpacked contexts).
+    let recovered = berth_builder::recover(&daemon.images, &c.dir());
+    if recovered > 0 {
+        tracing::info!(
+            recovered,
+            "removed root filesystems left by an interrupted build"
+        );
+    }
     clear_stale_tmp(&tmp_dir(data_root));
     map.insert(data_root.to_path_buf(), Arc::clone(&c));
     Ok(c)

@@ -160,7 +160,7 @@ pub async fn build(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>> 
     let data_root = daemon.config.data_root.clone();
     let tmp = crate::build::tmp_dir(&data_root);
     std::fs::create_dir_all(&tmp).map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
-    let cache = crate::build::cache_for(&data_root).map_err(|e| Error::Internal(e.to_string()))?;
+    let cache = crate::build::cache_for(&daemon).map_err(|e| Error::Internal(e.to_string()))?;
     let (chunk_tx, chunk_rx) = mpsc::channel::<Bytes>(16);
     tokio::spawn(async move {
         let mut body = req.into_body();
@@ -250,8 +250,7 @@ pub async fn prune(ctx: &Ctx) -> Result<Response<Body>> {
     let daemon = Arc::clone(&ctx.daemon);
     let all = ctx.query.bool("all");
     let removed = tokio::task::spawn_blocking(move || -> Result<usize> {
-        let cache = crate::build::cache_for(&daemon.config.data_root)
-            .map_err(|e| Error::Internal(e.to_string()))?;
+        let cache = crate::build::cache_for(&daemon).map_err(|e| Error::Internal(e.to_string()))?;
         let r = if all {
             cache.clear()
         } else {
