@@ -161,8 +161,26 @@ fn cache_hits_on_rebuild_and_misses_after_a_change() {
     assert!(third.contains("two"), "{third}");
     assert_eq!(run_output(&d, "c:3", &["cat", "/f.txt"]), "two\n");
 
-    let nocache = ok(build(&d, &["--no-cache", "-q"], ctx.path()));
+    let iid = ctx.path().join("iid");
+    let nocache = ok(build(
+        &d,
+        &[
+            "--no-cache",
+            "-q",
+            "-m",
+            "256m",
+            "--shm-size",
+            "32m",
+            "--iidfile",
+            iid.to_str().expect("utf-8"),
+        ],
+        ctx.path(),
+    ));
     assert!(nocache.trim().starts_with("sha256:"), "{nocache}");
+    assert_eq!(
+        std::fs::read_to_string(&iid).expect("iidfile"),
+        nocache.trim()
+    );
 }
 
 #[test]

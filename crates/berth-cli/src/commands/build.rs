@@ -63,6 +63,30 @@ pub struct BuildArgs {
     /// Set platform if server is multi-platform capable
     #[arg(long)]
     pub platform: Option<String>,
+    /// Write the image ID to the file
+    #[arg(long)]
+    pub iidfile: Option<String>,
+    /// Memory limit of RUN steps
+    #[arg(short, long)]
+    pub memory: Option<String>,
+    /// Swap limit equal to memory plus swap: -1 to enable unlimited swap
+    #[arg(long)]
+    pub memory_swap: Option<String>,
+    /// Size of /dev/shm of RUN steps
+    #[arg(long)]
+    pub shm_size: Option<String>,
+    /// CPU shares (relative weight)
+    #[arg(short = 'c', long)]
+    pub cpu_shares: Option<i64>,
+    /// Limit the CPU CFS period
+    #[arg(long)]
+    pub cpu_period: Option<i64>,
+    /// Limit the CPU CFS quota
+    #[arg(long)]
+    pub cpu_quota: Option<i64>,
+    /// CPUs in which to allow execution (0-3, 0,1)
+    #[arg(long)]
+    pub cpuset_cpus: Option<String>,
     /// PATH | - (URL contexts are not supported)
     pub context: String,
 }
@@ -321,6 +345,31 @@ pub async fn build(c: &Client, a: &BuildArgs) -> Result<i32> {
         }
     }
     q.push(format!("rm={}", if a.rm { 1 } else { 0 }));
+    for (param, value) in [("memory", &a.memory), ("shmsize", &a.shm_size)] {
+        if let Some(v) = value {
+            q.push(format!("{param}={}", crate::commands::run::parse_bytes(v)?));
+        }
+    }
+    if let Some(v) = &a.memory_swap {
+        let n = if v == "-1" {
+            -1
+        } else {
+            crate::commands::run::parse_bytes(v)?
+        };
+        q.push(format!("memswap={n}"));
+    }
+    for (param, value) in [
+        ("cpushares", a.cpu_shares),
+        ("cpuperiod", a.cpu_period),
+        ("cpuquota", a.cpu_quota),
+    ] {
+        if let Some(v) = value {
+            q.push(format!("{param}={v}"));
+        }
+    }
+    if let Some(c) = &a.cpuset_cpus {
+        q.push(format!("cpusetcpus={}", encode(c)));
+    }
     let resp = c
         .request_body(
             Method::POST,
@@ -339,8 +388,13 @@ pub async fn build(c: &Client, a: &BuildArgs) -> Result<i32> {
         // As the docker CLI: a failed RUN's exit code becomes ours.
         return Ok(code.filter(|c| *c != 0).unwrap_or(1));
     }
+    let id = outcome.aux.iter().find_map(|v| v["ID"].as_str());
+    if let Some(path) = &a.iidfile {
+        let id = id.context("the daemon reported no image ID")?;
+        std::fs::write(path, id).with_context(|| format!("write image ID to {path}"))?;
+    }
     if a.quiet {
-        match outcome.aux.iter().find_map(|v| v["ID"].as_str()) {
+        match id {
             Some(id) => println!("{id}"),
             None => bail!("the daemon reported no image ID"),
         }
