@@ -143,13 +143,41 @@ impl BuildBackend for DaemonBackend {
             credentials,
             platform: platform.filter(|p| !p.is_empty()).map(str::to_string),
         };
-        let result =
-            self.handle
-                .block_on(registry.pull(&self.daemon.images, reference, &opts, progress));
-        for m in rx.try_iter() {
-            out.message(serde_json::to_value(&m).unwrap_or(Value::Null))?;
+        // The pull runs on the runtime while this thread forwards its progress as it comes;
+        // the channel closes when the pull is done with its progress sink.
+        let daemon = Arc::clone(&self.daemon);
+        let reference = reference.to_string();
+        let task = self.handle.spawn(async move {
+            registry
+                .pull(&daemon.images, &reference, &opts, progress)
+                .await
+        });
+        let forward = |m: berth_distribution::ProgressMessage, out: &mut dyn Emit| {
+            out.message(serde_json::to_value(&m).unwrap_or(Value::Null))
+        };
+        loop {
+            match rx.recv_timeout(std::time::Duration::from_millis(100)) {
+                Ok(m) => {
+                    if let Err(err) = forward(m, out) {
+                        task.abort();
+                        return Err(err);
+                    }
+                }
+                // Ended without dropping its sink (a transfer task may hold a clone).
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) if task.is_finished() => {
+                    for m in rx.try_iter() {
+                        forward(m, out)?;
+                    }
+                    break;
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            }
         }
-        result.map(drop).map_err(backend_err)
+        match self.handle.block_on(task) {
+            Ok(result) => result.map(drop).map_err(backend_err),
+            Err(e) => Err(BuildError::Backend(format!("pull task: {e}"))),
+        }
     }
 
     fn create(&mut self, image: &str, run: &RunSpec) -> BuildResult<String> {
