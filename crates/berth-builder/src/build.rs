@@ -605,10 +605,12 @@ impl Executor<'_> {
             }
             "COPY" => {
                 ins.check_flags(&["from", "chown", "chmod", "link"])?;
+                refuse_link(ins)?;
                 self.copy_step(ins, false)
             }
             "ADD" => {
                 ins.check_flags(&["chown", "chmod", "link"])?;
+                refuse_link(ins)?;
                 self.copy_step(ins, true)
             }
             "ARG" => {
@@ -917,6 +919,16 @@ impl Executor<'_> {
         self.base_image(from)?
             .id
             .ok_or_else(|| Error::Instruction(format!("image {from} has no content to copy from")))
+    }
+}
+
+/// `--link` builds layers independently of their parents, which only BuildKit does.
+fn refuse_link(ins: &Instruction) -> Result<()> {
+    match ins.flag("link") {
+        Some(v) if v != "false" => Err(Error::Instruction(
+            "the --link option requires BuildKit. Refer to https://docs.docker.com/go/buildkit/ to learn how to build images with BuildKit enabled".into(),
+        )),
+        _ => Ok(()),
     }
 }
 

@@ -238,6 +238,8 @@ fn errors_carry_dockerds_texts() {
         err(&mut e, "FROM scratch\nRUN --mount=type=cache true\n", &opts),
         "dockerfile parse error on line 2: unknown flag: mount"
     );
+    assert!(err(&mut e, "FROM scratch\nCOPY --link a.txt /x\n", &opts)
+        .starts_with("the --link option requires BuildKit"));
     assert_eq!(
         err(&mut e, "FROM scratch\nRUN true\n", &opts),
         "RUN needs a base image with a shell: the stage starts FROM scratch"
