@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Many containers on one host: N × `run -d busybox sleep` (default 1000) through Berth's daemon,
 # then the cost per container (daemon RSS growth, monitors' USS, host memory used: meaningful on
-# an otherwise quiet host only), how long
-# `ps` and `inspect` take with them all running, and how long removing them all takes.
+# an otherwise quiet host only), how long `ps` takes with them all running, and how long
+# removing them all takes.
 #   bench/scale.sh [BERTH_BINARY]   (N=1000; DOCKER=1 also runs Debian's dockerd, slow)
 set -euo pipefail
 source "$(dirname "$0")/lib/engines.sh"
