@@ -537,6 +537,14 @@ fn dockerfile_from_stdin_outside_the_context_and_targets() {
     );
     assert_eq!(run_output(&d, "bare", &["cat", "/b"]), "bare\n");
 
+    // Remote contexts are refused up front.
+    let r = d.http(
+        "POST",
+        "/build?remote=https%3A%2F%2Fexample.com%2Fctx.tar",
+        None,
+    );
+    assert_eq!(r.status, 400);
+
     // The cache can be pruned through the API.
     let r = d.http("POST", "/build/prune?all=1", None);
     assert_eq!(r.status, 200);

@@ -31,6 +31,11 @@ fn json_param<T: serde::de::DeserializeOwned + Default>(ctx: &Ctx, key: &str) ->
 
 fn options(ctx: &Ctx) -> Result<(BuildOptions, Value, bool)> {
     let q = &ctx.query;
+    if let Some(r) = q.get("remote").filter(|r| !r.is_empty()) {
+        return Err(Error::InvalidParameter(format!(
+            "remote build contexts ({r}) are not supported: send the context as the request body"
+        )));
+    }
     let rm = match q.get("rm") {
         None => true,
         Some(_) => q.bool("rm"),
