@@ -582,6 +582,17 @@ impl Executor<'_> {
                     image::commit_container(&store, &rootfs.id, config, &created_by)?
                 }
             }
+            // On scratch the directory is the layer's only content.
+            (None, Some(dir)) if dir != "/" => {
+                let tmp = self.backend.tmp_dir();
+                let staging = tempfile::Builder::new()
+                    .prefix("workdir-")
+                    .tempdir_in(&tmp)
+                    .map_err(Error::io("create temp dir in", tmp.clone()))?;
+                let fs = ContainerFs::open(staging.path())?;
+                fs.mount_target(&dir, true)?;
+                image::commit_tree(self.store(), &parent, &fs, &tmp, config, &created_by)?
+            }
             _ => image::commit_config(self.store(), &parent, config, &created_by)?,
         };
         self.record(&key, &state)?;

@@ -174,6 +174,24 @@ fn stages_args_env_labels_and_copy_into_scratch() {
 }
 
 #[test]
+fn workdir_on_scratch_is_a_layer() {
+    let mut e = env();
+    let files = [("Dockerfile", "FROM scratch\nWORKDIR /app/sub\nWORKDIR /\n")];
+    let (r, out) = run(&mut e, &files, &BuildOptions::default());
+    let id = r.unwrap_or_else(|err| panic!("{err}\n{out}"));
+    let config = e.backend.store.image_config(&id).expect("config");
+    assert_eq!(config["config"]["WorkingDir"], "/");
+    assert_eq!(
+        config["rootfs"]["diff_ids"].as_array().map(Vec::len),
+        Some(1)
+    );
+    let history = config["history"].as_array().expect("history");
+    assert_eq!(history.len(), 2);
+    assert!(history[0].get("empty_layer").is_none());
+    assert_eq!(history[1]["empty_layer"], true);
+}
+
+#[test]
 fn cache_reuse_invalidation_and_no_cache() {
     let mut e = env();
     let opts = BuildOptions::default();
