@@ -259,23 +259,16 @@ pub struct RmArgs {
 
 /// `berth rm`.
 pub async fn rm(c: &Client, a: &RmArgs) -> Result<i32> {
-    let mut code = 0;
-    for name in &a.containers {
-        let path = format!(
+    use super::run::{each_container, Fanout};
+    each_container(c, &a.containers, Fanout::Parallel, Method::DELETE, |name| {
+        format!(
             "/containers/{}?force={}&v={}",
             encode(name),
             u8::from(a.force),
             u8::from(a.volumes)
-        );
-        match c.request(Method::DELETE, &path, None).await {
-            Ok(_) => println!("{name}"),
-            Err(err) => {
-                eprintln!("{err}");
-                code = 1;
-            }
-        }
-    }
-    Ok(code)
+        )
+    })
+    .await
 }
 
 /// `berth rename`.

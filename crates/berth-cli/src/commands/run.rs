@@ -564,14 +564,40 @@ pub async fn exec(c: &Client, a: &ExecArgs) -> Result<i32> {
     Ok(i32::try_from(v["ExitCode"].as_i64().unwrap_or(0)).unwrap_or(1))
 }
 
-/// Runs `POST /containers/{name}/{action}{query}` for each container, printing the name on
-/// success as the docker CLI does.
-async fn each(c: &Client, names: &[String], action: &str, query: &str) -> Result<i32> {
+/// How the docker CLI sends one request per container named on its command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fanout {
+    /// One after the other (`start`, `restart`).
+    Serial,
+    /// At most 50 at a time (`stop`, `kill`, `pause`, `unpause`, `rm`): `rm -f $(ps -aq)`
+    /// waits for the slowest container, not for the sum of them.
+    Parallel,
+}
+
+/// Sends `method path_of(name)` for each container and prints, in the order given, each name
+/// that succeeded or the error; the exit code is 1 if any failed.
+pub(crate) async fn each_container(
+    c: &Client,
+    names: &[String],
+    fanout: Fanout,
+    method: Method,
+    path_of: impl Fn(&str) -> String,
+) -> Result<i32> {
+    use futures_util::stream::{self, StreamExt};
+    let width = match fanout {
+        Fanout::Serial => 1,
+        Fanout::Parallel => 50,
+    };
+    let mut results = stream::iter(names)
+        .map(|name| {
+            let (method, path) = (method.clone(), path_of(name));
+            async move { (name, c.request(method, &path, None).await) }
+        })
+        .buffered(width);
     let mut code = 0;
-    for n in names {
-        let path = format!("/containers/{}/{action}{query}", encode(n));
-        match c.request(Method::POST, &path, None).await {
-            Ok(_) => println!("{n}"),
+    while let Some((name, result)) = results.next().await {
+        match result {
+            Ok(_) => println!("{name}"),
             Err(err) => {
                 eprintln!("{err}");
                 code = 1;
@@ -581,9 +607,23 @@ async fn each(c: &Client, names: &[String], action: &str, query: &str) -> Result
     Ok(code)
 }
 
+/// Runs `POST /containers/{name}/{action}{query}` for each container.
+async fn each(
+    c: &Client,
+    names: &[String],
+    fanout: Fanout,
+    action: &str,
+    query: &str,
+) -> Result<i32> {
+    each_container(c, names, fanout, Method::POST, |n| {
+        format!("/containers/{}/{action}{query}", encode(n))
+    })
+    .await
+}
+
 /// `berth start`.
 pub async fn start(c: &Client, names: &[String]) -> Result<i32> {
-    each(c, names, "start", "").await
+    each(c, names, Fanout::Serial, "start", "").await
 }
 
 /// `berth stop` / `berth restart` flags.
@@ -617,23 +657,24 @@ fn stop_query(a: &StopArgs) -> String {
 
 /// `berth stop`.
 pub async fn stop(c: &Client, a: &StopArgs) -> Result<i32> {
-    each(c, &a.containers, "stop", &stop_query(a)).await
+    each(c, &a.containers, Fanout::Parallel, "stop", &stop_query(a)).await
 }
 
 /// `berth restart`.
 pub async fn restart(c: &Client, a: &StopArgs) -> Result<i32> {
-    each(c, &a.containers, "restart", &stop_query(a)).await
+    each(c, &a.containers, Fanout::Serial, "restart", &stop_query(a)).await
 }
 
 /// `berth kill`.
 pub async fn kill(c: &Client, signal: Option<&str>, names: &[String]) -> Result<i32> {
     let q = signal.map_or(String::new(), |s| format!("?signal={}", encode(s)));
-    each(c, names, "kill", &q).await
+    each(c, names, Fanout::Parallel, "kill", &q).await
 }
 
 /// `berth pause` / `unpause`.
 pub async fn pause(c: &Client, names: &[String], pause: bool) -> Result<i32> {
-    each(c, names, if pause { "pause" } else { "unpause" }, "").await
+    let action = if pause { "pause" } else { "unpause" };
+    each(c, names, Fanout::Parallel, action, "").await
 }
 
 /// `berth wait`: prints each container's exit code.
