@@ -124,6 +124,14 @@ pub trait BuildBackend {
     fn remove(&mut self, container: &str) -> Result<()>;
     /// The directory for the build's temporary files (on the data root's filesystem).
     fn tmp_dir(&self) -> PathBuf;
+    /// Downloads `url` into `dest` (ADD of a URL); returns its `Last-Modified` time (unix
+    /// seconds) if the server sent one. Without an implementation, URLs are refused.
+    fn fetch(&mut self, url: &str, dest: &mut std::fs::File) -> Result<Option<i64>> {
+        let _ = dest;
+        Err(Error::Instruction(format!(
+            "ADD failed: remote URL sources ({url}) are not supported by this engine"
+        )))
+    }
 }
 
 /// Validates `--platform`: only the host's platform is built.
@@ -822,7 +830,10 @@ impl Executor<'_> {
             .map(|f| self.lexer.process_word(f, &vars))
             .transpose()?;
         let tmp = self.backend.tmp_dir();
-        // The source tree: the context, or an image's root filesystem mounted for the step.
+        let mut req = req;
+        let downloads = self.download_sources(&mut req, &tmp)?;
+        // The source tree: the context, the downloads, or an image's root filesystem mounted
+        // for the step.
         let mut source_mount: Option<ScratchRootfs> = None;
         let source_image = match from.as_deref() {
             None => None,
@@ -832,13 +843,23 @@ impl Executor<'_> {
         let store = &store;
         let src_fs_owned;
         let src_root: PathBuf;
-        let src = match &source_image {
-            None => SourceFs {
+        let downloads_fs = downloads
+            .as_ref()
+            .map(|d| ContainerFs::open(d.path()))
+            .transpose()?;
+        let src = match (&source_image, &downloads, &downloads_fs) {
+            // Downloaded files are never unpacked: `is_context: false`.
+            (_, Some(d), Some(fs)) => SourceFs {
+                fs,
+                root: d.path(),
+                is_context: false,
+            },
+            (None, _, _) => SourceFs {
                 fs: self.ctx.fs(),
                 root: self.ctx.path(),
                 is_context: true,
             },
-            Some(id) => {
+            (Some(id), _, _) => {
                 let m = ScratchRootfs::create(store, id.as_str(), &self.cache.dir())?;
                 src_root = m.path.clone();
                 src_fs_owned = ContainerFs::open(&src_root)?;
@@ -902,6 +923,65 @@ impl Executor<'_> {
         drop(source_mount);
         self.record(&key, &state)?;
         self.finish_step(state)
+    }
+
+    /// ADD of URLs: downloads them (mode 0600, the server's modification time) into a new
+    /// directory and points the request's sources at the files. `None` without URLs.
+    fn download_sources(
+        &mut self,
+        req: &mut CopyRequest,
+        tmp: &std::path::Path,
+    ) -> Result<Option<tempfile::TempDir>> {
+        let is_url = |s: &String| s.starts_with("http://") || s.starts_with("https://");
+        let urls = req.srcs.iter().filter(|s| is_url(s)).count();
+        if urls == 0 {
+            return Ok(None);
+        }
+        if !req.add {
+            return Err(Error::Instruction("source can't be a URL for COPY".into()));
+        }
+        if urls != req.srcs.len() {
+            return Err(Error::Instruction(
+                "ADD with both URL and local sources is not supported".into(),
+            ));
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("download-")
+            .tempdir_in(tmp)
+            .map_err(Error::io("create temp dir in", tmp))?;
+        let mut names = Vec::new();
+        for url in &req.srcs {
+            let path_part = url.split(['?', '#']).next().unwrap_or(url);
+            let name = path_part
+                .trim_end_matches('/')
+                .rsplit('/')
+                .next()
+                .filter(|n| !n.is_empty() && !n.contains(':') && *n != "." && *n != "..")
+                .map(str::to_string);
+            let name = match name {
+                Some(n) => n,
+                // Named by the destination then (`ADD https://host/ /file`).
+                None if !req.dest.ends_with('/') => "download".to_string(),
+                None => {
+                    return Err(Error::Instruction(format!(
+                        "cannot determine filename from url: {url}"
+                    )))
+                }
+            };
+            let path = dir.path().join(&name);
+            let mut f = std::fs::File::create(&path).map_err(Error::io("create", path.clone()))?;
+            let modified = self.backend.fetch(url, &mut f)?;
+            f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .map_err(Error::io("chmod", path.clone()))?;
+            if let Some(t) = modified {
+                let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64);
+                f.set_modified(when)
+                    .map_err(Error::io("set time of", path.clone()))?;
+            }
+            names.push(name);
+        }
+        req.srcs = names;
+        Ok(Some(dir))
     }
 
     /// `--from=`: a previous stage (by name or index) or an image (pulled if missing).

@@ -59,12 +59,6 @@ pub fn expand_sources(src: &SourceFs<'_>, req: &CopyRequest) -> Result<Vec<Strin
     let mut out = Vec::new();
     let mut all: Option<Vec<String>> = None;
     for s in &req.srcs {
-        if s.starts_with("http://") || s.starts_with("https://") {
-            return Err(Error::Instruction(format!(
-                "{} failed: remote URL sources ({s}) are not supported: the engine builds offline",
-                req.keyword()
-            )));
-        }
         let c = clean(s.trim_start_matches('/'));
         if is_glob(&c) {
             let paths = match &all {

@@ -264,7 +264,15 @@ fn errors_carry_dockerds_texts() {
     );
     assert_eq!(
         err(&mut e, "FROM scratch\nADD http://example.com/x /x\n", &opts),
-        "ADD failed: remote URL sources (http://example.com/x) are not supported: the engine builds offline"
+        "ADD failed: remote URL sources (http://example.com/x) are not supported by this engine"
+    );
+    assert_eq!(
+        err(
+            &mut e,
+            "FROM scratch\nCOPY http://example.com/x /x\n",
+            &opts
+        ),
+        "source can't be a URL for COPY"
     );
     assert_eq!(
         err(&mut e, "FROM nosuchimage\n", &opts),

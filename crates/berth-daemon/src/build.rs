@@ -221,6 +221,37 @@ impl BuildBackend for DaemonBackend {
             .map_err(backend_err)
     }
 
+    fn fetch(&mut self, url: &str, dest: &mut std::fs::File) -> BuildResult<Option<i64>> {
+        use std::io::Write;
+        let fail =
+            |e: &dyn std::fmt::Display| BuildError::Backend(format!("ADD failed: GET {url}: {e}"));
+        self.handle.block_on(async {
+            let resp = reqwest::Client::new()
+                .get(url)
+                .send()
+                .await
+                .map_err(|e| fail(&e))?;
+            let status = resp.status();
+            if !status.is_success() {
+                return Err(BuildError::Backend(format!(
+                    "failed to GET {url} with status {status}"
+                )));
+            }
+            let modified = resp
+                .headers()
+                .get(reqwest::header::LAST_MODIFIED)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| chrono::DateTime::parse_from_rfc2822(v).ok())
+                .map(|t| t.timestamp());
+            let mut resp = resp;
+            while let Some(chunk) = resp.chunk().await.map_err(|e| fail(&e))? {
+                // A local file write on this (blocking) thread.
+                dest.write_all(&chunk).map_err(|e| fail(&e))?;
+            }
+            Ok(modified)
+        })
+    }
+
     fn remove(&mut self, id: &str) -> BuildResult<()> {
         self.handle
             .block_on(self.daemon.remove_container(id, true))

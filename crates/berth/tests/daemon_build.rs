@@ -621,3 +621,101 @@ fn missing_base_image_is_pulled() {
     // The base is now local.
     ok(d.docker(&["image", "inspect", &remote]));
 }
+
+/// `python3 -m http.server` on a free loopback port over `dir`, killed on drop.
+struct HttpServer {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl HttpServer {
+    fn start(dir: &Path) -> Option<HttpServer> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                &port.to_string(),
+            ])
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let s = HttpServer {
+            child,
+            addr: format!("127.0.0.1:{port}"),
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(&s.addr).is_err() {
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Some(s)
+    }
+}
+
+#[test]
+fn add_downloads_urls_without_unpacking_them() {
+    if !prerequisites() {
+        return;
+    }
+    let served = context(&[("data.txt", "served\n")]);
+    let tar_dir = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(
+        daemon_common::busybox_tar(tar_dir.path()),
+        served.path().join("root.tar"),
+    )
+    .expect("copy tar");
+    let Some(server) = HttpServer::start(served.path()) else {
+        eprintln!("skipping: python3 http.server unavailable");
+        return;
+    };
+    let d = Daemon::start();
+    import_busybox(&d);
+    let a = &server.addr;
+    let ctx = context(&[(
+        "Dockerfile",
+        &format!(
+            "FROM busybox\n\
+             ADD http://{a}/data.txt /dl/\n\
+             ADD http://{a}/data.txt /renamed.txt\n\
+             ADD http://{a}/root.tar /tars/\n"
+        ),
+    )]);
+    ok(build(&d, &["-t", "urls"], ctx.path()));
+    assert_eq!(run_output(&d, "urls", &["cat", "/dl/data.txt"]), "served\n");
+    assert_eq!(run_output(&d, "urls", &["cat", "/renamed.txt"]), "served\n");
+    let ls = run_output(&d, "urls", &["ls", "-ln", "/dl/data.txt", "/tars"]);
+    assert!(ls.contains("-rw-------    1 0        0"), "{ls}");
+    // A downloaded archive stays a file.
+    assert!(ls.contains("root.tar"), "{ls}");
+    // Same content: the steps are reused.
+    let again = ok(build(&d, &["-t", "urls2"], ctx.path()));
+    assert_eq!(again.matches(" ---> Using cache").count(), 3, "{again}");
+    // A missing file is dockerd's error.
+    let bad = context(&[(
+        "Dockerfile",
+        &format!("FROM busybox\nADD http://{a}/missing /m\n"),
+    )]);
+    let out = build(&d, &[], bad.path());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("with status 404"),
+        "{out:?}"
+    );
+}
