@@ -739,7 +739,10 @@ fn prepare_rootfs_probes_overlay_once_then_leaves_layers_unmounted() {
         rootfs.remove().unwrap();
     }
     let err = ts.store.prepare_rootfs("busybox", "p1");
-    assert!(err.is_ok(), "a removed container's id can be used again: {err:?}");
+    assert!(
+        err.is_ok(),
+        "a removed container's id can be used again: {err:?}"
+    );
     assert!(ts.store.prepare_rootfs("busybox", "p1").is_err());
     ts.store.remove_rootfs("p1").unwrap();
 }

@@ -63,8 +63,12 @@ mod tests {
 ";
         assert_eq!(
             hierarchy_roots(info),
-            ["/sys/fs/cgroup/cpu", "/sys/fs/cgroup/pids", "/sys/fs/cgroup/unified"]
-                .map(PathBuf::from)
+            [
+                "/sys/fs/cgroup/cpu",
+                "/sys/fs/cgroup/pids",
+                "/sys/fs/cgroup/unified"
+            ]
+            .map(PathBuf::from)
         );
     }
 
