@@ -56,7 +56,8 @@ impl Entry {
 enum Job {
     /// Bring the pool of this network id up to size.
     Fill(String),
-    /// Delete these host links, then free the addresses owned by `releasing:<link>`.
+    /// Free the addresses owned by `releasing:<link>` once these host links are gone (with
+    /// their namespaces), deleting those still there after [`RELEASE_GRACE`].
     Release(Vec<String>),
     /// Destroy these entries and free their addresses.
     Discard(Vec<Entry>),
