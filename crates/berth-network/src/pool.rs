@@ -146,9 +146,9 @@ fn destroy(e: &Entry) {
 }
 
 impl NetworkManager {
-    /// Starts the background worker that fills the pools and deletes released links, and
-    /// fills the default network's pool. Without it (tests, or no `pool_dir`) nothing is
-    /// pooled and released links are deleted inline. The worker holds a weak reference and
+    /// Starts the background worker that fills the pools and frees the addresses of released
+    /// links, and fills the default network's pool. Without it (tests, or no `pool_dir`)
+    /// nothing is pooled and released links are deleted inline. The worker holds a weak reference and
     /// ends when the manager is dropped.
     pub fn start_pool(self: &Arc<Self>) {
         let (tx, rx) = mpsc::channel::<Job>();
@@ -210,9 +210,12 @@ impl NetworkManager {
         }
     }
 
-    /// Deletes `links` and frees the addresses they held.
+    /// Deletes `links` (those still there) and frees the addresses they held.
     pub(crate) fn release_links(&self, links: &[String]) {
         for l in links {
+            if !Path::new("/sys/class/net").join(l).exists() {
+                continue;
+            }
             if let Err(err) = netlink::delete_link(l) {
                 tracing::warn!(%err, link = %l, "cannot delete released link");
             }
