@@ -72,6 +72,48 @@ pub struct DaemonBackend {
     pub host_config: Value,
     /// Credentials by registry from `X-Registry-Config`, for base-image pulls.
     pub registry_config: HashMap<String, berth_distribution::Credentials>,
+    /// The RUN step running now, for [`RunningStep::cancel`].
+    pub running: RunningStep,
+}
+
+/// The RUN container a build waits on. When the client goes away, the API layer cancels it:
+/// the container is killed (a silent `RUN sleep 1000` would otherwise hold the build until
+/// it ends) and no further step starts.
+#[derive(Clone, Default)]
+pub struct RunningStep(Arc<Mutex<(Option<String>, bool)>>);
+
+impl RunningStep {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Option<String>, bool)> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records `id` as running; `false` when the build was cancelled already.
+    fn enter(&self, id: &str) -> bool {
+        let mut g = self.lock();
+        g.0 = Some(id.to_string());
+        !g.1
+    }
+
+    fn leave(&self) {
+        self.lock().0 = None;
+    }
+
+    /// Cancels the build: kills the running step's container, if any.
+    pub async fn cancel(&self, daemon: &Arc<Daemon>) {
+        let id = {
+            let mut g = self.lock();
+            g.1 = true;
+            g.0.clone()
+        };
+        if let Some(id) = id {
+            if let Err(err) = daemon
+                .kill_container(&id, nix::sys::signal::Signal::SIGKILL)
+                .await
+            {
+                tracing::debug!(%id, %err, "cannot kill a cancelled build step");
+            }
+        }
+    }
 }
 
 /// Decodes `X-Registry-Config` (base64 JSON: registry address → auth config), as the docker
@@ -196,31 +238,14 @@ impl BuildBackend for DaemonBackend {
     }
 
     fn start_and_wait(&mut self, id: &str, out: &mut dyn Emit) -> BuildResult<i64> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        crate::events::lock(&self.daemon.pending_attach)
-            .entry(id.to_string())
-            .or_default()
-            .push(tx);
-        let (_, events) = self.daemon.events.subscribe();
-        if let Err(err) = self.handle.block_on(self.daemon.start_container(id)) {
-            crate::events::lock(&self.daemon.pending_attach).remove(id);
-            return Err(backend_err(err));
+        if !self.running.enter(id) {
+            self.running.leave();
+            return Err(BuildError::Cancelled);
         }
-        if let Ok(stream) = self.handle.block_on(rx) {
-            if let Err(err) = copy_output(stream, out) {
-                // The client went away: the step is abandoned.
-                let _ = self.handle.block_on(
-                    self.daemon
-                        .kill_container(id, nix::sys::signal::Signal::SIGKILL),
-                );
-                return Err(err);
-            }
-        }
-        self.handle
-            .block_on(self.daemon.wait_container(id, "not-running", events))
-            .map_err(backend_err)
+        let result = self.start_and_wait_inner(id, out);
+        self.running.leave();
+        result
     }
-
     fn fetch(&mut self, url: &str, dest: &mut std::fs::File) -> BuildResult<Option<i64>> {
         use std::io::Write;
         let fail =
@@ -255,6 +280,34 @@ impl BuildBackend for DaemonBackend {
     fn remove(&mut self, id: &str) -> BuildResult<()> {
         self.handle
             .block_on(self.daemon.remove_container(id, true))
+            .map_err(backend_err)
+    }
+}
+
+impl DaemonBackend {
+    fn start_and_wait_inner(&mut self, id: &str, out: &mut dyn Emit) -> BuildResult<i64> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        crate::events::lock(&self.daemon.pending_attach)
+            .entry(id.to_string())
+            .or_default()
+            .push(tx);
+        let (_, events) = self.daemon.events.subscribe();
+        if let Err(err) = self.handle.block_on(self.daemon.start_container(id)) {
+            crate::events::lock(&self.daemon.pending_attach).remove(id);
+            return Err(backend_err(err));
+        }
+        if let Ok(stream) = self.handle.block_on(rx) {
+            if let Err(err) = copy_output(stream, out) {
+                // The client went away: the step is abandoned.
+                let _ = self.handle.block_on(
+                    self.daemon
+                        .kill_container(id, nix::sys::signal::Signal::SIGKILL),
+                );
+                return Err(err);
+            }
+        }
+        self.handle
+            .block_on(self.daemon.wait_container(id, "not-running", events))
             .map_err(backend_err)
     }
 }

@@ -719,3 +719,44 @@ fn add_downloads_urls_without_unpacking_them() {
         "{out:?}"
     );
 }
+
+#[test]
+fn a_client_going_away_cancels_the_running_step() {
+    use std::io::{Read, Write};
+    if !prerequisites() {
+        return;
+    }
+    let d = Daemon::start();
+    import_busybox(&d);
+    let tar = tar_of(&[(
+        "Dockerfile",
+        b"FROM busybox\nRUN echo go$((1+1)); sleep 1000\n".as_slice(),
+    )]);
+    let mut s = std::os::unix::net::UnixStream::connect(&d.sock).expect("connect");
+    write!(
+        s,
+        "POST /build?networkmode=none HTTP/1.1\r\nHost: berth\r\nContent-Type: application/x-tar\r\nContent-Length: {}\r\n\r\n",
+        tar.len()
+    )
+    .expect("write head");
+    s.write_all(&tar).expect("write body");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    // `go2` is the step's output, not its `Step` line.
+    while !String::from_utf8_lossy(&seen).contains("go2") {
+        let n = s.read(&mut buf).expect("read build output");
+        assert!(n > 0, "stream ended: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(container_count(&d), 1);
+    drop(s);
+    // The step's container is killed and removed; bounded wait, not a timing assertion.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while container_count(&d) != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cancelled step's container is still there"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

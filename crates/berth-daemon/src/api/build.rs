@@ -183,6 +183,17 @@ pub async fn build(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>> 
     let handle = tokio::runtime::Handle::current();
     let events = Arc::clone(&daemon);
     let tags = opts.tags.clone();
+    // A client that goes away cancels the build (dockerd cancels the build's context).
+    let running = crate::build::RunningStep::default();
+    let watcher = {
+        let tx = tx.clone();
+        let daemon = Arc::clone(&daemon);
+        let running = running.clone();
+        tokio::spawn(async move {
+            tx.closed().await;
+            running.cancel(&daemon).await;
+        })
+    };
     tokio::task::spawn_blocking(move || {
         let mut out = Stream {
             tx,
@@ -196,6 +207,7 @@ pub async fn build(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>> 
                     handle,
                     host_config,
                     registry_config,
+                    running,
                 };
                 berth_builder::build(&mut backend, &cache, &context, &opts, &mut out)
             });
@@ -213,6 +225,8 @@ pub async fn build(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>> 
                 ));
             }
         }
+        // Its sender clone must go, or the response would never end.
+        watcher.abort();
         match result {
             Ok(id) if quiet => {
                 let _ = out.send(&json!({ "stream": format!("{id}\n") }));
