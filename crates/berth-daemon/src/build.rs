@@ -1,8 +1,11 @@
-//! Dockerfile builds on the daemon core: the [`BuildBackend`] the builder runs its RUN steps
-//! and base-image pulls through. A RUN step is an ordinary container (created from the
-//! step's image with the step's Cmd/Env/User/WorkingDir, network per `networkmode`), started
-//! with its output attached before it runs (as `docker run` attaches), waited for and then
-//! committed by the builder; the builder asks for its removal.
+//! Dockerfile builds on the daemon core: the [`BuildBackend`] the builder runs its RUN steps,
+//! base-image pulls (with `X-Registry-Config` credentials) and ADD downloads through. A RUN
+//! step is an ordinary container (created from the step's image with the step's
+//! Cmd/Env/User/WorkingDir, network per `networkmode`), started with its output attached
+//! before it runs (as `docker run` attaches), waited for and then committed by the builder;
+//! the builder asks for its removal. [`RunningStep`] lets the API layer kill it when the
+//! client goes away. Also here: the per-data-root step cache and the recovery of what a
+//! daemon that died mid-build left behind.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
