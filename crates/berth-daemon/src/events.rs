@@ -113,6 +113,31 @@ impl Event {
     }
 }
 
+/// Waits until `done()` holds, checking it first and again after each event (the daemon
+/// publishes one with every state change), or until `timeout`; `false` if the timeout came
+/// first. Subscribe before acting, so that the change being waited for cannot slip by.
+pub async fn until(
+    events: &mut broadcast::Receiver<Arc<Event>>,
+    timeout: Option<std::time::Duration>,
+    mut done: impl FnMut() -> bool,
+) -> bool {
+    let wait = async {
+        while !done() {
+            match events.recv().await {
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    };
+    match timeout {
+        Some(t) => tokio::time::timeout(t, wait).await.is_ok(),
+        None => {
+            wait.await;
+            true
+        }
+    }
+}
+
 /// The daemon's event hub.
 pub struct Events {
     tx: broadcast::Sender<Arc<Event>>,

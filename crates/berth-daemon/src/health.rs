@@ -335,24 +335,10 @@ impl Daemon {
         events: &mut tokio::sync::broadcast::Receiver<Arc<crate::events::Event>>,
         timeout: Option<Duration>,
     ) -> bool {
-        let done = async {
-            loop {
-                if self.execs.get(id).map_or(true, |e| e.exit_code.is_some()) {
-                    return;
-                }
-                match events.recv().await {
-                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                }
-            }
-        };
-        match timeout {
-            Some(t) => tokio::time::timeout(t, done).await.is_ok(),
-            None => {
-                done.await;
-                true
-            }
-        }
+        crate::events::until(events, timeout, || {
+            self.execs.get(id).map_or(true, |e| e.exit_code.is_some())
+        })
+        .await
     }
 
     /// The stdout and stderr an exec wrote to its json-file log, in order.

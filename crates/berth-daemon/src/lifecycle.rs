@@ -583,24 +583,10 @@ impl Daemon {
         rx: &mut tokio::sync::broadcast::Receiver<Arc<crate::events::Event>>,
         timeout: Option<Duration>,
     ) -> bool {
-        let done = async {
-            loop {
-                if self.containers.get(id).map_or(true, |r| !r.state.running) {
-                    return;
-                }
-                match rx.recv().await {
-                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                }
-            }
-        };
-        match timeout {
-            Some(t) => tokio::time::timeout(t, done).await.is_ok(),
-            None => {
-                done.await;
-                true
-            }
-        }
+        crate::events::until(rx, timeout, || {
+            self.containers.get(id).map_or(true, |r| !r.state.running)
+        })
+        .await
     }
 
     /// `POST /containers/{id}/wait?condition=`: resolves to the exit code. The receiver must
