@@ -245,32 +245,34 @@ impl Runtime {
 
     /// Freezes every process of the container.
     pub fn pause(&self, id: &str) -> Result<()> {
-        let mut container = self.load(id)?;
-        if !container.can_pause() {
-            return Err(Error::WrongState {
-                id: id.to_owned(),
-                status: status_name(container.status()).to_owned(),
-                op: "pause",
-            });
-        }
-        container
-            .pause()
-            .map_err(|e| Error::libcontainer(format!("pause container {id}"), &e))
+        self.set_frozen(id, true)
     }
 
     /// Thaws a paused container.
     pub fn resume(&self, id: &str) -> Result<()> {
+        self.set_frozen(id, false)
+    }
+
+    fn set_frozen(&self, id: &str, frozen: bool) -> Result<()> {
         let mut container = self.load(id)?;
-        if !container.can_resume() {
+        let (allowed, op) = if frozen {
+            (container.can_pause(), "pause")
+        } else {
+            (container.can_resume(), "resume")
+        };
+        if !allowed {
             return Err(Error::WrongState {
                 id: id.to_owned(),
                 status: status_name(container.status()).to_owned(),
-                op: "resume",
+                op,
             });
         }
-        container
-            .resume()
-            .map_err(|e| Error::libcontainer(format!("resume container {id}"), &e))
+        let done = if frozen {
+            container.pause()
+        } else {
+            container.resume()
+        };
+        done.map_err(|e| Error::libcontainer(format!("{op} container {id}"), &e))
     }
 
     /// Deletes a stopped container: its cgroup and its state directory. With `force`, a
