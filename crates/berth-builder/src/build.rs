@@ -195,8 +195,10 @@ impl Stage {
     }
 
     fn nop(&self, text: &str) -> String {
-        // dockerd joins `[shell..., "#(nop) ", text]` with spaces: hence the two spaces.
-        format!("{} #(nop)  {text}", self.shell().join(" "))
+        // dockerd joins `[shell..., "#(nop) ", text]` with spaces: hence the two spaces;
+        // its WORKDIR step writes the comment itself, with one.
+        let gap = if text.starts_with("WORKDIR ") { " " } else { "  " };
+        format!("{} #(nop){gap}{text}", self.shell().join(" "))
     }
 }
 
@@ -222,6 +224,7 @@ pub fn build(
     let text = ctx.dockerfile(dockerfile_name)?;
     ctx.remove_ignored_specials(dockerfile_name)?;
     let mut df = dockerfile::parse(&text)?;
+    dockerfile::validate(&df)?;
     if !opts.labels.is_empty() {
         let pairs: Vec<String> = opts
             .labels
@@ -456,9 +459,9 @@ impl Executor<'_> {
         } else {
             self.base_image(&name)?
         };
-        if let Some(id) = &image.id {
-            self.out.stream(&format!(" ---> {}\n", short(id)))?;
-        }
+        // dockerd prints the arrow for scratch too, with no ID.
+        let shown = image.id.as_ref().map(short).unwrap_or_default();
+        self.out.stream(&format!(" ---> {shown}\n"))?;
         let mut config = image.container_config();
         let triggers: Vec<String> = config
             .get("OnBuild")
@@ -623,13 +626,11 @@ impl Executor<'_> {
                 self.run_step(ins)
             }
             "COPY" => {
-                ins.check_flags(&["from", "chown", "chmod", "link"])?;
-                refuse_link(ins)?;
+                ins.check_flags(&["from", "chown", "chmod"])?;
                 self.copy_step(ins, false)
             }
             "ADD" => {
-                ins.check_flags(&["chown", "chmod", "link"])?;
-                refuse_link(ins)?;
+                ins.check_flags(&["chown", "chmod"])?;
                 self.copy_step(ins, true)
             }
             "ARG" => {
@@ -938,7 +939,9 @@ impl Executor<'_> {
             return Ok(None);
         }
         if !req.add {
-            return Err(Error::Instruction("source can't be a URL for COPY".into()));
+            return Err(Error::Instruction(
+                "COPY failed: source can't be a URL for COPY".into(),
+            ));
         }
         if urls != req.srcs.len() {
             return Err(Error::Instruction(
@@ -1010,16 +1013,6 @@ impl Executor<'_> {
         self.base_image(from)?
             .id
             .ok_or_else(|| Error::Instruction(format!("image {from} has no content to copy from")))
-    }
-}
-
-/// `--link` builds layers independently of their parents, which only BuildKit does.
-fn refuse_link(ins: &Instruction) -> Result<()> {
-    match ins.flag("link") {
-        Some(v) if v != "false" => Err(Error::Instruction(
-            "the --link option requires BuildKit. Refer to https://docs.docker.com/go/buildkit/ to learn how to build images with BuildKit enabled".into(),
-        )),
-        _ => Ok(()),
     }
 }
 

@@ -70,7 +70,7 @@ impl Instruction {
             if !allowed.contains(&name.as_str()) {
                 return Err(Error::Parse {
                     line: self.line,
-                    message: format!("unknown flag: {name}"),
+                    message: format!("Unknown flag: {name}"),
                 });
             }
         }
@@ -245,6 +245,116 @@ pub fn instruction(line: usize, logical: &str) -> Result<Option<Instruction>> {
     }))
 }
 
+/// Checks every instruction's shape (flags, argument counts, JSON where required) before
+/// anything runs, so a malformed Dockerfile fails as a whole with dockerd's
+/// `dockerfile parse error line N: ...`, as the classic builder does.
+pub fn validate(df: &Dockerfile) -> Result<()> {
+    df.instructions.iter().try_for_each(validate_instruction)
+}
+
+const BUILDKIT_FLAGS: &[&str] = &[
+    "mount",
+    "network",
+    "security",
+    "link",
+    "checksum",
+    "keep-git-dir",
+    "parents",
+    "exclude",
+];
+
+fn validate_instruction(ins: &Instruction) -> Result<()> {
+    let fail = |message: String| {
+        Err(Error::Parse {
+            line: ins.line,
+            message,
+        })
+    };
+    let kw = ins.keyword.as_str();
+    let allowed: &[&str] = match kw {
+        "FROM" => &["platform"],
+        "COPY" => &["from", "chown", "chmod"],
+        "ADD" => &["chown", "chmod"],
+        "HEALTHCHECK" => &[
+            "interval",
+            "timeout",
+            "start-period",
+            "start-interval",
+            "retries",
+        ],
+        _ => &[],
+    };
+    for (name, _) in &ins.flags {
+        if BUILDKIT_FLAGS.contains(&name.as_str()) && !allowed.contains(&name.as_str()) {
+            return fail(format!(
+                "the --{name} option requires BuildKit. Refer to https://docs.docker.com/go/buildkit/ to learn how to build images with BuildKit enabled"
+            ));
+        }
+    }
+    ins.check_flags(allowed)?;
+    let raw = ins.raw();
+    let words: Vec<&str> = match &ins.args {
+        Args::Json(v) => v.iter().map(String::as_str).collect(),
+        Args::Raw(r) => r.split_whitespace().collect(),
+    };
+    match kw {
+        "FROM" => {
+            let ok = words.len() == 1 || (words.len() == 3 && words[1].eq_ignore_ascii_case("as"));
+            if !ok {
+                return fail("FROM requires either one or three arguments".into());
+            }
+        }
+        "ARG" | "ENV" | "LABEL" | "EXPOSE" | "VOLUME" | "ONBUILD" if words.is_empty() => {
+            return fail(format!("{kw} requires at least one argument"));
+        }
+        "USER" | "WORKDIR" | "STOPSIGNAL" | "MAINTAINER" if words.is_empty() => {
+            return fail(format!("{kw} requires exactly one argument"));
+        }
+        "COPY" | "ADD" if words.len() < 2 => {
+            return fail(format!(
+                "{kw} requires at least two arguments, but only one was provided. Destination could not be determined"
+            ));
+        }
+        "SHELL" if !matches!(ins.args, Args::Json(_)) => {
+            return fail("SHELL requires the arguments to be in JSON form".into());
+        }
+        "SHELL" if words.is_empty() => {
+            return fail("SHELL requires at least one argument".into());
+        }
+        "HEALTHCHECK" => {
+            let kind = words
+                .first()
+                .map(|w| w.to_ascii_uppercase())
+                .unwrap_or_default();
+            match kind.as_str() {
+                "NONE" if words.len() > 1 => {
+                    return fail("HEALTHCHECK NONE takes no arguments".into());
+                }
+                "NONE" => {}
+                "CMD" if words.len() < 2 => {
+                    return fail("Missing command after HEALTHCHECK CMD".into());
+                }
+                "CMD" => {}
+                _ => {
+                    return fail(format!(
+                        "Unknown type {} in HEALTHCHECK (try CMD)",
+                        serde_json::to_string(&kind).unwrap_or(kind.clone())
+                    ))
+                }
+            }
+        }
+        "ONBUILD" => match instruction(ins.line, &raw)? {
+            Some(t) if matches!(t.keyword.as_str(), "ONBUILD" | "FROM" | "MAINTAINER") => {
+                return fail(format!("{} isn't allowed as an ONBUILD trigger", t.keyword));
+            }
+            Some(t) => validate_instruction(&t)?,
+            None => return fail("ONBUILD requires at least one argument".into()),
+        },
+        _ => {}
+    }
+    Ok(())
+}
+
 /// Whether the arguments start a heredoc (`<<EOF`, `<<-"EOF"`) outside quotes: one that
 /// would need the following lines, which the classic builder does not read.
 fn has_heredoc(raw: &str) -> bool {
@@ -342,13 +452,54 @@ mod tests {
         let e = parse("FROM a\nFOO bar\n").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "dockerfile parse error on line 2: unknown instruction: FOO"
+            "dockerfile parse error line 2: unknown instruction: FOO"
         );
         assert!(parse("FROM a\nRUN <<EOF\necho\nEOF\n").is_err());
         assert!(parse("FROM a\nRUN echo $((1<<2))\n").is_ok());
         assert!(parse("FROM a\nRUN echo \"a <<b\" 'c <<d'\n").is_ok());
         assert!(parse("FROM a\nRUN cat <<-'EOF' > f\n").is_err());
         assert!(parse("FROM a\nCOPY <<EOF /x\n").is_err());
+    }
+
+    #[test]
+    fn validation_uses_dockerds_texts() {
+        let err = |text: &str| validate(&parse(text).unwrap()).unwrap_err().to_string();
+        assert_eq!(
+            err("FROM a\nARG\n"),
+            "dockerfile parse error line 2: ARG requires at least one argument"
+        );
+        assert_eq!(
+            err("FROM a\nONBUILD FROM x\n"),
+            "dockerfile parse error line 2: FROM isn't allowed as an ONBUILD trigger"
+        );
+        assert_eq!(
+            err("FROM a\nSHELL /bin/sh\n"),
+            "dockerfile parse error line 2: SHELL requires the arguments to be in JSON form"
+        );
+        assert_eq!(
+            err("FROM a\nHEALTHCHECK WHAT\n"),
+            "dockerfile parse error line 2: Unknown type \"WHAT\" in HEALTHCHECK (try CMD)"
+        );
+        assert_eq!(
+            err("FROM a\nCOPY a.txt\n"),
+            "dockerfile parse error line 2: COPY requires at least two arguments, but only one was provided. Destination could not be determined"
+        );
+        assert_eq!(
+            err("FROM a\nCOPY --foo=1 a b\n"),
+            "dockerfile parse error line 2: Unknown flag: foo"
+        );
+        assert!(err("FROM a\nRUN --mount=type=cache true\n")
+            .contains("the --mount option requires BuildKit"));
+        assert!(err("FROM a\nONBUILD RUN --mount=x true\n").contains("requires BuildKit"));
+        assert_eq!(
+            err("FROM a b\n"),
+            "dockerfile parse error line 1: FROM requires either one or three arguments"
+        );
+        assert!(validate(
+            &parse("FROM a AS b\nCOPY --from=b --chown=1 x y\nHEALTHCHECK NONE\nONBUILD RUN x\n")
+                .unwrap()
+        )
+        .is_ok());
     }
 
     #[test]

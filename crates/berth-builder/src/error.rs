@@ -10,7 +10,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The Dockerfile cannot be parsed.
-    #[error("dockerfile parse error on line {line}: {message}")]
+    #[error("dockerfile parse error line {line}: {message}")]
     Parse {
         /// 1-based line of the instruction.
         line: usize,

@@ -235,9 +235,9 @@ pub(crate) fn apply(
                     hc
                 }
                 _ => {
-                    return Err(Error::Instruction(
-                        "Unknown type in HEALTHCHECK (try CMD)".into(),
-                    ))
+                    return Err(Error::Instruction(format!(
+                        "Unknown type \"{first}\" in HEALTHCHECK (try CMD)"
+                    )))
                 }
             };
             config.insert("Healthcheck".into(), hc.clone());
@@ -408,7 +408,7 @@ pub(crate) fn expand_port(p: &str) -> Result<Vec<String>> {
         Some((r, pr)) => (r, pr.to_ascii_lowercase()),
         None => (p, "tcp".to_string()),
     };
-    let bad = || Error::Instruction(format!("invalid containerPort: {p}"));
+    let bad = || Error::Instruction(format!("Invalid containerPort: {p}"));
     let (lo, hi) = match range.split_once('-') {
         Some((a, b)) => (
             a.parse::<u16>().map_err(|_| bad())?,
@@ -520,8 +520,11 @@ mod tests {
                 "SHELL requires the arguments to be in JSON form",
             ),
             ("ONBUILD FROM x", "FROM isn't allowed as an ONBUILD trigger"),
-            ("HEALTHCHECK WHAT", "Unknown type in HEALTHCHECK (try CMD)"),
-            ("EXPOSE abc", "invalid containerPort: abc"),
+            (
+                "HEALTHCHECK WHAT",
+                "Unknown type \"WHAT\" in HEALTHCHECK (try CMD)",
+            ),
+            ("EXPOSE abc", "Invalid containerPort: abc"),
             (
                 "ENV a=1 b",
                 "Syntax error - can't find = in \"b\". Must be of the form: name=value",

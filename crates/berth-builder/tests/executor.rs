@@ -250,14 +250,14 @@ fn errors_carry_dockerds_texts() {
     );
     assert_eq!(
         err(&mut e, "FROM scratch\nCOPY a.txt\n", &opts),
-        "COPY requires at least two arguments"
+        "dockerfile parse error line 2: COPY requires at least two arguments, but only one was provided. Destination could not be determined"
     );
     assert_eq!(
         err(&mut e, "FROM scratch\nRUN --mount=type=cache true\n", &opts),
-        "dockerfile parse error on line 2: unknown flag: mount"
+        "dockerfile parse error line 2: the --mount option requires BuildKit. Refer to https://docs.docker.com/go/buildkit/ to learn how to build images with BuildKit enabled"
     );
     assert!(err(&mut e, "FROM scratch\nCOPY --link a.txt /x\n", &opts)
-        .starts_with("the --link option requires BuildKit"));
+        .contains("the --link option requires BuildKit"));
     assert_eq!(
         err(&mut e, "FROM scratch\nRUN true\n", &opts),
         "RUN needs a base image with a shell: the stage starts FROM scratch"
@@ -272,7 +272,7 @@ fn errors_carry_dockerds_texts() {
             "FROM scratch\nCOPY http://example.com/x /x\n",
             &opts
         ),
-        "source can't be a URL for COPY"
+        "COPY failed: source can't be a URL for COPY"
     );
     assert_eq!(
         err(&mut e, "FROM nosuchimage\n", &opts),

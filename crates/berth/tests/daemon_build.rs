@@ -224,7 +224,7 @@ fn failing_run_reports_dockerds_error_and_leaves_no_container() {
     assert_eq!(r.status, 400);
     assert_eq!(
         r.message(),
-        "dockerfile parse error on line 2: unknown instruction: FROB"
+        "dockerfile parse error line 2: unknown instruction: FROB"
     );
 }
 
