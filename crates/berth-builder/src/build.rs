@@ -197,7 +197,11 @@ impl Stage {
     fn nop(&self, text: &str) -> String {
         // dockerd joins `[shell..., "#(nop) ", text]` with spaces: hence the two spaces;
         // its WORKDIR step writes the comment itself, with one.
-        let gap = if text.starts_with("WORKDIR ") { " " } else { "  " };
+        let gap = if text.starts_with("WORKDIR ") {
+            " "
+        } else {
+            "  "
+        };
         format!("{} #(nop){gap}{text}", self.shell().join(" "))
     }
 }
