@@ -61,31 +61,22 @@ if [ -n "$docker_host" ]; then
   d_busy=$(mib "$(engine_rss)")
 fi
 
-# podman's conmon, the other per-container monitor (private storage; runc, since Debian's crun
-# refuses this host's hybrid cgroup layout; the host's nofile limit, since root here cannot
-# raise it).
+# podman's conmon, the other per-container monitor.
 p_rss=0 p_pss=0 p_uss=0
-if command -v podman >/dev/null; then
-  pod_root="$bench_dir/podman"
-  pod=(podman --root "$pod_root/root" --runroot "$pod_root/run" --runtime runc
-    --cgroup-manager cgroupfs --events-backend file)
-  if "${pod[@]}" import "$bench_dir/busybox.tar" busybox:latest >/dev/null 2>&1; then
-    for _ in $(seq "$n"); do
-      "${pod[@]}" run -d --network none --ulimit "nofile=$(ulimit -n):$(ulimit -Hn)" \
-        busybox sleep 600 >/dev/null
-    done
-    sleep 1
-    conmons=$(pgrep -f "conmon .*$pod_root" || true)
-    # shellcheck disable=SC2086
-    p_rss=$(avg_of rss_kb $conmons)
-    # shellcheck disable=SC2086
-    p_pss=$(avg_of pss_kb $conmons)
-    # shellcheck disable=SC2086
-    p_uss=$(avg_of uss_kb $conmons)
-    "${pod[@]}" rm -af -t 0 >/dev/null 2>&1 || true
-  else
-    echo "# podman: cannot import the image, skipped" >&2
-  fi
+start_podman
+if [ -n "$podman" ]; then
+  for _ in $(seq "$n"); do
+    $podman run -d --network none "${podman_run_args[@]}" busybox sleep 600 >/dev/null
+  done
+  sleep 1
+  conmons=$(pgrep -f "conmon .*$bench_dir/podman" || true)
+  # shellcheck disable=SC2086
+  p_rss=$(avg_of rss_kb $conmons)
+  # shellcheck disable=SC2086
+  p_pss=$(avg_of pss_kb $conmons)
+  # shellcheck disable=SC2086
+  p_uss=$(avg_of uss_kb $conmons)
+  $podman rm -af -t 0 >/dev/null 2>&1 || true
 fi
 or_dash() { [ "$1" = 0 ] && echo - || mib "$1"; }
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Container start latency through the daemon, Berth against Debian's docker engine, same run:
+# Container start latency through the daemon, Berth against Debian's docker engine (and podman,
+# when installed), same run:
 #   1. `run --rm busybox true` with --network none and with the default bridge (hyperfine);
 #   2. 100 × `run -d busybox sleep 600`, then removing them all.
 #   bench/run.sh [BERTH_BINARY]   (default target/release/berth; RUNS=30, DETACHED=100)
@@ -65,6 +66,15 @@ else
   printf '%-44s %8s ms\n' "run --rm --network none busybox true" "$b_none"
   printf '%-44s %8s ms\n' "run --rm (default bridge) busybox true" "$b_bridge"
   printf '%-44s %9s s\n' "$detached x run -d busybox sleep" "$b_det"
+fi
+start_podman
+if [ -n "$podman" ]; then
+  out="$bench_dir/h-podman.json"
+  hyperfine -N --warmup 3 --runs "$runs" --export-json "$out" \
+    "$podman run --rm --network none ${podman_run_args[*]} busybox true" >/dev/null
+  p_none=$(mean_ms "$out")
+  printf '%-44s %8s ms (podman %s ms, %sx)\n' "run --rm --network none busybox true" "$b_none" \
+    "$p_none" "$(awk -v a="$b_none" -v b="$p_none" 'BEGIN { printf "%.3f", a / b }')"
 fi
 diff_ms() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", a - b }'; }
 echo "bridge cost: berth +$(diff_ms "$b_bridge" "$b_none") ms${docker_host:+, docker +$(diff_ms "${d_bridge:-0}" "${d_none:-0}") ms}"

@@ -13,6 +13,9 @@ bench_cleanup() {
     DOCKER_HOST="unix://$bench_dir/b.sock" "$berth" rm -f $(DOCKER_HOST="unix://$bench_dir/b.sock" "$berth" ps -aq 2>/dev/null) >/dev/null 2>&1 || true
     kill "$berth_pid" 2>/dev/null && wait "$berth_pid" 2>/dev/null || true
   fi
+  if [ -n "${podman:-}" ]; then
+    $podman rm -af -t 0 >/dev/null 2>&1 || true
+  fi
   if [ -n "$started_docker" ]; then
     DOCKER_HOST="$docker_host" docker rm -f $(DOCKER_HOST="$docker_host" docker ps -aq) >/dev/null 2>&1 || true
     /work/shared/acceptance/reference/stop-dockerd.sh >/dev/null 2>&1 || true
@@ -65,3 +68,19 @@ start_docker() {
 
 # mean_ms JSON: a hyperfine --export-json file's first mean, in milliseconds.
 mean_ms() { jq -r '.results[0].mean * 1000 | . * 10 | round / 10' "$1"; }
+
+# start_podman: podman with private storage under the bench dir and busybox imported. Sets
+# `podman` to the command line (empty when podman is missing or cannot run here). Uses runc
+# (Debian's crun refuses this host's hybrid cgroup layout) and cgroupfs; containers must be run
+# with "${podman_run_args[@]}" (nofile and nproc limits root here can set: it cannot raise them).
+start_podman() {
+  podman=
+  command -v podman >/dev/null || { echo "# podman: not installed, skipped" >&2; return; }
+  local root="$bench_dir/podman"
+  local cmd="podman --root $root/root --runroot $root/run --runtime runc --cgroup-manager cgroupfs --events-backend file"
+  [ -f "$bench_dir/busybox.tar" ] || "$here/scripts/mkrootfs-busybox.sh" "$bench_dir/busybox.tar" >/dev/null
+  $cmd import "$bench_dir/busybox.tar" busybox:latest >/dev/null 2>&1 ||
+    { echo "# podman: cannot import the image, skipped" >&2; return; }
+  podman=$cmd
+  podman_run_args=(--ulimit "nofile=$(ulimit -n):$(ulimit -Hn)" --ulimit nproc=4096:4096)
+}
