@@ -205,7 +205,7 @@ impl NetworkManager {
     }
 
     /// Loads the rules `st` implies unless they are what nftables already holds.
-    fn sync_firewall(&self, st: &State, force: bool) -> Result<()> {
+    pub(crate) fn sync_firewall(&self, st: &State, force: bool) -> Result<()> {
         let script = firewall::render(&self.cfg.table, st);
         let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
         if !force && applied.as_deref() == Some(script.as_str()) {
@@ -230,6 +230,28 @@ impl NetworkManager {
             return Err(e);
         }
         *guard = new;
+        Ok(())
+    }
+
+    /// [`Self::commit`] for changes that only withdraw rules (a released container's
+    /// published ports): the state is saved now, and the firewall (an `nft` and `iptables`
+    /// run, tens of milliseconds) is brought in line by the pool's worker, off the removal
+    /// path. Rules are always rendered from the whole state, so a commit in between (a new
+    /// container publishing the same port) replaces the stale ones in the same load.
+    pub(crate) fn commit_withdrawing(&self, guard: &mut State, new: State) -> Result<()> {
+        let durable = !guard.networks.keys().eq(new.networks.keys());
+        store::save(&self.state_path(), &new, durable)?;
+        *guard = new;
+        let script = firewall::render(&self.cfg.table, guard);
+        let stale = self
+            .applied
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_deref()
+            != Some(script.as_str());
+        if stale && !self.sync_firewall_later() {
+            self.sync_firewall(guard, false)?;
+        }
         Ok(())
     }
 
@@ -774,7 +796,7 @@ impl NetworkManager {
                 }
                 links.push(ep.host_veth);
             }
-            self.commit(&mut guard, new)?;
+            self.commit_withdrawing(&mut guard, new)?;
         }
         drop(guard);
         let r = netns::remove(netns_path);

@@ -61,6 +61,8 @@ enum Job {
     Release(Vec<String>),
     /// Destroy these entries and free their addresses.
     Discard(Vec<Entry>),
+    /// Load the rules the current state implies (see `commit_withdrawing`).
+    Firewall,
 }
 
 /// The pools of all networks and the channel to their background worker.
@@ -70,7 +72,8 @@ pub(crate) struct Pool {
     size: usize,
     /// Entries by network id, oldest first.
     entries: Mutex<HashMap<String, VecDeque<Entry>>>,
-    /// Networks that keep a pool: the default one, and any network a container was started on.
+    /// Networks that keep a pool: the default one, and any network a container was started on
+    /// (or was running on at daemon start).
     wanted: Mutex<HashSet<String>>,
     worker: Mutex<Option<mpsc::Sender<Job>>>,
     /// Held by the worker while it makes and stores one entry, so that a drain waits for an
@@ -147,7 +150,8 @@ fn destroy(e: &Entry) {
 
 impl NetworkManager {
     /// Starts the background worker that fills the pools and frees the addresses of released
-    /// links, and fills the default network's pool. Without it (tests, or no `pool_dir`)
+    /// links, and fills the pools of the default network and of the networks with endpoints
+    /// (containers that ran through a daemon restart). Without it (tests, or no `pool_dir`)
     /// nothing is pooled and released links are deleted inline. The worker holds a weak reference and
     /// ends when the manager is dropped.
     pub fn start_pool(self: &Arc<Self>) {
@@ -162,13 +166,11 @@ impl NetworkManager {
             *lock(&self.pool.worker) = None;
             return;
         }
-        let default = self
-            .list()
-            .into_iter()
-            .find(|n| n.default_bridge)
-            .map(|n| n.id);
-        if let Some(id) = default {
-            self.want_pool(&id);
+        // The default network, and those with running containers (a daemon restart).
+        for n in self.list() {
+            if n.default_bridge || !n.endpoints.is_empty() {
+                self.want_pool(&n.id);
+            }
         }
     }
 
@@ -191,6 +193,11 @@ impl NetworkManager {
         }
         lock(&self.pool.wanted).insert(network.to_string());
         self.pool.send(Job::Fill(network.to_string()));
+    }
+
+    /// Asks the worker to bring the firewall in line with the state; false without one.
+    pub(crate) fn sync_firewall_later(&self) -> bool {
+        self.pool.send(Job::Firewall)
     }
 
     /// The number of ready entries of `network` (diagnostics and tests).
@@ -458,6 +465,12 @@ fn worker(rx: &mpsc::Receiver<Job>, mgr: &Weak<NetworkManager>) {
                 pending.extend(links.into_iter().map(|l| (l, Instant::now())));
             }
             Some(Job::Discard(entries)) => mgr.discard(&entries),
+            Some(Job::Firewall) => {
+                let st = mgr.lock();
+                if let Err(err) = mgr.sync_firewall(&st, false) {
+                    tracing::warn!(%err, "cannot update the firewall");
+                }
+            }
             None => {}
         }
         let mut done = Vec::new();

@@ -177,6 +177,20 @@ fn pooled_namespaces_serve_dns_and_published_ports() {
     let _ = s.read_to_string(&mut body);
     assert!(body.contains("hello-pool"), "published port: {body}");
 
+    // Removal withdraws the published port's rule (in the background, off the removal path).
+    ok(d.docker(&["rm", "-f", "web"]));
+    let rule = format!("dport {port} dnat");
+    assert!(
+        eventually(|| {
+            let out = Command::new("nft")
+                .args(["list", "table", "ip", &d.net.table()])
+                .output()
+                .expect("nft");
+            !String::from_utf8_lossy(&out.stdout).contains(&rule)
+        }),
+        "rule for port {port} left behind"
+    );
+
     // The default bridge hands out pooled namespaces too.
     let out = ok(d.docker(&["run", "--rm", "busybox", "ip", "-o", "-4", "route"]));
     assert!(out.contains("default via"), "{out}");
@@ -187,11 +201,25 @@ fn daemon_killed_with_pooled_namespaces_leaves_nothing_after_restart() {
     if !have_tools() {
         return;
     }
-    // The daemon's drop removes the container.
+    // The daemon's drop removes the container, and its network instance the links.
     let mut d = Daemon::start();
     import_busybox(&d);
-    ok(d.docker(&["run", "-d", "--name", "idle", "busybox", "sleep", "600"]));
-    assert!(eventually(|| pooled(&d).len() == 2), "{:?}", pooled(&d));
+    // A subnet of the test's own: daemons of other tests (and engineers) come and go with
+    // default subnets picked from the same pools.
+    ok(d.docker(&["network", "create", "--subnet", "10.79.12.0/24", "bkill"]));
+    ok(d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "idle",
+        "--network",
+        "bkill",
+        "busybox",
+        "sleep",
+        "600",
+    ]));
+    // Two entries for the default network, two for bkill.
+    assert!(eventually(|| pooled(&d).len() == 4), "{:?}", pooled(&d));
     let old = pooled(&d);
     d.kill9();
     d.spawn();
@@ -199,26 +227,24 @@ fn daemon_killed_with_pooled_namespaces_leaves_nothing_after_restart() {
     assert!(
         eventually(|| {
             let now = pooled(&d);
-            now.len() == 2 && now.iter().all(|n| !old.contains(n))
+            now.len() == 4 && now.iter().all(|n| !old.contains(n))
         }),
         "old {old:?}, now {:?}",
         pooled(&d)
     );
-    assert_eq!(pool_mounts(&d), 2);
-    // The bridge, idle's veth and the two new entries' veths.
+    // (A namespace file exists a moment before it is mounted.)
+    assert!(eventually(|| pool_mounts(&d) == 4), "{}", pool_mounts(&d));
+    // Two bridges, idle's veth and the four new entries' veths.
     assert!(
         eventually(|| {
             let links = d.net.links();
-            links.len() == 4 && old.iter().all(|o| !links.contains(o))
+            links.len() == 7 && old.iter().all(|o| !links.contains(o))
         }),
         "{:?}",
         d.net.links()
     );
-    let gw = d.http("GET", "/networks/bridge", None).json()["IPAM"]["Config"][0]["Gateway"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    ok(d.docker(&["exec", "idle", "ping", "-c", "1", "-W", "5", &gw]));
+    assert_eq!(inspect(&d, "idle", "bkill", "IPAddress"), "10.79.12.2");
+    ok(d.docker(&["exec", "idle", "ping", "-c", "1", "-W", "5", "10.79.12.1"]));
 
     // A clean stop takes the pool with it.
     d.stop();
