@@ -152,8 +152,8 @@ impl NetworkManager {
     /// Starts the background worker that fills the pools and frees the addresses of released
     /// links, and fills the pools of the default network and of the networks with endpoints
     /// (containers that ran through a daemon restart). Without it (tests, or no `pool_dir`)
-    /// nothing is pooled and released links are deleted inline. The worker holds a weak reference and
-    /// ends when the manager is dropped.
+    /// nothing is pooled and released links are deleted inline. The worker holds a weak
+    /// reference and ends when the manager is dropped.
     pub fn start_pool(self: &Arc<Self>) {
         let (tx, rx) = mpsc::channel::<Job>();
         *lock(&self.pool.worker) = Some(tx);
