@@ -249,8 +249,9 @@ pub struct ContainerIface<'a> {
 /// Creates veth `host_name` <-> `c.name` with the container end made directly inside
 /// `c.netns` (MAC, MTU) and the host end enslaved to `bridge` and up, in one request:
 /// moving a link between namespaces afterwards would wait for RCU grace periods under the
-/// RTNL lock. Then turns hairpin on, sets lo and the container end up, the addresses and the default routes inside
-/// the namespace. On failure the pair is deleted, leaving nothing behind.
+/// RTNL lock. Then turns hairpin on and, inside the namespace, sets lo and the container end
+/// up, the addresses and the default routes. On failure the pair is deleted, leaving nothing
+/// behind.
 pub fn attach_veth(bridge: &str, host_name: &str, c: &ContainerIface<'_>) -> Result<()> {
     let r = attach_veth_inner(bridge, host_name, c);
     if r.is_err() {

@@ -387,7 +387,8 @@ impl NetworkManager {
         };
         for e in list.flatten() {
             if let Err(err) = netns::remove(&e.path()) {
-                tracing::warn!(%err, path = %e.path().display(), "cannot remove stale pooled namespace");
+                let path = e.path();
+                tracing::warn!(%err, path = %path.display(), "cannot remove stale pooled namespace");
             }
         }
     }
