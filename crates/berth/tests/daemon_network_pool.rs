@@ -1,7 +1,8 @@
 //! Pooled network namespaces through the daemon: containers started from a ready namespace
 //! are reached by name and by published port and inspect shows their real address; a daemon
 //! killed with entries pooled leaves no namespace or link behind once restarted; `network rm`
-//! drains its pool. Traffic only goes to loopback and to addresses on the test's bridges.
+//! drains its pool; a restarted container gets its static address back while its previous
+//! link may still be going away. Traffic only goes to loopback and to addresses on the test's bridges.
 
 mod daemon_common;
 
@@ -277,6 +278,49 @@ fn network_rm_drains_its_pool() {
     assert!(!links.contains(&d.net.bridge_of(&id)), "{links:?}");
     // The default bridge and its two entries (the removed container's veth goes with its
     // namespace, a moment later).
+    assert!(
+        eventually(|| d.net.links().len() == 3),
+        "{:?}",
+        d.net.links()
+    );
+}
+
+#[test]
+fn restart_keeps_a_static_address_whose_link_is_still_being_released() {
+    if !have_tools() {
+        return;
+    }
+    let d = Daemon::start();
+    import_busybox(&d);
+    let _cleanup = Cleanup {
+        d: &d,
+        networks: &["bstatic"],
+    };
+    ok(d.docker(&["network", "create", "--subnet", "10.79.13.0/24", "bstatic"]));
+    ok(d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "fixed",
+        "--network",
+        "bstatic",
+        "--ip",
+        "10.79.13.5",
+        "busybox",
+        "sleep",
+        "600",
+    ]));
+    // A restart releases the address (freed once the old link is gone, in the background)
+    // and asks for it again at once: the start takes it over from the release.
+    for _ in 0..2 {
+        ok(d.docker(&["restart", "-t", "0", "fixed"]));
+        assert_eq!(inspect(&d, "fixed", "bstatic", "IPAddress"), "10.79.13.5");
+        ok(d.docker(&["exec", "fixed", "ping", "-c", "1", "-W", "5", "10.79.13.1"]));
+    }
+    ok(d.docker(&["rm", "-f", "fixed"]));
+    ok(d.docker(&["network", "rm", "bstatic"]));
+    // Only the default bridge and its two pooled entries are left (the container's links go
+    // with their namespaces, or with `network rm`).
     assert!(
         eventually(|| d.net.links().len() == 3),
         "{:?}",
