@@ -2,7 +2,8 @@
 //! are reached by name and by published port and inspect shows their real address; a daemon
 //! killed with entries pooled leaves no namespace or link behind once restarted; `network rm`
 //! drains its pool; a restarted container gets its static address back while its previous
-//! link may still be going away. Traffic only goes to loopback and to addresses on the test's bridges.
+//! link may still be going away. Traffic only goes to loopback and to addresses on the test's
+//! bridges.
 
 mod daemon_common;
 
