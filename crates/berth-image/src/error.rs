@@ -71,6 +71,11 @@ pub enum Error {
     /// An ID prefix matching several images.
     #[error("image reference {0:?} is ambiguous")]
     Ambiguous(String),
+    /// Deleting an image other images name as their parent (dockerd's wording).
+    #[error(
+        "conflict: unable to delete {image} (cannot be forced) - image has dependent child images"
+    )]
+    HasChildren { image: String },
     /// Removal (not forced) of the last tag of an image a container uses. Short IDs, in
     /// dockerd's wording.
     #[error("conflict: unable to remove repository reference {reference:?} (must force) - container {container} is using its referenced image {image}")]
@@ -149,6 +154,7 @@ impl Error {
             | Error::ImageInUse { .. }
             | Error::ImageInUseRunning { .. }
             | Error::MultipleRepositories { .. }
+            | Error::HasChildren { .. }
             | Error::ContainerExists(_) => ErrorKind::Conflict,
             Error::InvalidReference { .. }
             | Error::InvalidDigest { .. }

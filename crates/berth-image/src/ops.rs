@@ -310,6 +310,23 @@ impl Store {
         Ok(out)
     }
 
+    /// Each image's parent (the image it was built or committed from), for those that name one.
+    fn parent_map(&self, db: &Db) -> Result<BTreeMap<Digest, Digest>> {
+        #[derive(Deserialize)]
+        struct Parent {
+            parent: Option<String>,
+        }
+        let mut out = BTreeMap::new();
+        for id in db.images.keys() {
+            let config: Parent = serde_json::from_slice(&self.content().read(id)?)
+                .map_err(crate::error::json_err(format!("image config {id}")))?;
+            if let Some(parent) = config.parent.and_then(|p| p.parse::<Digest>().ok()) {
+                out.insert(id.clone(), parent);
+            }
+        }
+        Ok(out)
+    }
+
     /// `docker rmi`, with every container taken as stopped; see [`Store::remove_with`].
     pub fn remove(&self, name: &str, force: bool) -> Result<Vec<DeleteItem>> {
         self.remove_with(name, force, &[])
@@ -322,6 +339,10 @@ impl Store {
     /// - by ID, an image tagged in several repositories needs `force`, one a stopped container
     ///   uses needs `force`, and one a running container uses cannot be deleted at all.
     ///
+    /// As dockerd, an image other images name as their parent (a build's earlier step) only
+    /// loses its last tag, and cannot be deleted by ID; deleting an image also deletes its
+    /// untagged parents that nothing else uses (dockerd's default, `noprune=false`).
+    ///
     /// Unreferenced layers and blobs are then collected.
     pub fn remove_with(
         &self,
@@ -331,19 +352,27 @@ impl Store {
     ) -> Result<Vec<DeleteItem>> {
         let _l = self.lock_exclusive()?;
         let users = self.container_images()?;
+        let used: BTreeSet<Digest> = users.values().map(|m| m.image_id.clone()).collect();
         let mut result = Vec::new();
-        let by_tag = {
+        let (by_tag, parents) = {
             let db = self.read_db()?;
+            let parents = self.parent_map(&db)?;
             let id = self.resolve(&db, name)?;
-            Reference::parse_tagged(name)
+            let by_tag = Reference::parse_tagged(name)
                 .ok()
                 .map(|r| r.to_string())
-                .filter(|t| db.tags.get(t) == Some(&id))
+                .filter(|t| db.tags.get(t) == Some(&id));
+            (by_tag, parents)
         };
         self.inner.db.update(|db| {
             result.clear();
             let id = self.resolve(db, name)?;
             let image = short_id(id.hex());
+            let has_children = |db: &Db, id: &Digest| {
+                parents
+                    .iter()
+                    .any(|(child, parent)| parent == id && db.images.contains_key(child))
+            };
             let using: Vec<&String> = users
                 .iter()
                 .filter(|(_, m)| m.image_id == id)
@@ -352,7 +381,8 @@ impl Store {
             let running_user = using.iter().find(|c| running.contains(c));
             let tags = db.tags_of(&id);
             if let Some(t) = &by_tag {
-                let untag_only = tags.len() > 1 || (force && running_user.is_some());
+                let untag_only =
+                    tags.len() > 1 || (force && running_user.is_some()) || has_children(db, &id);
                 if !untag_only && !force {
                     if let Some(c) = using.first() {
                         return Err(Error::ReferenceInUse {
@@ -390,6 +420,9 @@ impl Store {
                         container: short_id(c),
                     });
                 }
+                if has_children(db, &id) {
+                    return Err(Error::HasChildren { image });
+                }
             }
             for t in &tags {
                 db.tags.remove(t);
@@ -401,6 +434,23 @@ impl Store {
                 }
             }
             result.push(DeleteItem::Deleted(id.to_string()));
+            // Then the untagged parents this deletion left without a purpose.
+            let mut child = id;
+            while let Some(parent) = parents.get(&child) {
+                let unused = db
+                    .images
+                    .get(parent)
+                    .is_some_and(|r| r.repo_digests.is_empty())
+                    && db.tags_of(parent).is_empty()
+                    && !used.contains(parent)
+                    && !has_children(db, parent);
+                if !unused {
+                    break;
+                }
+                db.images.remove(parent);
+                result.push(DeleteItem::Deleted(parent.to_string()));
+                child = parent.clone();
+            }
             Ok(())
         })?;
         if result.iter().any(|r| matches!(r, DeleteItem::Deleted(_))) {
@@ -411,7 +461,8 @@ impl Store {
     }
 
     /// `docker image prune`: remove dangling (untagged) images no container uses, or with `all`
-    /// every image no container uses.
+    /// every image no container uses. As dockerd, an image is kept while an image that stays
+    /// names it as its parent: a build's intermediate steps go with the image they lead to.
     pub fn prune(&self, all: bool) -> Result<PruneReport> {
         let _l = self.lock_exclusive()?;
         let users: BTreeSet<Digest> = self
@@ -419,15 +470,33 @@ impl Store {
             .values()
             .map(|m| m.image_id.clone())
             .collect();
+        let parents = self.parent_map(&self.read_db()?)?;
         let mut report = PruneReport::default();
         self.inner.db.update(|db| {
             report.images_deleted.clear();
-            let victims: Vec<Digest> = db
-                .images
-                .keys()
-                .filter(|id| !users.contains(*id) && (all || db.tags_of(id).is_empty()))
-                .cloned()
-                .collect();
+            // Children before their parents: grow the set until no image is added.
+            let mut victims: Vec<Digest> = Vec::new();
+            loop {
+                let prunable: Vec<Digest> = db
+                    .images
+                    .keys()
+                    .filter(|id| {
+                        !victims.contains(id)
+                            && !users.contains(*id)
+                            && (all || db.tags_of(id).is_empty())
+                            && !parents.iter().any(|(child, parent)| {
+                                parent == *id
+                                    && db.images.contains_key(child)
+                                    && !victims.contains(child)
+                            })
+                    })
+                    .cloned()
+                    .collect();
+                if prunable.is_empty() {
+                    break;
+                }
+                victims.extend(prunable);
+            }
             for id in victims {
                 for t in db.tags_of(&id) {
                     db.tags.remove(&t);

@@ -158,14 +158,29 @@ fn import_busybox_and_chroot_into_overlay_rootfs() {
     r2.remove().unwrap();
     rootfs.remove().unwrap();
     assert!(ts.store.fsck().unwrap().ok());
+    // As dockerd: the parent of a committed image only loses its tag, and cannot be deleted
+    // by ID while its child exists...
     let del = ts.store.remove("busybox", false).unwrap();
+    assert_eq!(del, vec![DeleteItem::Untagged("busybox:latest".into())]);
+    let e = ts.store.remove(&id.to_string(), true).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "conflict: unable to delete {} (cannot be forced) - image has dependent child images",
+            &id.hex()[..12]
+        )
+    );
+    // ... and deleting the child deletes the untagged parent with it.
+    let del = ts.store.remove("committed:v1", false).unwrap();
     assert_eq!(
         del,
         vec![
-            DeleteItem::Untagged("busybox:latest".into()),
+            DeleteItem::Untagged("committed:v1".into()),
+            DeleteItem::Deleted(cid.to_string()),
             DeleteItem::Deleted(id.to_string())
         ]
     );
+    assert!(ts.store.list().unwrap().is_empty());
     let f = ts.store.fsck().unwrap();
     assert!(f.ok(), "{:?}", f.problems);
 }
@@ -745,4 +760,50 @@ fn prepare_rootfs_probes_overlay_once_then_leaves_layers_unmounted() {
     );
     assert!(ts.store.prepare_rootfs("busybox", "p1").is_err());
     ts.store.remove_rootfs("p1").unwrap();
+}
+
+#[test]
+fn intermediate_images_stay_while_their_child_does() {
+    let ts = TestStore::new();
+    let base = import_busybox(&ts, "busybox");
+    let commit = |from: &str, container: &str, reference: Option<&str>| {
+        let r = ts.store.create_rootfs(from, container).unwrap();
+        std::fs::write(r.path.join(container), container).unwrap();
+        let opts = CommitOptions {
+            reference: reference.map(str::to_string),
+            author: None,
+            message: None,
+            changes: vec![],
+            config: None,
+        };
+        let id = ts.store.commit(container, &opts).unwrap();
+        r.remove().unwrap();
+        id
+    };
+    // busybox <- step (untagged, as a build's intermediate image) <- top:1
+    let step = commit("busybox", "s1", None);
+    let top = commit(&step.to_string(), "s2", Some("top:1"));
+    assert_eq!(ts.store.inspect("top:1").unwrap().parent, step.to_string());
+    // Not dangling while its child is there.
+    let report = ts.store.prune(false).unwrap();
+    assert!(report.images_deleted.is_empty(), "{report:?}");
+    assert_eq!(ts.store.list().unwrap().len(), 3);
+    // Deleting the child takes the untagged step with it, not the tagged base.
+    assert_eq!(
+        ts.store.remove("top:1", false).unwrap(),
+        vec![
+            DeleteItem::Untagged("top:1".into()),
+            DeleteItem::Deleted(top.to_string()),
+            DeleteItem::Deleted(step.to_string()),
+        ]
+    );
+    let left: Vec<String> = ts.store.list().unwrap().into_iter().map(|i| i.id).collect();
+    assert_eq!(left, vec![base.to_string()]);
+    // Untagged and childless, a step is dangling: prune takes it.
+    let lone = commit("busybox", "s3", None);
+    let report = ts.store.prune(false).unwrap();
+    assert_eq!(
+        report.images_deleted,
+        vec![DeleteItem::Deleted(lone.to_string())]
+    );
 }

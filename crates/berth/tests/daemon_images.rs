@@ -93,3 +93,34 @@ fn docker_image_lifecycle_and_create() {
     assert!(out.contains(&format!("deleted: {id}")), "{out}");
     assert_eq!(ok(d.docker(&["images", "-q"])), "");
 }
+
+/// Intermediate images (untagged, parent of another image) are listed only with `-a`, are not
+/// dangling, and go with the image they lead to, as with dockerd.
+#[test]
+fn intermediate_images_are_listed_with_all_only() {
+    if !std::path::Path::new(DOCKER).exists() || !std::path::Path::new("/bin/busybox").exists() {
+        eprintln!("skipping: docker CLI or busybox-static missing");
+        return;
+    }
+    let d = Daemon::start();
+    import_busybox(&d);
+    ok(d.docker(&["create", "--name", "c1", "busybox", "true"]));
+    let step = ok(d.docker(&["commit", "c1"])).trim().to_string();
+    ok(d.docker(&["create", "--name", "c2", &step, "true"]));
+    ok(d.docker(&["commit", "c2", "top:1"]));
+    ok(d.docker(&["rm", "c1", "c2"]));
+    let listed = |args: &[&str]| {
+        let mut cmd = vec!["images", "--no-trunc", "--format", "{{.ID}}"];
+        cmd.extend_from_slice(args);
+        ok(d.docker(&cmd))
+    };
+    assert!(
+        !listed(&[]).contains(&step),
+        "intermediate listed by default"
+    );
+    assert!(listed(&["-a"]).contains(&step));
+    assert!(!listed(&["-f", "dangling=true"]).contains(&step));
+    let out = ok(d.docker(&["rmi", "top:1"]));
+    assert!(out.contains(&format!("Deleted: {step}")), "{out}");
+    assert!(!listed(&["-a"]).contains(&step));
+}

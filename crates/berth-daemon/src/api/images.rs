@@ -46,6 +46,15 @@ pub async fn list(ctx: &Ctx) -> Result<Response<Body>> {
     let filters = ctx.query.filters()?;
     filters.validate(&["reference", "dangling", "label", "before", "since"])?;
     let mut images = blocking(&ctx.daemon, |d| Ok(d.images.list()?)).await?;
+    if !ctx.query.bool("all") {
+        // As dockerd: an untagged image another image names as its parent is an intermediate
+        // step of a build, listed only with `all` (and never as dangling).
+        let parents: std::collections::HashSet<String> =
+            images.iter().map(|i| i.parent_id.clone()).collect();
+        images.retain(|i| {
+            !(i.repo_tags.is_empty() && i.repo_digests.is_empty() && parents.contains(&i.id))
+        });
+    }
     let references = filters.get("reference");
     if !references.is_empty() {
         // As dockerd does, an image lists only the tags the filter matched.
