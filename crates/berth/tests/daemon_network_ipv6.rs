@@ -173,6 +173,30 @@ fn ipv6_network_addresses_ping6_dns_and_cleanup() {
         "host cannot ping6 the container"
     );
 
+    // A container from bt6's pool of ready namespaces (two for the default network, two for
+    // bt6 once v6a started on it) has its IPv6 address and route set too.
+    let pool = d.dir.path().join("run").join("netns-pool");
+    let pooled = || std::fs::read_dir(&pool).map_or(0, |d| d.count());
+    for _ in 0..100 {
+        if pooled() >= 4 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = ok(d.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "bt6",
+        "busybox",
+        "sh",
+        "-c",
+        "ip -o -6 addr show eth0 scope global && ip -6 route && ping -6 -c1 -W5 fd78:1::1",
+    ]));
+    // ::4, the first entry's (a namespace of its own would have got ::6).
+    assert!(out.contains("inet6 fd78:1::4/64"), "{out}");
+    assert!(out.contains("default via fd78:1::1 dev eth0"), "{out}");
+
     // A daemon restart keeps the addresses, the bridge's and the containers'.
     d.stop();
     d.spawn();
