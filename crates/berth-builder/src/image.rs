@@ -166,44 +166,17 @@ pub fn commit_container(
 ) -> Result<ImageState> {
     let opts = CommitOptions {
         config: Some(Value::Object(container_config)),
+        created_by: Some(created_by.to_string()),
         ..Default::default()
     };
     let started = std::time::Instant::now();
-    let tmp = store.commit(container_id, &opts)?;
-    let committed = started.elapsed();
-    // The store's commit records no `created_by`; the step's image is the same layers under
-    // a config that says which instruction made them.
-    let result = (|| {
-        let mut config = store.image_config(tmp.as_str())?;
-        let obj = config
-            .as_object_mut()
-            .ok_or_else(|| Error::Backend("image config is not an object".into()))?;
-        if let Some(last) = obj
-            .get_mut("history")
-            .and_then(Value::as_array_mut)
-            .and_then(|h| h.last_mut())
-        {
-            last["created_by"] = json!(created_by);
-        }
-        let tmp_state = ImageState {
-            id: Some(tmp.clone()),
-            config: Value::Null,
-        };
-        let layers = parent_layers(store, &tmp_state)?;
-        store_image(store, &config, layers)
-    })();
-    let restated = started.elapsed();
-    if let Err(err) = store.remove(tmp.as_str(), true) {
-        tracing::warn!(image = %tmp, %err, "cannot remove the build's temporary image");
-    }
-    tracing::debug!(
-        container = container_id,
-        ?committed,
-        ?restated,
-        total = ?started.elapsed(),
-        "build step committed"
-    );
-    result
+    let id = store.commit(container_id, &opts)?;
+    let config = store.image_config(id.as_str())?;
+    tracing::debug!(container = container_id, took = ?started.elapsed(), "build step committed");
+    Ok(ImageState {
+        id: Some(id),
+        config,
+    })
 }
 
 /// A step whose layer is the tree under `fs` (COPY/ADD onto scratch).

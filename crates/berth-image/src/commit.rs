@@ -48,6 +48,8 @@ pub struct CommitOptions {
     /// The container's config (Docker's ContainerConfig shape) to record instead of the
     /// image's; `changes` are applied on top.
     pub config: Option<Value>,
+    /// The new history entry's `created_by`: the instruction a build step ran.
+    pub created_by: Option<String>,
 }
 
 /// Kind of a filesystem change, as Docker numbers them.
@@ -574,6 +576,9 @@ impl Store {
         }
         if let Some(m) = &opts.message {
             h.insert("comment".into(), json!(m));
+        }
+        if let Some(c) = &opts.created_by {
+            h.insert("created_by".into(), json!(c));
         }
         if let Some(hist) = obj
             .entry("history")

@@ -109,6 +109,7 @@ fn import_busybox_and_chroot_into_overlay_rootfs() {
         message: Some("add tmp/new".into()),
         changes: vec!["LABEL a=b".into()],
         config: None,
+        created_by: None,
     };
     let cid = ts.store.commit("c1", &opts).unwrap();
     let ci = ts.store.inspect("committed:v1").unwrap();
@@ -775,6 +776,7 @@ fn intermediate_images_stay_while_their_child_does() {
             message: None,
             changes: vec![],
             config: None,
+            created_by: None,
         };
         let id = ts.store.commit(container, &opts).unwrap();
         r.remove().unwrap();

@@ -468,6 +468,7 @@ pub async fn commit(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>>
         } else {
             serde_json::to_value(&record.config).ok()
         },
+        created_by: None,
     };
     // As dockerd, a running container is paused while its changes are read (`pause`
     // defaults to true), so the layer is a consistent snapshot.
