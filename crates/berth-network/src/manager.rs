@@ -307,6 +307,12 @@ impl NetworkManager {
             return Err(NetworkError::NetworkExists(req.name));
         }
         let taken: Vec<Ipv4Net> = guard.networks.values().map(|n| n.subnet).collect();
+        // Other daemons on this host choose from the same routes: from the choice until the
+        // bridge holds its address (and so its route), they must wait for us.
+        let _host_lock = match req.subnet {
+            None => Some(host_subnet_lock()?),
+            Some(_) => None,
+        };
         let subnet = ipam::choose_subnet(req.subnet.as_deref(), &taken, || {
             let mut avoid = taken.clone();
             // Host routes (not the default route) are off limits too.
@@ -935,4 +941,25 @@ fn drop_owners(ipam: &mut Allocations, ipv6: &mut Option<Ipv6Record>, owners: &[
 /// Convenience for callers holding a path to the state dir.
 pub fn open(state_dir: &Path) -> Result<NetworkManager> {
     NetworkManager::open(Config::new(state_dir))
+}
+
+/// Where daemons on one host serialise choosing a free subnet (see [`host_subnet_lock`]).
+const HOST_SUBNET_LOCK: &str = "/run/berth-network.lock";
+
+/// An exclusive `flock` on [`HOST_SUBNET_LOCK`], released when dropped. Subnets are chosen
+/// clear of the host's routes, so two daemons (`--network-instance`) choosing at the same
+/// moment would otherwise both take the first free one.
+fn host_subnet_lock() -> Result<nix::fcntl::Flock<std::fs::File>> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(HOST_SUBNET_LOCK)
+        .map_err(crate::error::io_err("open", HOST_SUBNET_LOCK))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, source)| {
+        NetworkError::Sys {
+            op: "lock /run/berth-network.lock",
+            source,
+        }
+    })
 }
