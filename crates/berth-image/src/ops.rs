@@ -302,10 +302,19 @@ impl Store {
             });
         }
         out.reverse();
-        if let Some(top) = out.first_mut() {
-            top.id = img.id.to_string();
-            let tags = familiar_tags(&img.tags);
-            top.tags = if tags.is_empty() { None } else { Some(tags) };
+        // As dockerd: the newest entry is this image's, the next its parent's (one history
+        // entry per build step or commit), and so on while the parents are still here.
+        let mut image = Some(img);
+        for entry in &mut out {
+            let Some(current) = image.take() else { break };
+            entry.id = current.id.to_string();
+            let tags = familiar_tags(&current.tags);
+            entry.tags = if tags.is_empty() { None } else { Some(tags) };
+            image = current
+                .config
+                .parent
+                .as_deref()
+                .and_then(|parent| self.get(parent).ok());
         }
         Ok(out)
     }

@@ -125,7 +125,12 @@ fn import_busybox_and_chroot_into_overlay_rootfs() {
         hist[0].tags.as_deref(),
         Some(&["committed:v1".to_string()][..])
     );
-    assert_eq!(hist[1].id, "<missing>");
+    // The parent's entry names the parent, as dockerd's history of local images does.
+    assert_eq!(hist[1].id, id.to_string());
+    assert_eq!(
+        hist[1].tags.as_deref(),
+        Some(&["busybox:latest".to_string()][..])
+    );
 
     let r2 = ts.store.create_rootfs("committed:v1", "c2").unwrap();
     assert_eq!(std::fs::read(r2.path.join("tmp/new")).unwrap(), b"x");
