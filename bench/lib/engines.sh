@@ -12,6 +12,11 @@ bench_cleanup() {
     # Containers left running by a benchmark are stopped through the daemon first.
     DOCKER_HOST="unix://$bench_dir/b.sock" "$berth" rm -f $(DOCKER_HOST="unix://$bench_dir/b.sock" "$berth" ps -aq 2>/dev/null) >/dev/null 2>&1 || true
     kill "$berth_pid" 2>/dev/null && wait "$berth_pid" 2>/dev/null || true
+    # The daemon keeps its default bridge and rules across restarts, as dockerd keeps docker0;
+    # the benchmark's instance ("bn") goes with the benchmark.
+    ip link del berth-bn 2>/dev/null || true
+    nft delete table ip berth-bn 2>/dev/null || true
+    nft delete table ip6 berth-bn 2>/dev/null || true
   fi
   if [ -n "${podman:-}" ]; then
     $podman rm -af -t 0 >/dev/null 2>&1 || true
