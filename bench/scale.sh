@@ -52,7 +52,8 @@ export DOCKER_HOST=$berth_host
   while [ "$("$berth" ps -q | wc -l)" -lt "$n" ]; do sleep 1; done
   total=0 count=0
   for f in "$bench_dir"/run/containers/*/monitor.pid; do
-    total=$((total + $(uss_kb "$(cat "$f")"))); count=$((count + 1))
+    pid=$(cat "$f" 2>/dev/null) || continue
+    total=$((total + $(uss_kb "$pid"))); count=$((count + 1))
   done
   [ "$count" -gt 0 ] && echo "# berth monitors: $count, USS $((total / count)) KiB each" >&2
 ) &
