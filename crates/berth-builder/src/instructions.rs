@@ -220,7 +220,7 @@ pub(crate) fn apply(
                         ("start-interval", "StartInterval"),
                     ] {
                         if let Some(v) = ins.flag(flag) {
-                            let ns = go_duration(v).ok_or_else(|| {
+                            let ns = berth_image::changes::go_duration(v).ok_or_else(|| {
                                 Error::Instruction(format!("invalid duration for --{flag}: {v}"))
                             })?;
                             hc[field] = json!(ns);
@@ -329,40 +329,6 @@ pub(crate) fn quote(s: &str) -> String {
 pub(crate) fn go_quoted(v: &[String]) -> String {
     let items: Vec<String> = v.iter().map(|x| quote(x)).collect();
     format!("[{}]", items.join(" "))
-}
-
-/// Parses a Go duration (`30s`, `1m30s`, `500ms`) into nanoseconds.
-pub(crate) fn go_duration(s: &str) -> Option<i64> {
-    let mut total = 0f64;
-    let mut rest = s.trim();
-    if rest == "0" {
-        return Some(0);
-    }
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let n = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let value: f64 = rest[..n].parse().ok()?;
-        rest = &rest[n..];
-        let u = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let mult = match &rest[..u] {
-            "ns" => 1.0,
-            "us" | "µs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return None,
-        };
-        total += value * mult;
-        rest = &rest[u..];
-    }
-    Some(total as i64)
 }
 
 /// Splits on unquoted whitespace, keeping quotes (they are removed per value later).
@@ -549,11 +515,7 @@ mod tests {
     }
 
     #[test]
-    fn durations_ports_words() {
-        assert_eq!(go_duration("30s"), Some(30_000_000_000));
-        assert_eq!(go_duration("1m30s"), Some(90_000_000_000));
-        assert_eq!(go_duration("500ms"), Some(500_000_000));
-        assert_eq!(go_duration("x"), None);
+    fn ports_and_words() {
         assert_eq!(expand_port("80").unwrap(), vec!["80/tcp"]);
         assert_eq!(expand_port("53/UDP").unwrap(), vec!["53/udp"]);
         assert_eq!(expand_port("1-2").unwrap(), vec!["1/tcp", "2/tcp"]);

@@ -1,10 +1,44 @@
 //! Dockerfile-instruction changes (`docker import --change`, `docker commit --change`):
 //! CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, USER, WORKDIR, VOLUME, STOPSIGNAL, ONBUILD, applied to
-//! an image config's `config` object in Docker's field names.
+//! an image config's `config` object in Docker's field names; and Go's duration syntax, which
+//! Dockerfile flags (`HEALTHCHECK --interval=30s`) and the docker CLI's duration flags use.
 
 use serde_json::{json, Map, Value};
 
 use crate::error::{Error, Result};
+
+/// Parses a Go duration (`0`, `30s`, `1h30m`, `1.5s`, `250ms`) into nanoseconds; `None` if it
+/// is not one. Durations written by hand stay far below `i64::MAX` nanoseconds.
+pub fn go_duration(s: &str) -> Option<i64> {
+    let mut rest = s.trim();
+    if rest == "0" {
+        return Some(0);
+    }
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let number_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+        let value: f64 = rest[..number_end].parse().ok()?;
+        rest = &rest[number_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let nanos_per_unit = match &rest[..unit_end] {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return None,
+        };
+        total += value * nanos_per_unit;
+        rest = &rest[unit_end..];
+    }
+    Some(total as i64)
+}
 
 fn bad(change: &str, reason: impl Into<String>) -> Error {
     Error::InvalidChange {
@@ -239,6 +273,18 @@ mod tests {
         assert_eq!(v["Volumes"], json!({"/data": {}, "/cache": {}, "/x": {}}));
         assert_eq!(v["StopSignal"], json!("SIGTERM"));
         assert_eq!(v["OnBuild"], json!(["RUN echo hi"]));
+    }
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(go_duration("0"), Some(0));
+        assert_eq!(go_duration("30s"), Some(30_000_000_000));
+        assert_eq!(go_duration("1h30m"), Some(5_400_000_000_000));
+        assert_eq!(go_duration("1.5s"), Some(1_500_000_000));
+        assert_eq!(go_duration("250ms"), Some(250_000_000));
+        for bad in ["", "x", "10", "s", "5 s", "1d"] {
+            assert_eq!(go_duration(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

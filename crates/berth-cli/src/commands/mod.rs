@@ -51,7 +51,7 @@ pub(crate) fn api_timestamp(value: &str) -> Result<String> {
     if value.bytes().all(|b| b.is_ascii_digit() || b == b'.') && !value.is_empty() {
         return Ok(value.to_string());
     }
-    let nanos = if let Some(d) = go_duration(value) {
+    let nanos = if let Some(d) = berth_image::changes::go_duration(value) {
         Utc::now()
             .timestamp_nanos_opt()
             .context("time out of range")?
@@ -70,39 +70,6 @@ pub(crate) fn api_timestamp(value: &str) -> Result<String> {
         nanos.div_euclid(1_000_000_000),
         nanos.rem_euclid(1_000_000_000)
     ))
-}
-
-/// Parses a Go duration (`1h30m`, `10s`, `250ms`) into nanoseconds.
-fn go_duration(s: &str) -> Option<i64> {
-    if s.is_empty() {
-        return None;
-    }
-    let mut total: f64 = 0.0;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let num_end = rest.find(|c: char| !c.is_ascii_digit() && c != '.')?;
-        if num_end == 0 {
-            return None;
-        }
-        let n: f64 = rest[..num_end].parse().ok()?;
-        rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_end] {
-            "ns" => 1.0,
-            "us" | "µs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return None,
-        };
-        total += n * scale;
-        rest = &rest[unit_end..];
-    }
-    // Durations given on a command line are far below i64::MAX nanoseconds.
-    Some(total as i64)
 }
 
 /// Docker's decimal human sizes: `0B`, `1.23kB`, `45.6MB`.
@@ -140,9 +107,6 @@ mod tests {
             r#"{"status":{"created":true,"exited":true}}"#
         );
         assert!(filters_json(&["nope".into()]).is_err());
-        assert_eq!(go_duration("1h30m"), Some(5_400_000_000_000));
-        assert_eq!(go_duration("250ms"), Some(250_000_000));
-        assert_eq!(go_duration("x"), None);
         assert_eq!(api_timestamp("12.5").unwrap(), "12.5");
         assert_eq!(
             api_timestamp("1970-01-01T00:00:10Z").unwrap(),
