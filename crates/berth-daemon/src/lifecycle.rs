@@ -227,6 +227,11 @@ impl Daemon {
             runtime_root: self.runtime.root().to_path_buf(),
             mode: MonitorMode::Container {
                 bundle: paths.bundle.clone(),
+                rootfs_siblings: rootfs
+                    .path
+                    .parent()
+                    .and_then(std::path::Path::parent)
+                    .map(Into::into),
             },
             tty: c.tty.unwrap_or(false),
             open_stdin: c.open_stdin.unwrap_or(false),

@@ -27,17 +27,26 @@ fn hierarchy_roots(mountinfo: &str) -> Vec<PathBuf> {
 /// hierarchy. Returns `false` if any directory could not be removed (processes or child cgroups
 /// left in it), so the caller can fall back to a manager that kills and recurses.
 pub(crate) fn remove_cgroup(cgroup_path: &Path) -> bool {
-    let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
     let relative = cgroup_path.strip_prefix("/").unwrap_or(cgroup_path);
     if relative.as_os_str().is_empty() {
         // Never the hierarchy root itself.
         return false;
     }
+    // Read once per process: the mount table grows with every running container's rootfs
+    // (6 ms a read with 500 of them), while cgroup hierarchies are mounted at boot. (A
+    // hierarchy mounted while the daemon runs would keep its containers' empty cgroups.)
+    static ROOTS: std::sync::OnceLock<Vec<PathBuf>> = std::sync::OnceLock::new();
+    let roots = ROOTS.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .map(|m| hierarchy_roots(&m))
+            .unwrap_or_default()
+    });
+    if roots.is_empty() {
+        return false;
+    }
     // Every hierarchy is tried (no short-circuit), so a retry only has the busy ones left.
     let mut all_removed = true;
-    for root in hierarchy_roots(&mountinfo) {
+    for root in roots {
         match std::fs::remove_dir(root.join(relative)) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}

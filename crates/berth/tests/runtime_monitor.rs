@@ -40,6 +40,7 @@ fn config(c: &TestContainer, name: &str, mode: MonitorMode) -> MonitorConfig {
 fn container_mode(c: &TestContainer) -> MonitorMode {
     MonitorMode::Container {
         bundle: c.bundle.clone(),
+        rootfs_siblings: None,
     }
 }
 

@@ -46,6 +46,11 @@ pub enum MonitorMode {
     Container {
         /// The OCI bundle (config.json and rootfs).
         bundle: PathBuf,
+        /// The directory holding every container's `<id>/merged` rootfs mount (the image
+        /// store's `containers/`): the container is created in a mount namespace without the
+        /// other containers' rootfs mounts (see `serve::without_sibling_rootfs_mounts`).
+        #[serde(default)]
+        rootfs_siblings: Option<PathBuf>,
     },
     /// Run an extra process in a running container (`docker exec`).
     Exec {

@@ -333,19 +333,24 @@ impl Monitor {
             }
         }
         let created = match &config.mode {
-            MonitorMode::Container { bundle } => container::create(
-                &runtime,
-                &config.id,
+            MonitorMode::Container {
                 bundle,
-                CreateOptions {
-                    console_socket: console.clone(),
-                    stdin: cin,
-                    stdout: cout,
-                    stderr: cerr,
-                    detach: true,
-                    ..Default::default()
-                },
-            ),
+                rootfs_siblings,
+            } => without_sibling_rootfs_mounts(&config.id, rootfs_siblings.as_deref(), || {
+                container::create(
+                    &runtime,
+                    &config.id,
+                    bundle,
+                    CreateOptions {
+                        console_socket: console.clone(),
+                        stdin: cin,
+                        stdout: cout,
+                        stderr: cerr,
+                        detach: true,
+                        ..Default::default()
+                    },
+                )
+            }),
             MonitorMode::Exec {
                 args,
                 env,
@@ -715,6 +720,68 @@ impl Monitor {
             }
         }
     }
+}
+
+/// Runs `create` in a mount namespace of its own from which the other containers' rootfs mounts
+/// (`<siblings>/<other id>/merged`) are gone, then returns to the host's.
+///
+/// Each running container adds an overlay mount to the host's table, and reading
+/// `/proc/self/mountinfo` costs time in proportion (6 ms with 500 containers here).
+/// libcontainer's intermediate process reads it once per cgroup controller and its init reads
+/// it again while it sets up the rootfs, so starts slowed from 23 ms to 85 ms with 500
+/// containers running. Both processes inherit this namespace: the copy is trimmed to the host's
+/// own mounts plus this container's rootfs. It is a slave of the host's, so mounts made on the
+/// host still propagate (rslave/rshared binds keep working) and the unmounts here never reach
+/// the host. Once the container exists, nothing holds the namespace: its init has its own.
+/// Any failure to set it up leaves `create` to run in the host's namespace, as before.
+fn without_sibling_rootfs_mounts<T>(
+    id: &str,
+    siblings: Option<&Path>,
+    create: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    use nix::mount::{mount, umount2, MntFlags, MsFlags};
+    use nix::sched::{setns, unshare, CloneFlags};
+    let Some(siblings) = siblings else {
+        return create();
+    };
+    let own = siblings.join(id).join("merged");
+    let Ok(host) = std::fs::File::open("/proc/self/ns/mnt") else {
+        return create();
+    };
+    if unshare(CloneFlags::CLONE_NEWNS).is_err() {
+        return create();
+    }
+    let back_to_host = || {
+        if let Err(err) = setns(&host, CloneFlags::CLONE_NEWNS) {
+            tracing::error!(%err, "cannot return to the host's mount namespace");
+        }
+    };
+    if mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .is_err()
+    {
+        // Still a peer of the host's mounts: unmounting here would unmount there.
+        back_to_host();
+        return create();
+    }
+    if let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") {
+        for mount_point in mountinfo.lines().filter_map(|l| l.split(' ').nth(4)) {
+            let path = Path::new(mount_point);
+            let sibling = path.file_name().is_some_and(|n| n == "merged")
+                && path.parent().and_then(Path::parent) == Some(siblings);
+            if sibling && path != own {
+                let _ = umount2(path, MntFlags::MNT_DETACH);
+            }
+        }
+    }
+    let created = create();
+    back_to_host();
+    created
 }
 
 /// Gives back the memory that creating the container touched, so a long-lived monitor stays
