@@ -189,8 +189,8 @@ fn raw_attach_detach_keys_close_the_session() {
     assert_eq!(r.message(), "Invalid detach keys (ctrl-1) provided");
 }
 
-/// Sends one request with an upgrade and returns the socket positioned after the headers.
-fn upgrade(d: &Daemon, path: &str, body: &str) -> UnixStream {
+/// Sends one POST request asking for an upgrade; returns the socket, the answer unread.
+fn send_upgrade(d: &Daemon, path: &str, body: &str) -> UnixStream {
     let mut sock = UnixStream::connect(d.dir.path().join("s.sock")).unwrap();
     write!(
         sock,
@@ -199,6 +199,12 @@ fn upgrade(d: &Daemon, path: &str, body: &str) -> UnixStream {
         body.len()
     )
     .unwrap();
+    sock
+}
+
+/// Sends one request with an upgrade and returns the socket positioned after the headers.
+fn upgrade(d: &Daemon, path: &str, body: &str) -> UnixStream {
+    let mut sock = send_upgrade(d, path, body);
     sock.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let mut head = Vec::new();
@@ -283,13 +289,7 @@ fn hijacked_streams_start_after_the_client_read_the_head() {
         id.trim()
     );
     for _ in 0..5 {
-        let mut sock = UnixStream::connect(d.dir.path().join("s.sock")).unwrap();
-        write!(
-            sock,
-            "POST {path} HTTP/1.1\r\nHost: d\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\
-             Content-Length: 0\r\n\r\n"
-        )
-        .unwrap();
+        let mut sock = send_upgrade(&d, &path, "");
         // Long enough for the head and the replayed log to be both queued, were they sent
         // back to back.
         std::thread::sleep(Duration::from_millis(30));
