@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
-use daemon_common::{import_busybox, ok, Daemon, DOCKER};
+use daemon_common::{import_busybox, ok, Cleanup, Daemon, DOCKER};
 
 fn have_tools() -> bool {
     let ok = std::path::Path::new(DOCKER).exists()
@@ -20,36 +20,6 @@ fn have_tools() -> bool {
         eprintln!("skipping: docker CLI, busybox-static or nft missing");
     }
     ok
-}
-
-/// Removes the test's containers and networks even when an assertion failed.
-struct Cleanup {
-    host: String,
-    networks: Vec<&'static str>,
-}
-
-impl Cleanup {
-    fn docker(&self, args: &[&str]) -> Option<std::process::Output> {
-        Command::new(DOCKER)
-            .arg("-H")
-            .arg(&self.host)
-            .args(args)
-            .output()
-            .ok()
-    }
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        if let Some(ids) = self.docker(&["ps", "-aq"]) {
-            for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
-                let _ = self.docker(&["rm", "-f", id]);
-            }
-        }
-        for n in &self.networks {
-            let _ = self.docker(&["network", "rm", n]);
-        }
-    }
 }
 
 fn links() -> String {
@@ -85,10 +55,7 @@ fn bridge_networks_dns_ports_and_isolation() {
     let _serial = serial();
     let d = Daemon::start();
     import_busybox(&d);
-    let _cleanup = Cleanup {
-        host: d.host(),
-        networks: vec!["bt-front", "bt-other"],
-    };
+    let _cleanup = Cleanup::new(&d, &["bt-front", "bt-other"]);
 
     // The default bridge.
     let out = ok(d.docker(&[
@@ -222,10 +189,7 @@ fn berth_cli_network_commands_and_restart() {
     let _serial = serial();
     let mut d = Daemon::start();
     import_busybox(&d);
-    let _cleanup = Cleanup {
-        host: d.host(),
-        networks: vec!["bt-cli"],
-    };
+    let _cleanup = Cleanup::new(&d, &["bt-cli"]);
     let id = ok(d.berth(&[
         "network",
         "create",
@@ -346,14 +310,8 @@ fn network_instances_do_not_touch_each_other() {
     for d in [&a, &b] {
         import_busybox(d);
     }
-    let _cleanup_a = Cleanup {
-        host: a.host(),
-        networks: vec![],
-    };
-    let _cleanup_b = Cleanup {
-        host: b.host(),
-        networks: vec![],
-    };
+    let _cleanup_a = Cleanup::new(&a, &[]);
+    let _cleanup_b = Cleanup::new(&b, &[]);
     for d in [&a, &b] {
         ok(d.docker(&["run", "-d", "--name", "idle", "busybox", "sleep", "300"]));
     }
@@ -424,10 +382,7 @@ fn bridge_none_means_no_default_network() {
     }
     let d = Daemon::start_with(&["--bridge", "none"]);
     import_busybox(&d);
-    let _cleanup = Cleanup {
-        host: d.host(),
-        networks: vec![],
-    };
+    let _cleanup = Cleanup::new(&d, &[]);
     let out = ok(d.docker(&["run", "--rm", "busybox", "ip", "-o", "link"]));
     assert!(out.contains(": lo:"), "{out}");
     assert!(!out.contains("eth0"), "{out}");
@@ -445,10 +400,7 @@ fn named_bridge_is_used_not_reclaimed() {
     }
     let mut d = Daemon::start();
     import_busybox(&d);
-    let _cleanup = Cleanup {
-        host: d.host(),
-        networks: vec![],
-    };
+    let _cleanup = Cleanup::new(&d, &[]);
     d.stop();
     // Named with the instance's veth prefix (not + hex): the instance guard removes it.
     let name = format!("bv{}-op", d.net.tag);

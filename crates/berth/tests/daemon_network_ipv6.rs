@@ -8,7 +8,7 @@ mod daemon_common;
 
 use std::process::Command;
 
-use daemon_common::{import_busybox, ok, Daemon, DOCKER};
+use daemon_common::{import_busybox, ok, Cleanup, Daemon, DOCKER};
 use serde_json::json;
 
 fn have_tools() -> bool {
@@ -20,41 +20,6 @@ fn have_tools() -> bool {
         eprintln!("skipping: docker CLI, busybox-static, nft or kernel IPv6 missing");
     }
     ok
-}
-
-/// Removes the test's containers, networks and `ip6` table even when an assertion failed.
-struct Cleanup {
-    host: String,
-    table: String,
-    networks: &'static [&'static str],
-}
-
-impl Cleanup {
-    fn docker(&self, args: &[&str]) -> Option<std::process::Output> {
-        Command::new(DOCKER)
-            .args(args)
-            .env("DOCKER_HOST", &self.host)
-            .output()
-            .ok()
-    }
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        if let Some(ids) = self.docker(&["ps", "-aq"]) {
-            for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
-                let _ = self.docker(&["rm", "-f", id]);
-            }
-        }
-        for n in self.networks {
-            let _ = self.docker(&["network", "rm", n]);
-        }
-        // The shared harness knows the `ip` table only.
-        let _ = Command::new("nft")
-            .args(["delete", "table", "ip6", &self.table])
-            .stderr(std::process::Stdio::null())
-            .status();
-    }
 }
 
 fn inspect(d: &Daemon, container: &str, field: &str) -> String {
@@ -82,11 +47,7 @@ fn ipv6_network_addresses_ping6_dns_and_cleanup() {
     }
     let mut d = Daemon::start();
     import_busybox(&d);
-    let _cleanup = Cleanup {
-        host: d.host(),
-        table: d.net.table(),
-        networks: &["bt6", "bt6-overlap"],
-    };
+    let _cleanup = Cleanup::new(&d, &["bt6", "bt6-overlap"]);
 
     let id = ok(d.docker(&[
         "network",

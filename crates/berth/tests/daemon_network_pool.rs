@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use daemon_common::{import_busybox, ok, Daemon, DOCKER};
+use daemon_common::{import_busybox, ok, Cleanup, Daemon, DOCKER};
 
 fn have_tools() -> bool {
     let ok = Path::new(DOCKER).exists()
@@ -23,24 +23,6 @@ fn have_tools() -> bool {
         eprintln!("skipping: docker CLI, busybox-static or nft missing");
     }
     ok
-}
-
-/// Removes the test's containers and networks even when an assertion failed.
-struct Cleanup<'a> {
-    d: &'a Daemon,
-    networks: &'a [&'a str],
-}
-
-impl Drop for Cleanup<'_> {
-    fn drop(&mut self) {
-        let ids = self.d.docker(&["ps", "-aq"]);
-        for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
-            let _ = self.d.docker(&["rm", "-f", id]);
-        }
-        for n in self.networks {
-            let _ = self.d.docker(&["network", "rm", n]);
-        }
-    }
 }
 
 fn pool_dir(d: &Daemon) -> PathBuf {
@@ -101,10 +83,7 @@ fn pooled_namespaces_serve_dns_and_published_ports() {
     }
     let d = Daemon::start();
     import_busybox(&d);
-    let _cleanup = Cleanup {
-        d: &d,
-        networks: &["bpool"],
-    };
+    let _cleanup = Cleanup::new(&d, &["bpool"]);
     // The default network's pool is filled at daemon start.
     assert!(eventually(|| pooled(&d).len() == 2), "{:?}", pooled(&d));
     ok(d.docker(&["network", "create", "--subnet", "10.79.7.0/24", "bpool"]));
@@ -262,10 +241,7 @@ fn network_rm_drains_its_pool() {
     }
     let d = Daemon::start();
     import_busybox(&d);
-    let _cleanup = Cleanup {
-        d: &d,
-        networks: &["bdrain"],
-    };
+    let _cleanup = Cleanup::new(&d, &["bdrain"]);
     let id = ok(d.docker(&["network", "create", "bdrain"]))
         .trim()
         .to_string();
@@ -293,10 +269,7 @@ fn restart_keeps_a_static_address_whose_link_is_still_being_released() {
     }
     let d = Daemon::start();
     import_busybox(&d);
-    let _cleanup = Cleanup {
-        d: &d,
-        networks: &["bstatic"],
-    };
+    let _cleanup = Cleanup::new(&d, &["bstatic"]);
     ok(d.docker(&["network", "create", "--subnet", "10.79.13.0/24", "bstatic"]));
     ok(d.docker(&[
         "run",

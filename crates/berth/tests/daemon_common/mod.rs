@@ -124,6 +124,45 @@ impl Drop for NetInstance {
     }
 }
 
+/// Removes, when dropped, every container of the daemon at `host` and the networks named,
+/// through the docker CLI, so a test that fails half-way leaves nothing behind. It holds the
+/// daemon's address rather than the daemon, so a test may stop and restart it meanwhile.
+pub struct Cleanup {
+    host: String,
+    networks: Vec<String>,
+}
+
+impl Cleanup {
+    pub fn new(d: &Daemon, networks: &[&str]) -> Self {
+        Cleanup {
+            host: d.host(),
+            networks: networks.iter().map(|n| n.to_string()).collect(),
+        }
+    }
+
+    fn docker(&self, args: &[&str]) -> Option<Output> {
+        Command::new(DOCKER)
+            .arg("-H")
+            .arg(&self.host)
+            .args(args)
+            .output()
+            .ok()
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(ids) = self.docker(&["ps", "-aq"]) {
+            for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
+                let _ = self.docker(&["rm", "-f", id]);
+            }
+        }
+        for n in &self.networks {
+            let _ = self.docker(&["network", "rm", n]);
+        }
+    }
+}
+
 fn base36(mut n: u32) -> String {
     let digits = b"0123456789abcdefghijklmnopqrstuvwxyz";
     let mut out = Vec::new();
