@@ -45,23 +45,37 @@ pub(crate) fn open_in_root(root: &OwnedFd, path: &Path, flags: libc::c_int) -> i
         mode: 0,
         resolve: libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
     };
-    // SAFETY: `c` is a valid NUL-terminated string, `how` a valid open_how whose size we pass;
-    // the kernel does not keep either pointer after the call.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root.as_raw_fd(),
-            c.as_ptr(),
-            &how as *const OpenHow,
-            std::mem::size_of::<OpenHow>(),
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
+    let mut attempts = 0;
+    loop {
+        // SAFETY: `c` is a valid NUL-terminated string, `how` a valid open_how whose size we
+        // pass; the kernel does not keep either pointer after the call.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                root.as_raw_fd(),
+                c.as_ptr(),
+                &how as *const OpenHow,
+                std::mem::size_of::<OpenHow>(),
+            )
+        };
+        if fd >= 0 {
+            // SAFETY: the syscall returned a fresh fd that nothing else owns.
+            return Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
+        }
+        let err = io::Error::last_os_error();
+        // With RESOLVE_IN_ROOT the kernel answers EAGAIN when a rename or a mount anywhere on
+        // the host raced with a `..` step, since it then cannot prove the walk stayed inside;
+        // openat2(2) asks the caller to retry. A host starting containers mounts all the time.
+        if err.raw_os_error() == Some(libc::EAGAIN) && attempts < OPENAT2_RETRIES {
+            attempts += 1;
+            continue;
+        }
+        return Err(err);
     }
-    // SAFETY: the syscall returned a fresh fd that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
+
+/// How often [`open_in_root`] retries a walk the kernel could not prove safe (EAGAIN).
+const OPENAT2_RETRIES: u32 = 128;
 
 /// Open a directory by absolute or cwd-relative path as an `O_PATH` fd.
 pub(crate) fn open_dir_path(path: &Path) -> io::Result<OwnedFd> {
@@ -462,5 +476,48 @@ pub(crate) fn readlinkat(dir: &OwnedFd, name: &OsStr) -> io::Result<std::ffi::Os
             return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
         }
         buf.resize(buf.len() * 2, 0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::mount::{mount, umount2, MntFlags, MsFlags};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    /// Mounts elsewhere on the host make the kernel answer EAGAIN to a `..` walk now and then;
+    /// the walk must still succeed (seen in CI while other tests started containers).
+    #[test]
+    fn walks_through_dotdot_while_the_host_mounts() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("root/a")).unwrap();
+        std::fs::write(dir.path().join("root/b"), "b").unwrap();
+        let target = dir.path().join("mnt");
+        std::fs::create_dir(&target).unwrap();
+        let root = open_dir_path(&dir.path().join("root")).unwrap();
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let mounter = {
+            let (stop, target) = (stop.clone(), target.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    mount(
+                        Some("tmpfs"),
+                        &target,
+                        Some("tmpfs"),
+                        MsFlags::empty(),
+                        None::<&str>,
+                    )
+                    .unwrap();
+                    umount2(&target, MntFlags::MNT_DETACH).unwrap();
+                }
+            })
+        };
+        let result = (0..20_000)
+            .try_for_each(|_| open_in_root(&root, Path::new("a/../b"), libc::O_RDONLY).map(drop));
+        stop.store(true, Ordering::Relaxed);
+        mounter.join().unwrap();
+        result.unwrap();
     }
 }

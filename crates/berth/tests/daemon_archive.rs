@@ -296,11 +296,16 @@ fn cp_with_both_clis_on_stopped_and_running_containers() {
         "sleep",
         "1000",
     ]));
-    let err = fail(d.docker(&["cp", &w("up.txt"), "ro:/"]));
-    assert!(
-        err.contains("container rootfs is marked read-only"),
-        "{err}"
-    );
+    // The upload is larger than what socket buffers hold: the daemon refuses it at once but
+    // must still read it, or the client sees "broken pipe" instead of the reason.
+    std::fs::write(w("big"), vec![7u8; 8 << 20]).unwrap();
+    for upload in ["up.txt", "big"] {
+        let err = fail(d.docker(&["cp", &w(upload), "ro:/"]));
+        assert!(
+            err.contains("container rootfs is marked read-only"),
+            "{upload}: {err}"
+        );
+    }
     // On a terminal, the CLI reports what it copied, as docker does.
     let script = std::process::Command::new("script")
         .args([

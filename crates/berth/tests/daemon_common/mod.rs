@@ -105,8 +105,12 @@ impl NetInstance {
     }
 
     fn cleanup(&self) {
+        // Deleting one end of a veth pair deletes the other, listed too: quiet about those.
         for link in self.links() {
-            let _ = Command::new("ip").args(["link", "del", &link]).status();
+            let _ = Command::new("ip")
+                .args(["link", "del", &link])
+                .stderr(Stdio::null())
+                .status();
         }
         // The ip6 table exists only while the daemon had an IPv6 network.
         for family in ["ip", "ip6"] {
