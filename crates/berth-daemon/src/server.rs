@@ -113,6 +113,16 @@ where
 
 /// Runs the daemon until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> Result<()> {
+    // Listeners first: a refused address or a daemon already on the socket stops this one
+    // before it touches the host (bridges, namespaces, containers). Clients that connect
+    // meanwhile wait in the backlog until the restore below is done.
+    let listeners = bind_all(&config).await?;
+    // From here on the socket exists, so a SIGTERM must mean a clean stop even when it comes
+    // during the restore: it is handled once the daemon is up.
+    let mut term =
+        signal(SignalKind::terminate()).map_err(|e| Error::io("install SIGTERM handler", e))?;
+    let mut int =
+        signal(SignalKind::interrupt()).map_err(|e| Error::io("install SIGINT handler", e))?;
     if config.cgroup_favordynmods {
         use berth_runtime::cgroup_tuning::{favor_dynamic_modifications, Favordynmods};
         match favor_dynamic_modifications() {
@@ -128,7 +138,6 @@ pub async fn run(config: Config) -> Result<()> {
     }
     let daemon = Arc::new(Daemon::open(config.clone())?);
     daemon.restore().await;
-    let listeners = bind_all(&config).await?;
     write_pidfile(&config.pidfile)?;
     let mut sockets = Vec::new();
     for listener in listeners {
@@ -194,10 +203,6 @@ pub async fn run(config: Config) -> Result<()> {
         [("name".to_string(), daemon.host.hostname.clone())].into(),
     ));
     tokio::spawn(release_memory_periodically());
-    let mut term =
-        signal(SignalKind::terminate()).map_err(|e| Error::io("install SIGTERM handler", e))?;
-    let mut int =
-        signal(SignalKind::interrupt()).map_err(|e| Error::io("install SIGINT handler", e))?;
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}

@@ -453,6 +453,12 @@ fn tcp_requires_tls_or_explicit_insecure_flag() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("without --tlsverify"));
+    // Refused before it touched the host: no network namespace or other mount left behind.
+    let root = dir.path().display().to_string();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let left: Vec<&str> = mounts.lines().filter(|l| l.contains(&root)).collect();
+    daemon_common::unmount_under(dir.path());
+    assert!(left.is_empty(), "left mounted: {left:?}");
 
     std::fs::write(dir.path().join("d.json"), r#"{"no-such-option": 1}"#).unwrap();
     let out = std::process::Command::new(daemon_common::BERTH)

@@ -85,12 +85,14 @@ fn certificates(dir: &std::path::Path) {
     }
 }
 
-struct Kill(std::process::Child);
+/// Kills the daemon, then detaches what it left mounted under its directory.
+struct Kill(std::process::Child, std::path::PathBuf);
 
 impl Drop for Kill {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        daemon_common::unmount_under(&self.1);
     }
 }
 
@@ -146,7 +148,7 @@ fn docker_cli_over_mutual_tls() {
         .stderr(log)
         .spawn()
         .unwrap();
-    let _guard = Kill(child);
+    let _guard = Kill(child, d.to_path_buf());
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(

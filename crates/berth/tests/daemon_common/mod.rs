@@ -346,17 +346,23 @@ impl Drop for Daemon {
                 }
             }
         }
-        let root = self.dir.path().display().to_string();
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let mut targets: Vec<&str> = mounts
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|m| m.starts_with(&root))
-            .collect();
-        targets.reverse();
-        for t in targets {
-            let _ = nix::mount::umount2(t, nix::mount::MntFlags::MNT_DETACH);
-        }
+        unmount_under(self.dir.path());
+    }
+}
+
+/// Detaches every mount below `root` (rootfs overlays, pooled network namespaces), innermost
+/// first: what a daemon killed without a clean stop leaves mounted.
+pub fn unmount_under(root: &Path) {
+    let root = root.display().to_string();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut targets: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(&root))
+        .collect();
+    targets.reverse();
+    for t in targets {
+        let _ = nix::mount::umount2(t, nix::mount::MntFlags::MNT_DETACH);
     }
 }
 
