@@ -409,8 +409,9 @@ impl Daemon {
                 record.name
             )));
         }
-        if force {
-            // Neither a scheduled restart nor the exit of the kill below restarts it.
+        if force && (record.state.running || record.state.restarting) {
+            // Neither a scheduled restart nor the exit of the kill below restarts it. (An
+            // exited container has neither: `run --rm` skips this record write.)
             self.mark_manually_stopped(&record.id);
         }
         if record.state.running {
@@ -427,11 +428,17 @@ impl Daemon {
             }
             if self.runtime.exists(&record.id) {
                 let (_, mut rx) = self.events.subscribe();
-                self.signal(&record, nix::sys::signal::Signal::SIGKILL, true)
-                    .await?;
-                self.container_event("kill", &record, &[("signal", "9".into())]);
-                let timeout = Some(std::time::Duration::from_secs(30));
-                if !self.wait_exit(&record.id, &mut rx, timeout).await {
+                let killed = self
+                    .signal(&record, nix::sys::signal::Signal::SIGKILL, true)
+                    .await;
+                if killed.is_ok() {
+                    self.container_event("kill", &record, &[("signal", "9".into())]);
+                }
+                // A kill that fails because the container is exiting on its own (its runtime
+                // state or cgroup going away meanwhile) still ends in a recorded exit.
+                let timeout = std::time::Duration::from_secs(if killed.is_ok() { 30 } else { 5 });
+                if !self.wait_exit(&record.id, &mut rx, Some(timeout)).await {
+                    killed?;
                     return Err(Error::Conflict(format!(
                         "could not kill running container {}, cannot remove",
                         record.id

@@ -78,6 +78,13 @@ impl Default for Runtime {
     }
 }
 
+/// Whether the container's init process still exists.
+fn init_alive(container: &Container) -> bool {
+    container
+        .pid()
+        .is_some_and(|pid| nix::sys::signal::kill(pid, None) != Err(nix::errno::Errno::ESRCH))
+}
+
 fn status_name(status: ContainerStatus) -> &'static str {
     match status {
         ContainerStatus::Creating => "creating",
@@ -220,10 +227,17 @@ impl Runtime {
             if !paused {
                 let _ = manager.freeze(FreezerState::Frozen);
             }
-            let pids = manager.get_all_pids().map_err(|e| Error::Cgroup {
-                path: self.container_dir(id),
-                message: crate::error::one_line(&e),
-            });
+            let pids = match manager.get_all_pids() {
+                Ok(pids) => Ok(pids),
+                // It ended and its cgroup is already gone (removed on exit, racing this
+                // kill): nothing is left to signal, since a cgroup is only removable once
+                // empty.
+                Err(_) if !init_alive(&container) => Ok(Vec::new()),
+                Err(e) => Err(Error::Cgroup {
+                    path: self.container_dir(id),
+                    message: crate::error::one_line(&e),
+                }),
+            };
             let result = pids.and_then(|pids| pids.into_iter().try_for_each(send));
             if !paused || signal == Signal::SIGKILL {
                 let _ = manager.freeze(FreezerState::Thawed);

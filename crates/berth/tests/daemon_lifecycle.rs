@@ -432,6 +432,50 @@ fn docker_run_gets_all_output_every_time() {
     }
 }
 
+/// Output the container wrote before a `logs` request is in its answer, even when the
+/// monitor has not copied it yet (docker-py's build tests read logs right after `start`); and
+/// `rm -f` of a container that is exiting on its own at that moment succeeds.
+#[test]
+fn logs_hold_earlier_output_and_rm_races_exit() {
+    if !have_tools() {
+        return;
+    }
+    let d = Daemon::start();
+    import_busybox(&d);
+    let create = |cmd: &str| {
+        let body = serde_json::json!({"Image": "busybox", "Cmd": ["sh", "-c", cmd]}).to_string();
+        let created = d.http("POST", "/containers/create", Some(body.as_bytes()));
+        assert_eq!(created.status, 201, "{}", created.message());
+        let id = created.json()["Id"].as_str().unwrap().to_string();
+        let started = d.http("POST", &format!("/containers/{id}/start"), None);
+        assert_eq!(started.status, 204, "{}", started.message());
+        id
+    };
+    for i in 0..20 {
+        let id = create("echo a; echo b; echo c; touch /done; sleep 30");
+        let marker = format!("/containers/{id}/archive?path=/done");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while d.http("HEAD", &marker, None).status != 200 {
+            assert!(std::time::Instant::now() < deadline, "run {i}: no /done");
+        }
+        let logs = d.http("GET", &format!("/containers/{id}/logs?stdout=1"), None);
+        let lines = logs.body.iter().filter(|&&b| b == b'\n').count();
+        assert_eq!(
+            lines,
+            3,
+            "run {i}: {:?}",
+            String::from_utf8_lossy(&logs.body)
+        );
+        let removed = d.http("DELETE", &format!("/containers/{id}?force=1"), None);
+        assert_eq!(removed.status, 204, "run {i}: {}", removed.message());
+    }
+    for i in 0..30 {
+        let id = create("true");
+        let removed = d.http("DELETE", &format!("/containers/{id}?force=1"), None);
+        assert_eq!(removed.status, 204, "exit race {i}: {}", removed.message());
+    }
+}
+
 /// The host's cgroup2 mount: (mount point, per-mount options, superblock options).
 fn cgroup2_mount() -> Option<(String, String, String)> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();

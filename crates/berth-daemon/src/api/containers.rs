@@ -133,6 +133,9 @@ pub fn prune(ctx: &Ctx) -> Result<Response<Body>> {
     ))
 }
 
+/// How long a log read waits for the monitor to copy pending output (see [`logs`]).
+const LOG_SYNC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// `GET /containers/{id}/logs?stdout=&stderr=&since=&until=&timestamps=&tail=&follow=`.
 pub async fn logs(ctx: &Ctx, key: &str) -> Result<Response<Body>> {
     let q = &ctx.query;
@@ -159,6 +162,18 @@ pub async fn logs(ctx: &Ctx, key: &str) -> Result<Response<Body>> {
     let timestamps = q.bool("timestamps");
     let tty = record.config.tty.unwrap_or(false);
     let log_path = std::path::PathBuf::from(&record.log_path);
+    if record.state.running {
+        // What the container wrote before this request must be in the answer even when its
+        // monitor has not been scheduled since (`docker start` then `docker logs`).
+        let socket = ctx.daemon.run_paths(&record.id).attach_socket;
+        let synced = tokio::task::spawn_blocking(move || {
+            berth_runtime::monitor::sync_output(&socket, LOG_SYNC_TIMEOUT)
+        })
+        .await;
+        if let Ok(Err(err)) = synced {
+            tracing::debug!(id = %record.id, %err, "log sync with the monitor failed");
+        }
+    }
     let read_sel = sel.clone();
     let (entries, mut follower) =
         tokio::task::spawn_blocking(move || logs::read(&log_path, &read_sel))

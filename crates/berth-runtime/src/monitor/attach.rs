@@ -15,7 +15,10 @@
 //! Client → monitor: [`STDIN`] (0) payload is written to the container's stdin;
 //! [`RESIZE`] (3) carries `rows: u16 BE, cols: u16 BE` and resizes the terminal;
 //! [`CLOSE_STDIN`] (4, empty payload) closes the container's stdin (EOF), as `docker attach`
-//! does when its input ends. A client may connect and disconnect at any time.
+//! does when its input ends. [`SYNC`] (5, empty payload) asks the monitor to copy everything
+//! the container has already written into the log; the monitor answers by closing the
+//! connection once it has (so a reader of the log file right after sees that output, whatever
+//! the mode). A client may connect and disconnect at any time.
 
 /// Client → monitor: bytes for the container's stdin.
 pub const STDIN: u8 = 0;
@@ -27,6 +30,9 @@ pub const STDERR: u8 = 2;
 pub const RESIZE: u8 = 3;
 /// Client → monitor: close the container's stdin.
 pub const CLOSE_STDIN: u8 = 4;
+
+/// Client → monitor: copy pending output to the log, then hang up (see the module comment).
+pub const SYNC: u8 = 5;
 
 /// Largest payload accepted from a client.
 pub const MAX_FRAME: usize = 1 << 20;

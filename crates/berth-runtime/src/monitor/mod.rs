@@ -310,6 +310,34 @@ fn spawn(
     ))
 }
 
+/// Asks the monitor listening on `attach_socket` to copy the output its container has already
+/// written into the log ([`attach::SYNC`]) and waits until it has, at most `timeout`. Then a
+/// read of the log holds everything written before this call, though the monitor may not
+/// have been scheduled since.
+pub fn sync_output(attach_socket: &Path, timeout: std::time::Duration) -> Result<()> {
+    let io = |e| {
+        Error::io(
+            format!("sync output through {}", attach_socket.display()),
+            e,
+        )
+    };
+    let mut stream = std::os::unix::net::UnixStream::connect(attach_socket).map_err(io)?;
+    stream.set_read_timeout(Some(timeout)).map_err(io)?;
+    stream
+        .write_all(&attach::encode(attach::SYNC, &[]))
+        .map_err(io)?;
+    // Output forwarded before the request was handled comes first; the hang-up is the answer.
+    let mut sink = [0u8; 8192];
+    loop {
+        match stream.read(&mut sink) {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io(e)),
+        }
+    }
+}
+
 /// Reads an exit file; `Ok(None)` while the process still runs (no file yet).
 pub fn read_exit(path: &Path) -> Result<Option<ExitStatus>> {
     match std::fs::read(path) {

@@ -29,6 +29,8 @@ const BUF_SIZE: usize = 32 * 1024;
 /// How long output is still drained after the process exited, while pipes stay open
 /// (a daemonised grandchild may hold them forever).
 const DRAIN_MS: u16 = 500;
+/// Reads a `SYNC` request may take ([`Monitor::drain_outputs`]): 2 MiB at [`BUF_SIZE`].
+const MAX_DRAIN_READS: usize = 64;
 
 /// The container-side stdio handed to libcontainer and our ends of it.
 struct Stdio {
@@ -628,6 +630,32 @@ impl Monitor {
         }
     }
 
+    /// Copies to the log (and clients) what the container has written and the loop has not
+    /// read yet. Bounded, so that a container writing without pause cannot hold the loop.
+    fn drain_outputs(&mut self, buf: &mut [u8]) {
+        for _ in 0..MAX_DRAIN_READS {
+            let readable: Vec<usize> = {
+                let mut fds: Vec<PollFd> = self
+                    .outputs
+                    .iter()
+                    .map(|(fd, _)| PollFd::new(fd.as_fd(), PollFlags::POLLIN))
+                    .collect();
+                if !matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0) {
+                    return;
+                }
+                fds.iter()
+                    .enumerate()
+                    .filter(|(_, f)| f.revents().is_some_and(|r| !r.is_empty()))
+                    .map(|(i, _)| i)
+                    .collect()
+            };
+            // From the end: a read that hits EOF removes its output.
+            for i in readable.into_iter().rev() {
+                self.read_output(i, buf);
+            }
+        }
+    }
+
     fn accept(&mut self) {
         let Some(listener) = &self.listener else {
             return;
@@ -660,6 +688,14 @@ impl Monitor {
         client.decoder.push(&buf[..n]);
         loop {
             match self.clients[idx].decoder.next_frame() {
+                Ok(Some((attach::SYNC, _))) => {
+                    self.drain_outputs(buf);
+                    // The reply is the hang-up (see `attach::SYNC`).
+                    let client = &mut self.clients[idx];
+                    let _ = client.stream.shutdown(std::net::Shutdown::Both);
+                    client.closed = true;
+                    return;
+                }
                 Ok(Some((stream, payload))) => self.handle_frame(stream, payload),
                 Ok(None) => break,
                 Err(_) => {
