@@ -831,7 +831,9 @@ mod tests {
         let bytes = tar.into_inner().unwrap();
         let opts = berth_image::ImportOptions {
             reference: Some("busybox:latest".into()),
-            changes: vec!["ENV PATH=/bin A=1".into(), "CMD [\"sh\"]".into()],
+            config: serde_json::json!({"Env": ["PATH=/bin", "A=1"], "Cmd": ["sh"]})
+                .as_object()
+                .cloned(),
             message: None,
         };
         d.images.import(&bytes[..], &opts).unwrap();
