@@ -172,11 +172,7 @@ struct Stage {
 
 impl Stage {
     fn shell(&self) -> Vec<String> {
-        self.config
-            .get("Shell")
-            .and_then(|s| serde_json::from_value::<Vec<String>>(s.clone()).ok())
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()])
+        instructions::shell(&self.config)
     }
 
     fn env(&self) -> Vec<(String, String)> {

@@ -115,6 +115,24 @@ fn continued(line: &str, escape: char) -> Option<&str> {
 
 /// Parses a Dockerfile's text.
 pub fn parse(text: &str) -> Result<Dockerfile> {
+    let (escape, lines) = logical_lines(text)?;
+    let mut instructions = Vec::new();
+    for (line, logical) in lines {
+        if let Some(ins) = instruction(line, &logical)? {
+            instructions.push(ins);
+        }
+    }
+    Ok(Dockerfile {
+        escape,
+        instructions,
+    })
+}
+
+/// The escape character and the logical lines of a Dockerfile's text, each with the 1-based
+/// line it starts on: parser directives read, comments and blank lines dropped, continuations
+/// joined. Nothing is interpreted yet, so callers may check keywords before
+/// [`instruction`] refuses unknown ones (`--change` answers those with its own message).
+pub fn logical_lines(text: &str) -> Result<(char, Vec<(usize, String)>)> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let lines: Vec<&str> = text.split('\n').map(|l| l.trim_end_matches('\r')).collect();
     let mut escape = '\\';
@@ -144,17 +162,14 @@ pub fn parse(text: &str) -> Result<Dockerfile> {
         }
         i += 1;
     }
-    let mut instructions = Vec::new();
+    let mut out = Vec::new();
     let mut pending: Option<(usize, String)> = None;
     while i < lines.len() {
         let line = lines[i];
         let lineno = i + 1;
         i += 1;
         let trimmed = line.trim_start();
-        if trimmed.starts_with('#') {
-            continue;
-        }
-        if trimmed.is_empty() {
+        if trimmed.starts_with('#') || trimmed.is_empty() {
             continue;
         }
         let (piece, more) = match continued(line, escape) {
@@ -169,21 +184,12 @@ pub fn parse(text: &str) -> Result<Dockerfile> {
         }
         if more {
             pending = Some((start, logical));
-            continue;
-        }
-        if let Some(ins) = instruction(start, &logical)? {
-            instructions.push(ins);
+        } else {
+            out.push((start, logical));
         }
     }
-    if let Some((start, logical)) = pending {
-        if let Some(ins) = instruction(start, &logical)? {
-            instructions.push(ins);
-        }
-    }
-    Ok(Dockerfile {
-        escape,
-        instructions,
-    })
+    out.extend(pending);
+    Ok((escape, out))
 }
 
 /// Parses one logical line; `None` when it holds nothing.
@@ -263,7 +269,8 @@ const BUILDKIT_FLAGS: &[&str] = &[
     "exclude",
 ];
 
-fn validate_instruction(ins: &Instruction) -> Result<()> {
+/// Checks one instruction's shape (see [`validate`]).
+pub(crate) fn validate_instruction(ins: &Instruction) -> Result<()> {
     let fail = |message: String| {
         Err(Error::Parse {
             line: ins.line,

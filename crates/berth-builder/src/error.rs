@@ -20,6 +20,9 @@ pub enum Error {
     /// An instruction is well-formed but cannot be carried out as written.
     #[error("{0}")]
     Instruction(String),
+    /// A `--change` line holds an instruction that only a build may run (dockerd's text).
+    #[error("{0} is not a valid change command")]
+    NotAChange(String),
     /// A variable reference is malformed (`${`, `${VAR:?message}`).
     #[error("{0}")]
     Substitution(String),
@@ -87,6 +90,7 @@ impl Error {
             self,
             Error::Parse { .. }
                 | Error::Instruction(_)
+                | Error::NotAChange(_)
                 | Error::Substitution(_)
                 | Error::Context(_)
                 | Error::NotFound(_)

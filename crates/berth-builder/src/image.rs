@@ -165,7 +165,7 @@ pub fn commit_container(
     created_by: &str,
 ) -> Result<ImageState> {
     let opts = CommitOptions {
-        config: Some(Value::Object(container_config)),
+        config: Some(container_config),
         created_by: Some(created_by.to_string()),
         ..Default::default()
     };

@@ -1,11 +1,13 @@
 //! Config-only instructions: how ENV, LABEL, CMD, ENTRYPOINT, EXPOSE, WORKDIR, USER, VOLUME,
 //! STOPSIGNAL, SHELL, MAINTAINER, ONBUILD and HEALTHCHECK change a stage's container config,
 //! with their arguments substituted as dockerd substitutes them, and the history text dockerd
-//! records for each. Pure functions: the executor commits the result.
+//! records for each. Pure functions: the executor commits the result, and `--change`
+//! ([`crate::changes`]) applies them to a config of its own.
 
 use serde_json::{json, Map, Value};
 
 use crate::dockerfile::{self, Args, Instruction};
+use crate::duration::go_duration;
 use crate::error::{Error, Result};
 use crate::shell::Lexer;
 
@@ -195,10 +197,8 @@ pub(crate) fn apply(
                 .unwrap_or_default();
             let hc = match first.as_str() {
                 "NONE" => {
-                    need(
-                        words.len() == 1 && ins.flags.is_empty(),
-                        "HEALTHCHECK NONE takes no arguments",
-                    )?;
+                    // As dockerd, the flags of `HEALTHCHECK NONE` are not read.
+                    need(words.len() == 1, "HEALTHCHECK NONE takes no arguments")?;
                     json!({"Test": ["NONE"]})
                 }
                 "CMD" => {
@@ -219,17 +219,22 @@ pub(crate) fn apply(
                         ("start-period", "StartPeriod"),
                         ("start-interval", "StartInterval"),
                     ] {
-                        if let Some(v) = ins.flag(flag) {
-                            let ns = berth_image::changes::go_duration(v).ok_or_else(|| {
-                                Error::Instruction(format!("invalid duration for --{flag}: {v}"))
-                            })?;
-                            hc[field] = json!(ns);
+                        if let Some(v) = ins.flag(flag).filter(|v| !v.is_empty()) {
+                            hc[field] = json!(healthcheck_interval(flag, v)?);
                         }
                     }
-                    if let Some(r) = ins.flag("retries") {
-                        let n: i64 = r.parse().map_err(|_| {
-                            Error::Instruction(format!("invalid --retries value {r}"))
+                    if let Some(r) = ins.flag("retries").filter(|r| !r.is_empty()) {
+                        let n: i32 = r.parse().map_err(|_| {
+                            Error::Instruction(format!(
+                                "strconv.ParseInt: parsing {}: invalid syntax",
+                                quote(r)
+                            ))
                         })?;
+                        if n < 0 {
+                            return Err(Error::Instruction(format!(
+                                "--retries cannot be negative ({n})"
+                            )));
+                        }
                         hc["Retries"] = json!(n);
                     }
                     hc
@@ -245,6 +250,31 @@ pub(crate) fn apply(
         }
         other => Err(Error::Instruction(format!("unknown instruction: {other}"))),
     }
+}
+
+/// A HEALTHCHECK duration flag in nanoseconds: 0 (the default) or at least 1ms, with
+/// dockerd's messages.
+fn healthcheck_interval(flag: &str, value: &str) -> Result<i64> {
+    const MINIMUM: i64 = 1_000_000;
+    let ns = go_duration(value)
+        .ok_or_else(|| Error::Instruction(format!("time: invalid duration {}", quote(value))))?;
+    if ns != 0 && ns < MINIMUM {
+        return Err(Error::Instruction(format!(
+            "Interval {} cannot be less than 1ms",
+            quote(flag)
+        )));
+    }
+    Ok(ns)
+}
+
+/// The shell a config's shell-form CMD and ENTRYPOINT run under: its `Shell`, else
+/// `/bin/sh -c`.
+pub(crate) fn shell(config: &Map<String, Value>) -> Vec<String> {
+    config
+        .get("Shell")
+        .and_then(|s| serde_json::from_value::<Vec<String>>(s.clone()).ok())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()])
 }
 
 /// ENV/LABEL arguments: `k=v k2="v 2"` or the old `k value with spaces`.

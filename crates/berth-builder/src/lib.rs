@@ -8,6 +8,10 @@
 //! stages ([`build`]). What needs the engine (pulling a base image, running a RUN step in a
 //! container) is asked of a [`build::BuildBackend`], which the daemon implements.
 //!
+//! The same parser and instruction code apply `docker commit --change` and `docker import
+//! --change` to a config ([`changes`]), so a change means what the instruction means in a
+//! Dockerfile. [`duration`] reads Go durations (HEALTHCHECK flags, the CLI's `--since`).
+//!
 //! A build flows: context unpacked → Dockerfile read and parsed → meta ARGs → per stage:
 //! FROM (a previous stage, scratch, or an image, pulled when missing) and ONBUILD triggers,
 //! then each instruction: substitute, look the step up in the cache (parent image + what the
@@ -16,9 +20,11 @@
 
 pub mod build;
 pub mod cache;
+pub mod changes;
 pub mod context;
 pub mod copy;
 pub mod dockerfile;
+pub mod duration;
 mod error;
 pub mod ignore;
 pub mod image;
@@ -28,6 +34,8 @@ pub mod shell;
 
 pub use build::{build, BuildBackend, BuildOptions, Emit, RunSpec};
 pub use cache::Cache;
+pub use changes::{apply_changes, CHANGE_INSTRUCTIONS};
 pub use context::Context;
+pub use duration::go_duration;
 pub use error::{Error, Result};
 pub use scratch::recover;

@@ -4,6 +4,10 @@
 //! With overlayfs the container's changes are exactly its upper dir: overlay whiteouts
 //! (0/0 character devices, `trusted.overlay.opaque`) become `.wh.` entries in the layer. With the
 //! copy driver the changes are found by comparing the rootfs with a fresh copy of the image.
+//!
+//! `--change` instructions are not read here: the caller (the daemon, through berth-builder's
+//! Dockerfile code) turns them into the config that [`ImportOptions`] and [`CommitOptions`]
+//! carry.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -28,8 +32,9 @@ use crate::unpack::{OPAQUE_WHITEOUT, OVERLAY_OPAQUE_XATTR, WHITEOUT_PREFIX};
 pub struct ImportOptions {
     /// Tag the new image (`repo[:tag]`).
     pub reference: Option<String>,
-    /// Dockerfile instructions applied to the config (`--change`).
-    pub changes: Vec<String>,
+    /// The new image's container config (`Cmd`, `Env`, ... in Docker's field names): what
+    /// `--change` made of an empty one. Empty when `None`.
+    pub config: Option<Map<String, Value>>,
     /// Commit message (`--message`); recorded in the history.
     pub message: Option<String>,
 }
@@ -43,11 +48,9 @@ pub struct CommitOptions {
     pub author: Option<String>,
     /// `--message`: the config's comment and the new history entry's.
     pub message: Option<String>,
-    /// Dockerfile instructions applied to the config (`--change`).
-    pub changes: Vec<String>,
-    /// The container's config (Docker's ContainerConfig shape) to record instead of the
-    /// image's; `changes` are applied on top.
-    pub config: Option<Value>,
+    /// The container config (`Cmd`, `Env`, ... in Docker's field names) to record instead of
+    /// the image's: the container's, with any `--change` already applied by the caller.
+    pub config: Option<Map<String, Value>>,
     /// The new history entry's `created_by`: the instruction a build step ran.
     pub created_by: Option<String>,
 }
@@ -371,10 +374,9 @@ impl Store {
 
     /// `docker import`: make a one-layer image from a rootfs tarball (plain, gzip or zstd).
     pub fn import(&self, reader: impl io::Read, opts: &ImportOptions) -> Result<Digest> {
-        // Validate the reference and changes before consuming the stream.
+        // Validate the reference before consuming the stream.
         Self::tag_refs(opts.reference.as_deref())?;
-        let mut cfg = Map::new();
-        crate::changes::apply_changes(&mut cfg, &opts.changes)?;
+        let cfg = opts.config.clone().unwrap_or_default();
         let _l = self.lock_shared()?;
         let (layer, _chain) = self.put_layer_locked(reader, None, None)?;
         let now = now_rfc3339();
@@ -540,15 +542,14 @@ impl Store {
             .as_object_mut()
             .ok_or_else(|| Error::InvalidManifest("image config is not an object".into()))?;
         let now = now_rfc3339();
-        let mut cc = match &opts.config {
-            Some(Value::Object(c)) => c.clone(),
-            _ => obj
+        let cc = match &opts.config {
+            Some(c) => c.clone(),
+            None => obj
                 .get("config")
                 .and_then(Value::as_object)
                 .cloned()
                 .unwrap_or_default(),
         };
-        crate::changes::apply_changes(&mut cc, &opts.changes)?;
         obj.insert("config".into(), Value::Object(cc));
         obj.insert("created".into(), json!(now));
         obj.insert("container".into(), json!(container_id));

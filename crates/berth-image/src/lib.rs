@@ -39,7 +39,6 @@
 //!   load/save round trip with other tools.
 
 pub mod archive;
-pub mod changes;
 mod commit;
 mod content;
 pub mod copy;

@@ -112,7 +112,9 @@ fn docker_engine_round_trip() {
     // Berth import + save → docker load, same ID.
     let opts = ImportOptions {
         reference: Some(back.clone()),
-        changes: vec!["LABEL from=berth".into()],
+        config: serde_json::json!({"Labels": {"from": "berth"}})
+            .as_object()
+            .cloned(),
         message: None,
     };
     let bid = ts.store.import(busybox_rootfs().as_slice(), &opts).unwrap();

@@ -51,7 +51,7 @@ pub(crate) fn api_timestamp(value: &str) -> Result<String> {
     if value.bytes().all(|b| b.is_ascii_digit() || b == b'.') && !value.is_empty() {
         return Ok(value.to_string());
     }
-    let nanos = if let Some(d) = berth_image::changes::go_duration(value) {
+    let nanos = if let Some(d) = berth_builder::go_duration(value) {
         Utc::now()
             .timestamp_nanos_opt()
             .context("time out of range")?

@@ -270,9 +270,12 @@ pub async fn import(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>>
         (Some(r), _) => Some(r.to_string()),
         (None, _) => None,
     };
+    // A bad change fails the request before its body is read.
+    let mut config = serde_json::Map::new();
+    apply_changes(&mut config, &q.get_all("changes"))?;
     let opts = berth_image::ImportOptions {
         reference,
-        changes: q.get_all("changes"),
+        config: Some(config),
         message: q
             .get("message")
             .filter(|m| !m.is_empty())
@@ -298,6 +301,16 @@ pub async fn import(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>>
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     Ok(resp)
+}
+
+/// `--change` lines applied to `config` with the builder's Dockerfile code; what is wrong with
+/// them is the client's error, as with dockerd.
+fn apply_changes(
+    config: &mut serde_json::Map<String, serde_json::Value>,
+    changes: &[String],
+) -> Result<()> {
+    berth_builder::apply_changes(config, changes)
+        .map_err(|e| Error::InvalidParameter(e.to_string()))
 }
 
 struct RemoveOnDrop(std::path::PathBuf);
@@ -447,7 +460,17 @@ pub async fn commit(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>>
         (Some(r), _) => Some(r.to_string()),
         (None, _) => None,
     };
-    let has_config = config.as_object().is_some_and(|m| !m.is_empty());
+    // The body's config when it has one, else the container's; changes go on top of it.
+    let mut config = match config {
+        serde_json::Value::Object(m) if !m.is_empty() => m,
+        _ => match serde_json::to_value(&record.config)
+            .map_err(|e| Error::json(format!("encode the config of {}", record.id), e))?
+        {
+            serde_json::Value::Object(m) => m,
+            _ => serde_json::Map::new(),
+        },
+    };
+    apply_changes(&mut config, &q.get_all("changes"))?;
     let opts = berth_image::CommitOptions {
         reference,
         author: q
@@ -458,16 +481,7 @@ pub async fn commit(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>>
             .get("comment")
             .filter(|c| !c.is_empty())
             .map(str::to_string),
-        changes: q
-            .get_all("changes")
-            .into_iter()
-            .filter(|c| !c.is_empty())
-            .collect(),
-        config: if has_config {
-            Some(config)
-        } else {
-            serde_json::to_value(&record.config).ok()
-        },
+        config: Some(config),
         created_by: None,
     };
     // As dockerd, a running container is paused while its changes are read (`pause`
