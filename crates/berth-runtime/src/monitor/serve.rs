@@ -29,6 +29,8 @@ const BUF_SIZE: usize = 32 * 1024;
 /// How long output is still drained after the process exited, while pipes stay open
 /// (a daemonised grandchild may hold them forever).
 const DRAIN_MS: u16 = 500;
+/// How long the loop must be idle before the startup's memory is released.
+const SETTLE_MS: u16 = 100;
 /// Reads a `SYNC` request may take ([`Monitor::drain_outputs`]): 2 MiB at [`BUF_SIZE`].
 const MAX_DRAIN_READS: usize = 64;
 
@@ -198,7 +200,6 @@ pub(super) fn run(
     if detach_self {
         redirect_to_null();
     }
-    release_startup_memory();
     let code = monitor.serve(&config);
     if let Some(path) = &config.attach_socket {
         let _ = std::fs::remove_file(path);
@@ -472,6 +473,9 @@ impl Monitor {
     fn serve(&mut self, config: &MonitorConfig) -> i32 {
         let mut buf = vec![0u8; BUF_SIZE];
         let mut exited: Option<WaitStatus> = None;
+        // The startup's memory is given back once the loop has been idle a moment: a short
+        // container's exit is then not delayed by it, and a short container never pays it.
+        let mut startup_memory_released = false;
         loop {
             if exited.is_some() && self.outputs.is_empty() {
                 break;
@@ -496,6 +500,8 @@ impl Monitor {
             }
             let timeout = if exited.is_some() {
                 PollTimeout::from(DRAIN_MS)
+            } else if !startup_memory_released {
+                PollTimeout::from(SETTLE_MS)
             } else {
                 PollTimeout::NONE
             };
@@ -504,6 +510,12 @@ impl Monitor {
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(_) => break,
             };
+            if n == 0 && exited.is_none() {
+                drop(fds);
+                release_startup_memory();
+                startup_memory_released = true;
+                continue;
+            }
             if n == 0 {
                 // Drain timeout after exit: a leftover process still holds the output open.
                 break;
