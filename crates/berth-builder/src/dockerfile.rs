@@ -132,7 +132,7 @@ pub fn parse(text: &str) -> Result<Dockerfile> {
 /// line it starts on: parser directives read, comments and blank lines dropped, continuations
 /// joined. Nothing is interpreted yet, so callers may check keywords before
 /// [`instruction`] refuses unknown ones (`--change` answers those with its own message).
-pub fn logical_lines(text: &str) -> Result<(char, Vec<(usize, String)>)> {
+pub(crate) fn logical_lines(text: &str) -> Result<(char, Vec<(usize, String)>)> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let lines: Vec<&str> = text.split('\n').map(|l| l.trim_end_matches('\r')).collect();
     let mut escape = '\\';

@@ -5,7 +5,7 @@
 //! matching ([`ignore`]), the build context unpacked from a tar stream ([`context`]),
 //! COPY/ADD ([`copy`]), the config-only instructions (`instructions`), the on-disk step cache
 //! ([`cache`]), the images each step makes ([`image`]) and the executor that walks the
-//! stages ([`build`]). What needs the engine (pulling a base image, running a RUN step in a
+//! stages ([`build`](mod@build)). What needs the engine (pulling a base image, running a RUN step in a
 //! container) is asked of a [`build::BuildBackend`], which the daemon implements.
 //!
 //! The same parser and instruction code apply `docker commit --change` and `docker import
