@@ -212,6 +212,11 @@ mod tests {
         assert_eq!(c["WorkingDir"], "/srv/data");
         assert_eq!(c["Volumes"], json!({"/data": {}, "/cache": {}, "/x y": {}}));
         assert_eq!(c["StopSignal"], "SIGQUIT");
+        // Kept as written, in every form dockerd reads.
+        for sig in ["term", "9", "SIGRTMIN+3", "rtmax-1", "RTMAX", "Sigkill"] {
+            let c = applied(json!({}), &[&format!("STOPSIGNAL {sig}")]);
+            assert_eq!(c["StopSignal"], sig);
+        }
         assert_eq!(c["OnBuild"], json!(["RUN echo hi"]));
     }
 
@@ -300,6 +305,11 @@ mod tests {
             (&["ENV"][..], "ENV requires at least one argument"),
             (&["LABEL a=1 b"], "Syntax error - can't find = in \"b\". Must be of the form: name=value"),
             (&["ENV =x"], "ENV names can not be blank"),
+            (&["ENV A"], "ENV must have two arguments"),
+            (&["STOPSIGNAL SIGFOO"], "Invalid signal: SIGFOO"),
+            (&["STOPSIGNAL 0"], "Invalid signal: 0"),
+            (&["STOPSIGNAL RTMIN+16"], "Invalid signal: RTMIN+16"),
+            (&["LABEL a"], "LABEL must have two arguments"),
             (&["EXPOSE http"], "Invalid containerPort: http"),
             (&["USER"], "USER requires exactly one argument"),
             (&["WORKDIR"], "WORKDIR requires exactly one argument"),

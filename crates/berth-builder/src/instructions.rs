@@ -148,6 +148,7 @@ pub(crate) fn apply(
         "STOPSIGNAL" => {
             let s = lexer.process_word(&raw, vars)?;
             need(!s.is_empty(), "STOPSIGNAL requires exactly one argument")?;
+            need(is_signal(&s), &format!("Invalid signal: {s}"))?;
             config.insert("StopSignal".into(), json!(s));
             Ok(format!("STOPSIGNAL {s}"))
         }
@@ -267,6 +268,30 @@ fn healthcheck_interval(flag: &str, value: &str) -> Result<i64> {
     Ok(ns)
 }
 
+/// Whether dockerd's `signal.ParseSignal` takes `s`: a non-zero number, or a signal name
+/// with or without `SIG` in any case, the real-time ones as `RTMIN+n` / `RTMAX-n`.
+fn is_signal(s: &str) -> bool {
+    if let Ok(n) = s.parse::<i64>() {
+        return n != 0;
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    let realtime = |base: &str, sign: char| {
+        name.strip_prefix(base).is_some_and(|rest| {
+            rest.is_empty()
+                || rest
+                    .strip_prefix(sign)
+                    .and_then(|n| n.parse::<u8>().ok())
+                    .is_some_and(|n| (1..=15).contains(&n))
+        })
+    };
+    format!("SIG{name}")
+        .parse::<nix::sys::signal::Signal>()
+        .is_ok()
+        || realtime("RTMIN", '+')
+        || realtime("RTMAX", '-')
+}
+
 /// The shell a config's shell-form CMD and ENTRYPOINT run under: its `Shell`, else
 /// `/bin/sh -c`.
 pub(crate) fn shell(config: &Map<String, Value>) -> Vec<String> {
@@ -293,8 +318,8 @@ fn pairs(
     if !words[0].contains('=') {
         let key = words[0].to_string();
         let rest = raw.trim_start()[words[0].len()..].trim_start();
-        if rest.is_empty() && kw == "ENV" {
-            return Err(Error::Instruction(format!("{kw} names can not be blank")));
+        if rest.is_empty() {
+            return Err(Error::Instruction(format!("{kw} must have two arguments")));
         }
         return Ok(vec![(key, lexer.process_word(rest, vars)?)]);
     }
