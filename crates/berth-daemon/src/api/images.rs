@@ -467,6 +467,111 @@ pub async fn export(ctx: &Ctx, key: &str) -> Result<Response<Body>> {
     Ok(resp)
 }
 
+/// Fills what the committed config (`user`: the request's, changes applied) leaves unset from
+/// the container's, field by field as dockerd's commit does: lists and maps are merged
+/// (`Env` by name), and an image with its own ENTRYPOINT keeps no CMD from the container.
+fn merge_commit_config(
+    user: &mut serde_json::Map<String, serde_json::Value>,
+    container: &serde_json::Map<String, serde_json::Value>,
+) {
+    use serde_json::Value;
+    fn empty(v: Option<&Value>) -> bool {
+        match v {
+            None | Some(Value::Null) => true,
+            Some(Value::String(s)) => s.is_empty(),
+            Some(Value::Array(a)) => a.is_empty(),
+            Some(Value::Object(o)) => o.is_empty(),
+            Some(Value::Number(n)) => n.as_f64() == Some(0.0),
+            Some(Value::Bool(_)) => false,
+        }
+    }
+    let fill = |user: &mut serde_json::Map<String, Value>, key: &str| {
+        if empty(user.get(key)) {
+            if let Some(v) = container.get(key) {
+                user.insert(key.to_string(), v.clone());
+            }
+        }
+    };
+    for key in ["User", "WorkingDir", "StopSignal"] {
+        fill(user, key);
+    }
+    // Maps: the container's keys are added; for volumes its values win, as in dockerd.
+    for (key, container_wins) in [
+        ("ExposedPorts", false),
+        ("Volumes", true),
+        ("Labels", false),
+    ] {
+        let Some(Value::Object(theirs)) = container.get(key) else {
+            continue;
+        };
+        match user.get_mut(key) {
+            Some(Value::Object(ours)) => {
+                for (k, v) in theirs {
+                    if container_wins || !ours.contains_key(k) {
+                        ours.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+            _ => {
+                user.insert(key.to_string(), Value::Object(theirs.clone()));
+            }
+        }
+    }
+    if let Some(Value::Array(theirs)) = container.get("Env") {
+        match user.get_mut("Env") {
+            Some(Value::Array(ours)) if !ours.is_empty() => {
+                let name = |e: &Value| {
+                    e.as_str()
+                        .map(|s| s.split_once('=').map_or(s, |(k, _)| k).to_string())
+                };
+                let names: std::collections::HashSet<String> =
+                    ours.iter().filter_map(name).collect();
+                ours.extend(
+                    theirs
+                        .iter()
+                        .filter(|e| name(e).is_some_and(|n| !names.contains(&n)))
+                        .cloned(),
+                );
+            }
+            _ => {
+                user.insert("Env".into(), Value::Array(theirs.clone()));
+            }
+        }
+    }
+    if empty(user.get("Entrypoint")) {
+        fill(user, "Cmd");
+        // An explicitly empty ENTRYPOINT (`[]`) stays: only a missing one is inherited.
+        if matches!(user.get("Entrypoint"), None | Some(Value::Null)) {
+            if let Some(v) = container.get("Entrypoint") {
+                user.insert("Entrypoint".into(), v.clone());
+            }
+        }
+    }
+    if let Some(Value::Object(theirs)) = container.get("Healthcheck") {
+        match user.get_mut("Healthcheck") {
+            Some(Value::Object(ours)) => {
+                for key in [
+                    "Test",
+                    "Interval",
+                    "Timeout",
+                    "StartPeriod",
+                    "StartInterval",
+                    "Retries",
+                ] {
+                    if empty(ours.get(key)) {
+                        if let Some(v) = theirs.get(key) {
+                            ours.insert(key.to_string(), v.clone());
+                        }
+                    }
+                }
+            }
+            _ => {
+                user.insert("Healthcheck".into(), Value::Object(theirs.clone()));
+            }
+        }
+    }
+}
+
 /// `POST /commit?container=&repo=&tag=&comment=&author=&changes=`: a new image from a
 /// container's changes; the body, when present, is the config to record.
 pub async fn commit(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>> {
@@ -482,17 +587,20 @@ pub async fn commit(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>>
         (Some(r), _) => Some(r.to_string()),
         (None, _) => None,
     };
-    // The body's config when it has one, else the container's; changes go on top of it.
+    // As dockerd: the body's config when it has one, else the container's; the changes go on
+    // top, then the container's config fills in what that left unset.
+    let container_config = match serde_json::to_value(&record.config)
+        .map_err(|e| Error::json(format!("encode the config of {}", record.id), e))?
+    {
+        serde_json::Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    };
     let mut config = match config {
         serde_json::Value::Object(m) if !m.is_empty() => m,
-        _ => match serde_json::to_value(&record.config)
-            .map_err(|e| Error::json(format!("encode the config of {}", record.id), e))?
-        {
-            serde_json::Value::Object(m) => m,
-            _ => serde_json::Map::new(),
-        },
+        _ => container_config.clone(),
     };
     apply_changes(&mut config, &q.get_all("changes"))?;
+    merge_commit_config(&mut config, &container_config);
     let opts = berth_image::CommitOptions {
         reference,
         author: q
@@ -535,6 +643,60 @@ pub async fn commit(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn commit_config_is_filled_from_the_containers() {
+        let container = json!({
+            "User": "1000",
+            "Env": ["PATH=/bin", "A=container"],
+            "Cmd": ["sh"],
+            "Entrypoint": ["/init"],
+            "Labels": {"a": "container", "b": "container"},
+            "ExposedPorts": {"80/tcp": {}},
+            "Volumes": {"/data": {}},
+            "WorkingDir": "/srv",
+            "StopSignal": "SIGQUIT",
+            "Healthcheck": {"Test": ["CMD", "true"], "Interval": 5, "Retries": 3},
+        });
+        let serde_json::Value::Object(container) = container else {
+            unreachable!()
+        };
+        let mut user = json!({
+            "Env": ["A=user"],
+            "Labels": {"a": "user"},
+            "ExposedPorts": {"53/udp": {}},
+            "WorkingDir": "",
+            "Healthcheck": {"Retries": 1},
+        })
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+        merge_commit_config(&mut user, &container);
+        assert_eq!(
+            serde_json::Value::Object(user),
+            json!({
+                "User": "1000",
+                "Env": ["A=user", "PATH=/bin"],
+                "Cmd": ["sh"],
+                "Entrypoint": ["/init"],
+                "Labels": {"a": "user", "b": "container"},
+                "ExposedPorts": {"53/udp": {}, "80/tcp": {}},
+                "Volumes": {"/data": {}},
+                "WorkingDir": "/srv",
+                "StopSignal": "SIGQUIT",
+                "Healthcheck": {"Test": ["CMD", "true"], "Interval": 5, "Retries": 1},
+            })
+        );
+        // An ENTRYPOINT of the commit's own keeps the container's CMD out; `[]` is its own.
+        for (entrypoint, cmd) in [(json!(["/e"]), json!(null)), (json!([]), json!(["sh"]))] {
+            let mut user = serde_json::Map::new();
+            user.insert("Entrypoint".into(), entrypoint.clone());
+            user.insert("Cmd".into(), json!(null));
+            merge_commit_config(&mut user, &container);
+            assert_eq!(user["Entrypoint"], entrypoint);
+            assert_eq!(user["Cmd"], cmd);
+        }
+    }
 
     #[test]
     fn reference_filter() {
