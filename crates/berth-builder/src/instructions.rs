@@ -177,10 +177,9 @@ pub(crate) fn apply(
                     trigger.keyword
                 )));
             }
-            let text = match raw.split_once(char::is_whitespace) {
-                Some((k, rest)) => format!("{} {}", k.to_ascii_uppercase(), rest.trim_start()),
-                None => raw.to_ascii_uppercase(),
-            };
+            // Recorded as written (dockerd strips only the `ONBUILD` word); the trigger is
+            // parsed again when a build starts from the image.
+            let text = raw.trim().to_string();
             let list = config.entry("OnBuild").or_insert_with(|| json!([]));
             if !list.is_array() {
                 *list = json!([]);
@@ -519,7 +518,7 @@ mod tests {
         );
         assert_eq!(c["StopSignal"], "SIGTERM");
         assert_eq!(c["Shell"], json!(["/bin/bash", "-c"]));
-        assert_eq!(c["OnBuild"], json!(["RUN echo hi"]));
+        assert_eq!(c["OnBuild"], json!(["run echo hi"]));
         assert_eq!(
             c["Healthcheck"],
             json!({"Test": ["CMD", "check", "-q"], "Interval": 90_000_000_000i64, "Timeout": 5_000_000_000i64, "Retries": 3})
