@@ -311,6 +311,7 @@ mod tests {
             (&["STOPSIGNAL RTMIN+16"], "Invalid signal: RTMIN+16"),
             (&["LABEL a"], "LABEL must have two arguments"),
             (&["EXPOSE http"], "Invalid containerPort: http"),
+            (&["EXPOSE 80/ip"], "invalid proto: ip"),
             (&["USER"], "USER requires exactly one argument"),
             (&["WORKDIR"], "WORKDIR requires exactly one argument"),
             (&["VOLUME"], "VOLUME requires at least one argument"),

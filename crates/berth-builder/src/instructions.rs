@@ -428,6 +428,10 @@ pub(crate) fn expand_port(p: &str) -> Result<Vec<String>> {
         Some((r, pr)) => (r, pr.to_ascii_lowercase()),
         None => (p, "tcp".to_string()),
     };
+    // As dockerd (go-connections' nat), the protocol is checked before the port.
+    if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
+        return Err(Error::Instruction(format!("invalid proto: {proto}")));
+    }
     let bad = || Error::Instruction(format!("Invalid containerPort: {p}"));
     let (lo, hi) = match range.split_once('-') {
         Some((a, b)) => (
@@ -574,6 +578,11 @@ mod tests {
         assert_eq!(expand_port("53/UDP").unwrap(), vec!["53/udp"]);
         assert_eq!(expand_port("1-2").unwrap(), vec!["1/tcp", "2/tcp"]);
         assert!(expand_port("x").is_err());
+        assert_eq!(expand_port("7/SCTP").unwrap(), vec!["7/sctp"]);
+        assert_eq!(
+            expand_port("80/http").unwrap_err().to_string(),
+            "invalid proto: http"
+        );
         assert_eq!(
             split_unquoted(r#"a=1 b="x y" c='p q' d=e\ f"#, Lexer::default()),
             vec!["a=1", "b=\"x y\"", "c='p q'", "d=e\\ f"]
