@@ -184,6 +184,15 @@ impl ContainerStore {
         let entries =
             fs::read_dir(root).map_err(|e| Error::io(format!("read {}", root.display()), e))?;
         for entry in entries.flatten() {
+            if entry
+                .file_name()
+                .to_string_lossy()
+                .starts_with(REMOVED_PREFIX)
+            {
+                // A removal whose background deletion did not finish.
+                remove_tree(&entry.path());
+                continue;
+            }
             let path = entry.path().join(RECORD_FILE);
             let record: ContainerRecord = match fs::read(&path)
                 .map_err(|e| Error::io(format!("read {}", path.display()), e))
@@ -330,14 +339,38 @@ impl ContainerStore {
             return Err(Error::NoSuchContainer(id.to_string()));
         };
         let dir = self.dir(id);
-        match fs::remove_dir_all(&dir) {
-            Ok(()) => {}
+        // Out of the way at once (a rename), deleted in the background: the directory holds
+        // the container's log, which can be large. A leftover is deleted by the next `open`.
+        let doomed = self.root.join(format!("{REMOVED_PREFIX}{id}"));
+        match fs::rename(&dir, &doomed) {
+            Ok(()) => {
+                let spawned = std::thread::Builder::new()
+                    .name("berth-remove".into())
+                    .spawn({
+                        let doomed = doomed.clone();
+                        move || remove_tree(&doomed)
+                    });
+                if spawned.is_err() {
+                    remove_tree(&doomed);
+                }
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io(format!("remove {}", dir.display()), e)),
         }
         index.names.remove(bare(&record.name));
         index.by_id.remove(id);
         Ok(record)
+    }
+}
+
+/// Name prefix of a removed container's directory until its deletion ends.
+const REMOVED_PREFIX: &str = ".removed-";
+
+fn remove_tree(path: &Path) {
+    if let Err(err) = fs::remove_dir_all(path) {
+        if err.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(path = %path.display(), %err, "cannot remove a removed container's directory");
+        }
     }
 }
 

@@ -57,6 +57,8 @@ pub(crate) struct Inner {
     /// An overlay mount of a container rootfs has succeeded in this process, so the driver
     /// choice needs no new probe (see [`Store::prepare_rootfs`]).
     pub overlay_works: std::sync::atomic::AtomicBool,
+    /// Hands removed container trees to a background thread (see [`Store::remove_rootfs`]).
+    pub reaper: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<PathBuf>>>,
 }
 
 /// The image store. Cheap to clone; all clones share the same root.
@@ -130,6 +132,7 @@ impl Store {
                 root,
                 options,
                 overlay_works: std::sync::atomic::AtomicBool::new(false),
+                reaper: std::sync::OnceLock::new(),
             }),
         })
     }
