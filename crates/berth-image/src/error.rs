@@ -108,9 +108,6 @@ pub enum Error {
     /// An index without a manifest for this host's platform.
     #[error("no manifest in the index matches platform {0}")]
     NoMatchingPlatform(String),
-    /// A `--change` instruction that is not supported or malformed.
-    #[error("invalid change {change:?}: {reason}")]
-    InvalidChange { change: String, reason: String },
     /// Mounting a container rootfs failed.
     #[error("mount of {target} failed: {source}", target = target.display())]
     Mount {
@@ -165,7 +162,6 @@ impl Error {
             | Error::InvalidArchive(_)
             | Error::InvalidManifest(_)
             | Error::NoMatchingPlatform(_)
-            | Error::InvalidChange { .. }
             | Error::NotADirectory(_)
             | Error::Overwrite { .. } => ErrorKind::InvalidInput,
             Error::Io { .. } | Error::Mount { .. } | Error::Json { .. } => ErrorKind::Internal,

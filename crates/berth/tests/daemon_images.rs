@@ -124,3 +124,49 @@ fn intermediate_images_are_listed_with_all_only() {
     assert!(out.contains(&format!("Deleted: {step}")), "{out}");
     assert!(!listed(&["-a"]).contains(&step));
 }
+
+/// `--change` on import and commit goes through the builder's instruction code: a refused
+/// instruction is named in the error (the upload is refused whole), and a commit records the
+/// changed config on top of the container's.
+#[test]
+fn import_and_commit_apply_changes() {
+    if !std::path::Path::new(DOCKER).exists() || !std::path::Path::new("/bin/busybox").exists() {
+        eprintln!("skipping: docker CLI or busybox-static missing");
+        return;
+    }
+    let d = Daemon::start();
+    import_busybox(&d);
+    let tar = daemon_common::busybox_tar(d.dir.path());
+    let tar = tar.to_str().unwrap();
+    let out = d.docker(&["import", "-c", "FROM busybox", tar, "bad:1"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("FROM is not a valid change command"), "{err}");
+    let out = d.docker(&["import", "-c", "ENV A", tar, "bad:1"]);
+    assert!(!out.status.success());
+    assert_eq!(ok(d.docker(&["images", "-q", "bad"])), "");
+
+    ok(d.docker(&["create", "--name", "cc", "-e", "KEEP=1", "busybox", "true"]));
+    ok(d.docker(&[
+        "commit",
+        "-c",
+        "ENV A=1 B=\"two words\"",
+        "-c",
+        "CMD [\"echo\", \"hi\"]",
+        "-c",
+        "WORKDIR /srv",
+        "cc",
+        "changed:1",
+    ]));
+    let out = ok(d.docker(&[
+        "image",
+        "inspect",
+        "-f",
+        "{{json .Config.Env}} {{json .Config.Cmd}} {{.Config.WorkingDir}}",
+        "changed:1",
+    ]));
+    assert_eq!(
+        out,
+        "[\"PATH=/bin\",\"KEEP=1\",\"A=1\",\"B=two words\"] [\"echo\",\"hi\"] /srv\n"
+    );
+}
