@@ -168,6 +168,9 @@ impl Daemon {
 
     /// Mounts the rootfs, writes the bundle and spawns the monitor (blocking).
     fn launch(&self, r: &ContainerRecord) -> Result<monitor::MonitorStarted> {
+        // The monitor's exec and start-up overlap with the preparation below; it waits for
+        // its configuration (and exits if it never comes).
+        let monitor = monitor::PendingMonitor::spawn(&self_exe(), true)?;
         let paths = self.run_paths(&r.id);
         // A previous run's leftovers: its exit file and runtime state.
         let _ = std::fs::remove_file(&paths.exit_file);
@@ -242,11 +245,10 @@ impl Daemon {
             monitor_pid_file: paths.monitor_pid.clone(),
             container_pid_file: paths.container_pid.clone(),
         };
-        let exe = self_exe();
         // Two-phase start, as dockerd with containerd: attach sessions that are waiting (the
         // `docker run` client attaches before it starts) connect while the container is only
         // created, so they receive all of its output.
-        let started = monitor::spawn_monitor_created(&exe, &config).and_then(|created| {
+        let started = monitor.created(&config).and_then(|created| {
             let waiters = crate::events::lock(&self.pending_attach)
                 .remove(&r.id)
                 .unwrap_or_default();

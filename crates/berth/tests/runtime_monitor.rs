@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use berth_runtime::monitor::{
     attach, read_exit, spawn_monitor, spawn_monitor_created, ExitStatus, LogConfig, MonitorConfig,
-    MonitorMode,
+    MonitorMode, PendingMonitor,
 };
 use berth_runtime::Runtime;
 use common::{berth_bin, TestContainer};
@@ -394,4 +394,24 @@ fn two_phase_exec_and_abandon() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert!(read_exit(&cfg.exit_file).unwrap().is_none());
+}
+
+/// A monitor spawned ahead of its configuration (the daemon overlaps its start-up with the
+/// container's preparation) exits without doing anything when the preparation fails, and one
+/// configured later runs its container as usual.
+#[test]
+fn pending_monitor_abandoned_or_configured_late() {
+    let abandoned = PendingMonitor::spawn(Path::new(berth_bin()), true).unwrap();
+    // Drop closes its stdin and reaps it: this returns only once it exited.
+    drop(abandoned);
+
+    let c = TestContainer::new("mon-pending", &["echo", "late"], |_| {});
+    let pending = PendingMonitor::spawn(Path::new(berth_bin()), false).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    let cfg = config(&c, "p", container_mode(&c));
+    pending.started(&cfg).unwrap();
+    assert_eq!(wait_exit(&cfg.exit_file).exit_code, 0);
+    let log = std::fs::read_to_string(&cfg.log.as_ref().unwrap().path).unwrap();
+    assert!(log.contains("late\\n"), "{log}");
+    Runtime::new(&c.root).delete(&c.id, false).unwrap();
 }

@@ -205,15 +205,7 @@ fn read_report(status: &mut impl std::io::BufRead, id: &str) -> Result<StatusRep
 /// connects to the attach socket is only in the log; use [`spawn_monitor_created`] to attach
 /// first.
 pub fn spawn_monitor(binary: &Path, config: &MonitorConfig) -> Result<MonitorStarted> {
-    let (mut status, _) = spawn(binary, config, false)?;
-    match read_report(&mut status, &config.id)? {
-        StatusReport::Started(s) => Ok(s),
-        StatusReport::Failed { error } => Err(Error::Monitor(error)),
-        StatusReport::Created { .. } => Err(Error::Monitor(format!(
-            "monitor for {} waits for a start it was not told about",
-            config.id
-        ))),
-    }
+    PendingMonitor::spawn(binary, false)?.started(config)
 }
 
 /// Two-phase start, as containerd's shim does it: runs the monitor, which creates the
@@ -221,93 +213,144 @@ pub fn spawn_monitor(binary: &Path, config: &MonitorConfig) -> Result<MonitorSta
 /// attach socket, and returns once it reports `created`. Connect the attach clients, then
 /// call [`CreatedMonitor::start`].
 pub fn spawn_monitor_created(binary: &Path, config: &MonitorConfig) -> Result<CreatedMonitor> {
-    let (mut status, start) = spawn(binary, config, true)?;
-    match read_report(&mut status, &config.id)? {
-        StatusReport::Created { .. } => Ok(CreatedMonitor {
-            id: config.id.clone(),
-            status,
-            start,
-        }),
-        StatusReport::Failed { error } => Err(Error::Monitor(error)),
-        StatusReport::Started(_) => Err(Error::Monitor(format!(
-            "monitor for {} started without waiting",
-            config.id
-        ))),
+    PendingMonitor::spawn(binary, true)?.created(config)
+}
+
+/// A monitor process started before its configuration exists: it is executed and initialised
+/// while the caller still prepares the container (rootfs, network, bundle), then reads its
+/// [`MonitorConfig`] from stdin. Dropped unconfigured, it reads end-of-file and exits without
+/// having done anything.
+pub struct PendingMonitor {
+    child: std::process::Child,
+    /// The status pipe; taken by the [`CreatedMonitor`] a two-phase start returns.
+    status: Option<std::io::BufReader<std::fs::File>>,
+    start: Option<std::fs::File>,
+}
+
+impl PendingMonitor {
+    /// Runs `binary monitor` with the status pipe on fd 3 and, with `two_phase`, the start
+    /// pipe on fd 4.
+    pub fn spawn(binary: &Path, two_phase: bool) -> Result<Self> {
+        let cloexec = nix::fcntl::OFlag::O_CLOEXEC;
+        let (read_end, write_end) =
+            nix::unistd::pipe2(cloexec).map_err(|e| Error::sys("create status pipe", e))?;
+        let start_pipe = if two_phase {
+            Some(nix::unistd::pipe2(cloexec).map_err(|e| Error::sys("create start pipe", e))?)
+        } else {
+            None
+        };
+        // The child's fds 3 and 4: the status pipe's write end and the start pipe's read end.
+        let wanted: Vec<i32> = std::iter::once(write_end.as_raw_fd())
+            .chain(start_pipe.as_ref().map(|(r, _)| r.as_raw_fd()))
+            .collect();
+        let mut cmd = Command::new(binary);
+        cmd.arg("monitor")
+            .arg("--config")
+            .arg("-")
+            .arg("--status-fd")
+            .arg("3");
+        if two_phase {
+            cmd.arg("--start-fd").arg("4");
+        }
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SAFETY: dup, dup2 and fcntl are async-signal-safe; this runs in the forked child
+        // before exec and allocates nothing. Sources are first moved above the targets so that
+        // placing one cannot overwrite another; dup2 clears FD_CLOEXEC on the new descriptors,
+        // so only fds 3 and 4 survive exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                let mut moved = [-1i32; 2];
+                for (i, fd) in wanted.iter().enumerate() {
+                    moved[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 10);
+                    if moved[i] < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                for (i, fd) in moved.iter().take(wanted.len()).enumerate() {
+                    if libc::dup2(*fd, 3 + i as i32) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| Error::io(format!("spawn {}", binary.display()), e))?;
+        drop(write_end);
+        Ok(PendingMonitor {
+            child,
+            status: Some(std::io::BufReader::new(std::fs::File::from(read_end))),
+            start: start_pipe.map(|(r, w)| {
+                drop(r);
+                std::fs::File::from(w)
+            }),
+        })
+    }
+
+    /// Sends `config`, waits until the monitor has detached (its direct child exits then)
+    /// and reads its report.
+    fn configure(&mut self, config: &MonitorConfig) -> Result<StatusReport> {
+        let text =
+            serde_json::to_vec(config).map_err(|e| Error::json("encode monitor config", e))?;
+        if let Some(mut stdin) = self.child.stdin.take() {
+            stdin
+                .write_all(&text)
+                .map_err(|e| Error::io("send monitor config", e))?;
+        }
+        let _ = self.child.wait();
+        match &mut self.status {
+            Some(status) => read_report(status, &config.id),
+            None => Err(Error::Monitor(format!(
+                "monitor for {} was configured twice",
+                config.id
+            ))),
+        }
+    }
+
+    /// Configures a monitor spawned one-phase and waits until its container runs.
+    pub fn started(mut self, config: &MonitorConfig) -> Result<MonitorStarted> {
+        match self.configure(config)? {
+            StatusReport::Started(s) => Ok(s),
+            StatusReport::Failed { error } => Err(Error::Monitor(error)),
+            StatusReport::Created { .. } => Err(Error::Monitor(format!(
+                "monitor for {} waits for a start it was not told about",
+                config.id
+            ))),
+        }
+    }
+
+    /// Configures a monitor spawned two-phase and waits until its container is created.
+    pub fn created(mut self, config: &MonitorConfig) -> Result<CreatedMonitor> {
+        match self.configure(config)? {
+            StatusReport::Created { .. } => match self.status.take() {
+                Some(status) => Ok(CreatedMonitor {
+                    id: config.id.clone(),
+                    status,
+                    start: self.start.take(),
+                }),
+                None => Err(Error::Monitor(format!(
+                    "monitor for {} lost its status pipe",
+                    config.id
+                ))),
+            },
+            StatusReport::Failed { error } => Err(Error::Monitor(error)),
+            StatusReport::Started(_) => Err(Error::Monitor(format!(
+                "monitor for {} started without waiting",
+                config.id
+            ))),
+        }
     }
 }
 
-/// Runs `binary monitor` with the status pipe on fd 3 and, with `two_phase`, the start pipe
-/// on fd 4; returns the status reader and the start writer.
-fn spawn(
-    binary: &Path,
-    config: &MonitorConfig,
-    two_phase: bool,
-) -> Result<(std::io::BufReader<std::fs::File>, Option<std::fs::File>)> {
-    let text = serde_json::to_vec(config).map_err(|e| Error::json("encode monitor config", e))?;
-    let cloexec = nix::fcntl::OFlag::O_CLOEXEC;
-    let (read_end, write_end) =
-        nix::unistd::pipe2(cloexec).map_err(|e| Error::sys("create status pipe", e))?;
-    let start_pipe = if two_phase {
-        Some(nix::unistd::pipe2(cloexec).map_err(|e| Error::sys("create start pipe", e))?)
-    } else {
-        None
-    };
-    // The child's fds 3 and 4: the status pipe's write end and the start pipe's read end.
-    let wanted: Vec<i32> = std::iter::once(write_end.as_raw_fd())
-        .chain(start_pipe.as_ref().map(|(r, _)| r.as_raw_fd()))
-        .collect();
-    let mut cmd = Command::new(binary);
-    cmd.arg("monitor")
-        .arg("--config")
-        .arg("-")
-        .arg("--status-fd")
-        .arg("3");
-    if two_phase {
-        cmd.arg("--start-fd").arg("4");
+impl Drop for PendingMonitor {
+    fn drop(&mut self) {
+        // Unconfigured: end-of-file on its stdin makes it exit; reap it.
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
     }
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    // SAFETY: dup, dup2 and fcntl are async-signal-safe; this runs in the forked child before
-    // exec and allocates nothing. Sources are first moved above the targets so that placing
-    // one cannot overwrite another; dup2 clears FD_CLOEXEC on the new descriptors, so only
-    // fds 3 and 4 survive exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            let mut moved = [-1i32; 2];
-            for (i, fd) in wanted.iter().enumerate() {
-                moved[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 10);
-                if moved[i] < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            for (i, fd) in moved.iter().take(wanted.len()).enumerate() {
-                if libc::dup2(*fd, 3 + i as i32) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| Error::io(format!("spawn {}", binary.display()), e))?;
-    drop(write_end);
-    let start = start_pipe.map(|(r, w)| {
-        drop(r);
-        std::fs::File::from(w)
-    });
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(&text)
-            .map_err(|e| Error::io("send monitor config", e))?;
-    }
-    // The direct child exits as soon as the detached monitor runs.
-    let _ = child.wait();
-    Ok((
-        std::io::BufReader::new(std::fs::File::from(read_end)),
-        start,
-    ))
 }
 
 /// Asks the monitor listening on `attach_socket` to copy the output its container has already
