@@ -415,3 +415,22 @@ fn pending_monitor_abandoned_or_configured_late() {
     assert!(log.contains("late\\n"), "{log}");
     Runtime::new(&c.root).delete(&c.id, false).unwrap();
 }
+
+/// A start is reported once the workload has been executed: the container's process is no
+/// longer libcontainer's init (whose name is `youki:[2:INIT]`) when `spawn_monitor` returns.
+#[test]
+fn start_returns_after_the_workload_exec() {
+    for i in 0..20 {
+        let c = TestContainer::new("mon-execd", &["sleep", "30"], |_| {});
+        let cfg = config(&c, "x", container_mode(&c));
+        let started = spawn_monitor(Path::new(berth_bin()), &cfg).unwrap();
+        let comm = std::fs::read_to_string(format!("/proc/{}/comm", started.container_pid))
+            .unwrap_or_default();
+        Runtime::new(&c.root)
+            .kill(&c.id, nix::sys::signal::Signal::SIGKILL, false)
+            .unwrap();
+        wait_exit(&cfg.exit_file);
+        Runtime::new(&c.root).delete(&c.id, false).unwrap();
+        assert_eq!(comm.trim(), "sleep", "run {i}");
+    }
+}

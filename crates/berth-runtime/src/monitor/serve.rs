@@ -29,6 +29,8 @@ const BUF_SIZE: usize = 32 * 1024;
 /// How long output is still drained after the process exited, while pipes stay open
 /// (a daemonised grandchild may hold them forever).
 const DRAIN_MS: u16 = 500;
+/// How long a start waits for the workload's `execve` before reporting anyway.
+const EXEC_WAIT_MS: u16 = 2000;
 /// How long the loop must be idle before the startup's memory is released.
 const SETTLE_MS: u16 = 100;
 /// Reads a `SYNC` request may take ([`Monitor::drain_outputs`]): 2 MiB at [`BUF_SIZE`].
@@ -82,6 +84,39 @@ fn setup_stdio(config: &MonitorConfig) -> Result<Stdio> {
         child: [Some(stdin_child), Some(out_w), Some(err_w)],
         console: None,
     })
+}
+
+/// A pipe whose write end is inherited by the container's init (see [`Monitor::start`]).
+fn exec_watch_pipe() -> Result<(OwnedFd, OwnedFd)> {
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| Error::sys("create exec watch pipe", e))?;
+    nix::fcntl::fcntl(
+        write.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+    )
+    .map_err(|e| Error::sys("make the exec watch pipe inheritable", e))?;
+    Ok((read, write))
+}
+
+/// Waits until every write end of `read`'s pipe is closed, at most `timeout_ms`.
+fn wait_for_eof(read: &OwnedFd, timeout_ms: u16) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(timeout_ms.into());
+    let mut byte = [0u8; 1];
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let left = u16::try_from(left.as_millis()).unwrap_or(timeout_ms);
+        let mut fds = [PollFd::new(read.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(left)) {
+            Ok(0) => return,
+            Ok(_) => match nix::unistd::read(read.as_raw_fd(), &mut byte) {
+                Ok(0) => return,
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => return,
+            },
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return,
+        }
+    }
 }
 
 /// Removes the console socket and the private directory [`setup_stdio`] made for it.
@@ -335,6 +370,14 @@ impl Monitor {
                 })?;
             }
         }
+        // The container's init inherits the write end; libcontainer marks every inherited fd
+        // close-on-exec just before the workload's execve, so end-of-file on the read end
+        // means the workload runs (or the init died).
+        let exec_watch = if is_container {
+            Some(exec_watch_pipe()?)
+        } else {
+            None
+        };
         let created = match &config.mode {
             MonitorMode::Container {
                 bundle,
@@ -394,6 +437,8 @@ impl Monitor {
                 remove_console_socket(p);
             }
         };
+        // Only the container's processes may hold the write end now.
+        let exec_watch = exec_watch.map(|(read, _write)| read);
         let pid = match created {
             Ok(pid) => pid,
             Err(e) => {
@@ -443,6 +488,12 @@ impl Monitor {
                 clients = g.wait(listener.as_ref()).map_err(fail)?;
             }
             runtime.start(&config.id).map_err(fail)?;
+            // Report the start once the workload has been executed, as dockerd's start only
+            // returns after containerd's: a client reading logs right after `start` then sees
+            // what the process printed at once.
+            if let Some(read) = exec_watch {
+                wait_for_eof(&read, EXEC_WAIT_MS);
+            }
         }
         std::fs::write(&config.monitor_pid_file, std::process::id().to_string()).map_err(|e| {
             fail(Error::io(
