@@ -7,7 +7,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bollard_stubs::models::{
-    ContainerConfig, ContainerCreateBody, HostConfig, RestartPolicyNameEnum,
+    ContainerConfig, ContainerCreateBody, HostConfig, HostConfigCgroupnsModeEnum,
+    RestartPolicyNameEnum,
 };
 use serde_json::{json, Value};
 
@@ -151,6 +152,18 @@ impl Daemon {
         let mut host_config = body.host_config.clone().unwrap_or_default();
         validate_host_config(&host_config)?;
         host_config.runtime = Some(runtime_name(host_config.runtime.as_deref())?);
+        if matches!(
+            host_config.cgroupns_mode,
+            None | Some(HostConfigCgroupnsModeEnum::EMPTY)
+        ) {
+            // dockerd's default-cgroupns-mode: the host's namespace on cgroup v1, a private
+            // one on v2 (where the container then sees its own cgroup as the root).
+            host_config.cgroupns_mode = Some(if self.host.cgroup_version == "2" {
+                HostConfigCgroupnsModeEnum::PRIVATE
+            } else {
+                HostConfigCgroupnsModeEnum::HOST
+            });
+        }
         crate::health::validate(body.healthcheck.as_ref())?;
         let image_ref = body
             .image

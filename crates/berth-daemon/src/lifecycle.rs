@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use berth_runtime::monitor::{self, ExitStatus, LogConfig, MonitorConfig, MonitorMode};
 use berth_runtime::spec::{self, ImageDefaults, NetworkMode, RunOptions};
-use bollard_stubs::models::RestartPolicyNameEnum;
+use bollard_stubs::models::{HostConfigCgroupnsModeEnum, RestartPolicyNameEnum};
 use nix::sys::signal::Signal;
 use tokio::io::unix::AsyncFd;
 
@@ -792,6 +792,8 @@ fn run_options(r: &ContainerRecord) -> Result<RunOptions> {
         cap_drop: hc.cap_drop.clone().unwrap_or_default(),
         privileged: hc.privileged.unwrap_or(false),
         read_only_rootfs: hc.readonly_rootfs.unwrap_or(false),
+        // Records made before the mode was filled in at create ran with a private one.
+        host_cgroupns: hc.cgroupns_mode == Some(HostConfigCgroupnsModeEnum::HOST),
         sysctls: hc.sysctls.clone().unwrap_or_default().into_iter().collect(),
         ulimits: hc
             .ulimits

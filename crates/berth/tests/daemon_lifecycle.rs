@@ -569,3 +569,42 @@ fn cgroup_favordynmods_option() {
     let out = d.docker(&["run", "--rm", "busybox", "echo", "started"]);
     assert_eq!(text(&out.stdout), "started\n", "{out:?}");
 }
+
+/// `--cgroupns`: dockerd's default is the host's cgroup namespace on a cgroup v1 host and a
+/// private one on v2; either can be asked for, and the container sees its cgroup accordingly.
+#[test]
+fn cgroup_namespace_modes() {
+    if !have_tools() {
+        return;
+    }
+    let d = Daemon::start();
+    import_busybox(&d);
+    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    ok(d.docker(&["create", "--name", "dflt", "busybox", "true"]));
+    let mode = ok(d.docker(&["inspect", "-f", "{{.HostConfig.CgroupnsMode}}", "dflt"]));
+    assert_eq!(mode.trim(), if v2 { "private" } else { "host" });
+    let id = ok(d.docker(&["inspect", "-f", "{{.Id}}", "dflt"]));
+    let cgroup = |mode: &str| {
+        ok(d.docker(&[
+            "run",
+            "--rm",
+            "--cgroupns",
+            mode,
+            "busybox",
+            "cat",
+            "/proc/self/cgroup",
+        ]))
+    };
+    // In the host's namespace the container's own cgroup path shows; in a private one, `/`.
+    let host = cgroup("host");
+    // (On a hybrid host the empty v2 hierarchy's line, `0::/`, says nothing.)
+    let own = |l: &&str| l.contains(":memory:") || l.contains(":pids:") || v2;
+    assert!(
+        host.lines().filter(own).all(|l| l.contains("/berth/")),
+        "{host}"
+    );
+    assert!(host.lines().any(|l| l.contains("/berth/")), "{host}");
+    let private = cgroup("private");
+    assert!(!private.contains("/berth/"), "{private}");
+    assert_eq!(id.trim().len(), 64);
+}

@@ -98,6 +98,9 @@ pub struct CreateArgs {
     /// Mount the container's root filesystem as read only
     #[arg(long)]
     read_only: bool,
+    /// Cgroup namespace to use (host|private); the daemon's default when unset
+    #[arg(long, value_parser = ["host", "private"])]
+    cgroupns: Option<String>,
     /// Signal to stop the container
     #[arg(long)]
     stop_signal: Option<String>,
@@ -183,6 +186,9 @@ fn create_body(a: &CreateArgs) -> Result<Value> {
     }
     if let Some(p) = a.pids_limit {
         host["PidsLimit"] = json!(p);
+    }
+    if let Some(mode) = &a.cgroupns {
+        host["CgroupnsMode"] = json!(mode);
     }
     host["Mounts"] = json!(super::volume::mounts_json(&a.mount)?);
     host["VolumesFrom"] = json!(a.volumes_from);

@@ -278,6 +278,9 @@ pub struct RunOptions {
     pub oom_score_adj: Option<i32>,
     /// Cgroup path (default `/berth/<id>`).
     pub cgroups_path: Option<String>,
+    /// `--cgroupns=host`: the container sees the host's cgroup namespace (dockerd's default on
+    /// cgroup v1 hosts) instead of a private one.
+    pub host_cgroupns: bool,
     /// Annotations copied into the spec.
     pub annotations: BTreeMap<String, String>,
 }
@@ -785,8 +788,10 @@ pub fn build_spec(
         ns(LinuxNamespaceType::Mount, None)?,
         ns(LinuxNamespaceType::Uts, None)?,
         ns(LinuxNamespaceType::Ipc, None)?,
-        ns(LinuxNamespaceType::Cgroup, None)?,
     ];
+    if !opts.host_cgroupns {
+        namespaces.push(ns(LinuxNamespaceType::Cgroup, None)?);
+    }
     match &opts.network {
         NetworkMode::None => namespaces.push(ns(LinuxNamespaceType::Network, None)?),
         NetworkMode::Host => {}
