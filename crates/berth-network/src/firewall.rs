@@ -2,13 +2,17 @@
 //! (IPv6 networks add network isolation in `ip6 berth`; no IPv6 NAT, as Docker by default),
 //! regenerated from the persisted state and swapped in a single atomic `nft -f` transaction,
 //! so the host's own tables are never touched and a restart (or reconcile) converges to
-//! exactly the rules the state implies. When the host's iptables FORWARD policy is DROP
+//! exactly the rules the state implies. Published ports are elements of two maps in that
+//! table: a container's start or removal only adds or deletes elements
+//! ([`render_port_changes`]), while the chains are reloaded when the networks change. When the host's iptables FORWARD policy is DROP
 //! (e.g. a Debian dockerd is running) an `ACCEPT` for each Berth bridge is added there too,
 //! tagged with a comment so it can be found and removed: a packet must be accepted by every
 //! base chain on the forward hook, ours alone is not enough.
 
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::io::Write as _;
+use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 
 use crate::error::{NetworkError, Result};
@@ -17,8 +21,92 @@ use crate::store::State;
 /// Name of the nftables table Berth owns.
 pub const TABLE: &str = "berth";
 
-/// Renders the complete `ip berth` table for `state`.
+/// One published port as an element of the table's port maps: `ports_ip` (keyed by host
+/// address, protocol and port) for a port bound to one address, `ports_any` (protocol and
+/// port) for one bound to all; the value is the container's address and port.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PortElement {
+    host_ip: Option<Ipv4Addr>,
+    proto: &'static str,
+    host_port: u16,
+    container_ip: Ipv4Addr,
+    container_port: u16,
+}
+
+impl PortElement {
+    fn map(&self) -> &'static str {
+        if self.host_ip.is_some() {
+            "ports_ip"
+        } else {
+            "ports_any"
+        }
+    }
+
+    fn key(&self) -> String {
+        match self.host_ip {
+            Some(ip) => format!("{ip} . {} . {}", self.proto, self.host_port),
+            None => format!("{} . {}", self.proto, self.host_port),
+        }
+    }
+}
+
+/// The port map elements `state` implies.
+pub fn port_elements(state: &State) -> BTreeSet<PortElement> {
+    state
+        .networks
+        .values()
+        .flat_map(|n| n.endpoints.values())
+        .flat_map(|ep| {
+            ep.ports.iter().map(|p| PortElement {
+                host_ip: Some(p.host_ip).filter(|ip| !ip.is_unspecified()),
+                proto: p.proto.as_str(),
+                host_port: p.host_port,
+                container_ip: ep.ip,
+                container_port: p.container_port,
+            })
+        })
+        .collect()
+}
+
+/// The nft commands taking the port maps from `old` to `new`. Changing set elements leaves
+/// every chain in place, so unlike a table reload the kernel does not wait for an RCU grace
+/// period: publishing a container's ports costs one short transaction.
+pub fn render_port_changes(
+    table: &str,
+    old: &BTreeSet<PortElement>,
+    new: &BTreeSet<PortElement>,
+) -> String {
+    let mut s = String::new();
+    for e in old.difference(new) {
+        let _ = writeln!(s, "delete element ip {table} {} {{ {} }}", e.map(), e.key());
+    }
+    for e in new.difference(old) {
+        let _ = writeln!(
+            s,
+            "add element ip {table} {} {{ {} : {} . {} }}",
+            e.map(),
+            e.key(),
+            e.container_ip,
+            e.container_port
+        );
+    }
+    s
+}
+
+/// Renders the complete `ip berth` table for `state`: the chains and rules, which change
+/// with the set of networks, then the published ports as map elements.
 pub fn render(table: &str, state: &State) -> String {
+    let mut s = render_structure(table, state);
+    s.push_str(&render_port_changes(
+        table,
+        &BTreeSet::new(),
+        &port_elements(state),
+    ));
+    s
+}
+
+/// The table without its port map elements (see [`render`]).
+pub fn render_structure(table: &str, state: &State) -> String {
     let nets: Vec<_> = state.networks.values().collect();
     let mut s = String::new();
     let _ = writeln!(
@@ -26,30 +114,17 @@ pub fn render(table: &str, state: &State) -> String {
         "table ip {table}\ndelete table ip {table}\ntable ip {table} {{"
     );
     // Port publishing: DNAT from anywhere that reaches a local address, including the
-    // host itself (output hook) so 127.0.0.1 and the bridge address work.
+    // host itself (output hook) so 127.0.0.1 and the bridge address work. A port bound to
+    // one address is looked up first.
+    s.push_str("  map ports_ip {\n    type ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service\n  }\n");
+    s.push_str(
+        "  map ports_any {\n    type inet_proto . inet_service : ipv4_addr . inet_service\n  }\n",
+    );
     s.push_str("  chain prerouting {\n    type nat hook prerouting priority dstnat; policy accept;\n    fib daddr type local jump ports\n  }\n");
     s.push_str("  chain output {\n    type nat hook output priority -100; policy accept;\n    fib daddr type local jump ports\n  }\n");
     s.push_str("  chain ports {\n");
-    for n in &nets {
-        for ep in n.endpoints.values() {
-            for p in &ep.ports {
-                let daddr = if p.host_ip.is_unspecified() {
-                    String::new()
-                } else {
-                    format!("ip daddr {} ", p.host_ip)
-                };
-                let _ = writeln!(
-                    s,
-                    "    {daddr}{proto} dport {hp} dnat to {ip}:{cp} comment \"{id}\"",
-                    proto = p.proto.as_str(),
-                    hp = p.host_port,
-                    ip = ep.ip,
-                    cp = p.container_port,
-                    id = ep.container_id
-                );
-            }
-        }
-    }
+    s.push_str("    dnat ip to ip daddr . meta l4proto . th dport map @ports_ip\n");
+    s.push_str("    dnat ip to meta l4proto . th dport map @ports_any\n");
     s.push_str("  }\n");
     s.push_str(
         "  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n",
@@ -113,7 +188,8 @@ fn render_isolation(s: &mut String, nets: &[&crate::store::NetworkRecord]) {
     }
 }
 
-fn nft(script: &str) -> Result<()> {
+/// Runs `script` as one `nft -f` transaction.
+pub fn nft(script: &str) -> Result<()> {
     let mut child = Command::new("nft")
         .arg("-f")
         .arg("-")
@@ -313,8 +389,31 @@ mod tests {
         st.networks.insert("b".into(), b);
         let r = render("t", &st);
         assert!(r.starts_with("table ip t\ndelete table ip t\ntable ip t {"));
-        assert!(r.contains("tcp dport 8080 dnat to 10.0.0.2:80"));
-        assert!(r.contains("ip daddr 127.0.0.1 udp dport 5353 dnat to 10.0.0.2:53"));
+        assert!(r.contains("dnat ip to ip daddr . meta l4proto . th dport map @ports_ip"));
+        assert!(r.contains("add element ip t ports_any { tcp . 8080 : 10.0.0.2 . 80 }"));
+        assert!(r.contains("add element ip t ports_ip { 127.0.0.1 . udp . 5353 : 10.0.0.2 . 53 }"));
+        // A container leaving and another arriving change elements only.
+        let before = port_elements(&st);
+        let mut after_state = st.clone();
+        if let Some(ep) = after_state
+            .networks
+            .get_mut("a")
+            .and_then(|n| n.endpoints.get_mut("c1"))
+        {
+            ep.ports.truncate(1);
+            ep.ip = Ipv4Addr::new(10, 0, 0, 3);
+        }
+        assert_eq!(
+            render_structure("t", &st),
+            render_structure("t", &after_state)
+        );
+        let changes = render_port_changes("t", &before, &port_elements(&after_state));
+        assert_eq!(
+            changes,
+            "delete element ip t ports_any { tcp . 8080 }\n\
+             delete element ip t ports_ip { 127.0.0.1 . udp . 5353 }\n\
+             add element ip t ports_any { tcp . 8080 : 10.0.0.3 . 80 }\n"
+        );
         assert!(r.contains("ip saddr 10.0.0.0/24 oifname != \"bra\" masquerade"));
         assert!(
             !r.contains("ip saddr 10.1.0.0/24 oifname != \"brb\" masquerade"),

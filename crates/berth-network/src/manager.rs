@@ -147,9 +147,16 @@ pub struct NetworkManager {
     cfg: Config,
     state: Mutex<State>,
     /// The ruleset last loaded into nftables. Most container starts publish no port and do
-    /// not change it, so they skip the `nft` run (tens of milliseconds) entirely.
-    applied: Mutex<Option<String>>,
+    /// not change it, so they skip the `nft` run entirely.
+    applied: Mutex<Option<AppliedFirewall>>,
     pub(crate) pool: Pool,
+}
+
+/// What nftables holds: the table's chains and rules, and the published ports.
+#[derive(Debug)]
+struct AppliedFirewall {
+    structure: String,
+    ports: std::collections::BTreeSet<firewall::PortElement>,
 }
 
 /// How many hex digits fit after `prefix` in a 15-byte interface name, at most `max`.
@@ -204,17 +211,37 @@ impl NetworkManager {
         self.cfg.state_dir.join("networks.json")
     }
 
-    /// Loads the rules `st` implies unless they are what nftables already holds.
+    /// Loads the rules `st` implies unless they are what nftables already holds: only the
+    /// port map elements that changed when the chains are the same, the whole table else.
     pub(crate) fn sync_firewall(&self, st: &State, force: bool) -> Result<()> {
-        let script = firewall::render(&self.cfg.table, st);
+        let structure = firewall::render_structure(&self.cfg.table, st);
+        let ports = firewall::port_elements(st);
         let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
-        if !force && applied.as_deref() == Some(script.as_str()) {
-            return Ok(());
+        let same_chains = applied
+            .as_ref()
+            .filter(|a| !force && a.structure == structure);
+        if let Some(a) = same_chains {
+            if a.ports == ports {
+                return Ok(());
+            }
+            let script = firewall::render_port_changes(&self.cfg.table, &a.ports, &ports);
+            *applied = None;
+            firewall::nft(&script)?;
+        } else {
+            *applied = None;
+            firewall::apply(&self.cfg.table, st)?;
         }
-        *applied = None;
-        firewall::apply(&self.cfg.table, st)?;
-        *applied = Some(script);
+        *applied = Some(AppliedFirewall { structure, ports });
         Ok(())
+    }
+
+    /// Whether nftables does not hold what `st` implies (or nothing is known of it).
+    fn firewall_stale(&self, st: &State) -> bool {
+        let applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
+        applied.as_ref().is_none_or(|a| {
+            a.structure != firewall::render_structure(&self.cfg.table, st)
+                || a.ports != firewall::port_elements(st)
+        })
     }
 
     pub(crate) fn commit(&self, guard: &mut State, new: State) -> Result<()> {
@@ -242,14 +269,7 @@ impl NetworkManager {
         let durable = !guard.networks.keys().eq(new.networks.keys());
         store::save(&self.state_path(), &new, durable)?;
         *guard = new;
-        let script = firewall::render(&self.cfg.table, guard);
-        let stale = self
-            .applied
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_deref()
-            != Some(script.as_str());
-        if stale && !self.sync_firewall_later() {
+        if self.firewall_stale(guard) && !self.sync_firewall_later() {
             self.sync_firewall(guard, false)?;
         }
         Ok(())
