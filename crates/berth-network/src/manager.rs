@@ -149,6 +149,10 @@ pub struct NetworkManager {
     /// The ruleset last loaded into nftables. Most container starts publish no port and do
     /// not change it, so they skip the `nft` run entirely.
     applied: Mutex<Option<AppliedFirewall>>,
+    /// Counts commits, each counted before its firewall sync: a deferred sync (the pool's
+    /// worker) applies its snapshot of the state only while no commit came after it, since
+    /// that one synced the firewall itself or queued another deferred sync.
+    commits: std::sync::atomic::AtomicU64,
     pub(crate) pool: Pool,
 }
 
@@ -195,6 +199,7 @@ impl NetworkManager {
             cfg,
             state: Mutex::new(state),
             applied: Mutex::new(None),
+            commits: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -214,9 +219,34 @@ impl NetworkManager {
     /// Loads the rules `st` implies unless they are what nftables already holds: only the
     /// port map elements that changed when the chains are the same, the whole table else.
     pub(crate) fn sync_firewall(&self, st: &State, force: bool) -> Result<()> {
+        self.sync_firewall_since(st, force, None)
+    }
+
+    /// The state and the commit count for a deferred [`Self::sync_firewall_snapshot`], taken
+    /// together under the state lock.
+    pub(crate) fn firewall_snapshot(&self) -> (State, u64) {
+        let st = self.lock();
+        (
+            st.clone(),
+            self.commits.load(std::sync::atomic::Ordering::SeqCst),
+        )
+    }
+
+    /// [`Self::sync_firewall`] from a snapshot, without holding the state lock (an `nft` run
+    /// must not hold up container starts and removals); nothing happens when a commit came
+    /// after the snapshot.
+    pub(crate) fn sync_firewall_snapshot(&self, st: &State, commits: u64) -> Result<()> {
+        self.sync_firewall_since(st, false, Some(commits))
+    }
+
+    fn sync_firewall_since(&self, st: &State, force: bool, commits: Option<u64>) -> Result<()> {
         let structure = firewall::render_structure(&self.cfg.table, st);
         let ports = firewall::port_elements(st);
         let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
+        let now = self.commits.load(std::sync::atomic::Ordering::SeqCst);
+        if commits.is_some_and(|seen| seen != now) {
+            return Ok(());
+        }
         let same_chains = applied
             .as_ref()
             .filter(|a| !force && a.structure == structure);
@@ -245,6 +275,8 @@ impl NetworkManager {
     }
 
     pub(crate) fn commit(&self, guard: &mut State, new: State) -> Result<()> {
+        self.commits
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if let Err(e) = self.sync_firewall(&new, false) {
             let _ = self.sync_firewall(guard, true);
             return Err(e);
@@ -266,6 +298,8 @@ impl NetworkManager {
     /// path. Rules are always rendered from the whole state, so a commit in between (a new
     /// container publishing the same port) replaces the stale ones in the same load.
     pub(crate) fn commit_withdrawing(&self, guard: &mut State, new: State) -> Result<()> {
+        self.commits
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let durable = !guard.networks.keys().eq(new.networks.keys());
         store::save(&self.state_path(), &new, durable)?;
         *guard = new;

@@ -467,8 +467,8 @@ fn worker(rx: &mpsc::Receiver<Job>, mgr: &Weak<NetworkManager>) {
             }
             Some(Job::Discard(entries)) => mgr.discard(&entries),
             Some(Job::Firewall) => {
-                let st = mgr.lock();
-                if let Err(err) = mgr.sync_firewall(&st, false) {
+                let (st, commits) = mgr.firewall_snapshot();
+                if let Err(err) = mgr.sync_firewall_snapshot(&st, commits) {
                     tracing::warn!(%err, "cannot update the firewall");
                 }
             }
