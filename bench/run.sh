@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Container start latency through the daemon, Berth against Debian's docker engine (and podman,
 # when installed), same run:
-#   1. `run --rm busybox true` with --network none and with the default bridge (hyperfine);
+#   1. `run --rm busybox true` with --network none, with the default bridge and with a published
+#      port `-p 127.0.0.1:18080:80` (hyperfine);
 #   2. 100 × `run -d busybox sleep 600`, then removing them all.
 #   bench/run.sh [BERTH_BINARY]   (default target/release/berth; RUNS=30, DETACHED=100)
 #
@@ -32,10 +33,10 @@ detached=${DETACHED:-100}
 start_berth "${1:-$here/target/release/berth}"
 start_docker
 
-time_run() { # engine-host label network -> prints mean ms
-  local host=$1 cli=$2 net=$3 out="$bench_dir/h-$RANDOM.json"
+time_run() { # engine-host cli network [run flags] -> prints mean ms
+  local host=$1 cli=$2 net=$3 extra=${4:-} out="$bench_dir/h-$RANDOM.json"
   DOCKER_HOST=$host hyperfine -N --warmup 3 --runs "$runs" --export-json "$out" \
-    "$cli run --rm --network $net busybox true" >/dev/null
+    "$cli run --rm --network $net $extra busybox true" >/dev/null
   mean_ms "$out"
 }
 
@@ -52,19 +53,23 @@ time_detached() { # host cli -> seconds for $detached × run -d
 
 b_none=$(time_run "$berth_host" "$berth" none)
 b_bridge=$(time_run "$berth_host" "$berth" bridge)
+b_port=$(time_run "$berth_host" "$berth" bridge "-p 127.0.0.1:18080:80")
 b_det=$(time_detached "$berth_host" "$berth")
 printf '%-44s %10s %10s %8s\n' "benchmark" "berth" "docker" "ratio"
 if [ -n "$docker_host" ]; then
   d_none=$(time_run "$docker_host" docker none)
   d_bridge=$(time_run "$docker_host" docker bridge)
+  d_port=$(time_run "$docker_host" docker bridge "-p 127.0.0.1:18080:80")
   d_det=$(time_detached "$docker_host" docker)
   ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
   printf '%-44s %8s ms %8s ms %7sx\n' "run --rm --network none busybox true" "$b_none" "$d_none" "$(ratio "$b_none" "$d_none")"
   printf '%-44s %8s ms %8s ms %7sx\n' "run --rm (default bridge) busybox true" "$b_bridge" "$d_bridge" "$(ratio "$b_bridge" "$d_bridge")"
+  printf '%-44s %8s ms %8s ms %7sx\n' "run --rm -p 127.0.0.1:18080:80 busybox true" "$b_port" "$d_port" "$(ratio "$b_port" "$d_port")"
   printf '%-44s %9s s %9s s %7sx\n' "$detached x run -d busybox sleep" "$b_det" "$d_det" "$(ratio "$b_det" "$d_det")"
 else
   printf '%-44s %8s ms\n' "run --rm --network none busybox true" "$b_none"
   printf '%-44s %8s ms\n' "run --rm (default bridge) busybox true" "$b_bridge"
+  printf '%-44s %8s ms\n' "run --rm -p 127.0.0.1:18080:80 busybox true" "$b_port"
   printf '%-44s %9s s\n' "$detached x run -d busybox sleep" "$b_det"
 fi
 start_podman
@@ -78,3 +83,4 @@ if [ -n "$podman" ]; then
 fi
 diff_ms() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", a - b }'; }
 echo "bridge cost: berth +$(diff_ms "$b_bridge" "$b_none") ms${docker_host:+, docker +$(diff_ms "${d_bridge:-0}" "${d_none:-0}") ms}"
+echo "published port cost: berth +$(diff_ms "$b_port" "$b_bridge") ms${docker_host:+, docker +$(diff_ms "${d_port:-0}" "${d_bridge:-0}") ms}"
