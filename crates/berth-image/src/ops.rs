@@ -601,7 +601,11 @@ impl Store {
             } else {
                 fs::remove_file(&p)
             };
-            r.ctx("remove", p)?;
+            match r {
+                // The reaper thread was deleting it too (see `Store::remove_rootfs`).
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                r => r.ctx("remove", p)?,
+            }
         }
         // Temp files of an interrupted index rewrite (atomic_write) sit next to the index;
         // the index lock keeps a rewrite in progress from losing its file.
