@@ -890,48 +890,117 @@ fn without_sibling_rootfs_mounts<T>(
 /// page cache. Mappings holding anonymous (copy-on-write) pages, such as RELRO segments with
 /// applied relocations, and writable mappings are left alone.
 fn release_startup_memory() {
-    drop_clean_file_pages();
     // SAFETY: malloc_trim only returns free memory to the kernel.
     unsafe {
         libc::malloc_trim(0);
     }
+    // Found first, unmapped last: code that runs after an madvise faults its pages back (and
+    // 64 KiB around each), so nothing but the loop may run once the pages are dropped.
+    let mut ranges = [(0usize, 0usize); MAX_DROPPED_MAPPINGS];
+    let found = clean_file_mappings(&mut ranges);
+    for &(start, end) in &ranges[..found] {
+        // SAFETY: read-only file pages of this process, none copied-on-write (whole mappings
+        // without anonymous pages, or runs of resident file-backed pages): MADV_DONTNEED only
+        // unmaps pages that fault back unchanged from the file.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
+        }
+    }
 }
 
-fn drop_clean_file_pages() {
+/// How many mappings [`release_startup_memory`] drops at most (the monitor has about 20).
+const MAX_DROPPED_MAPPINGS: usize = 64;
+
+/// Fills `out` with the ranges of this process's private read-only file mappings that hold no
+/// anonymous (copied-on-write) page, from `/proc/self/smaps`; returns how many it found. In a
+/// mapping that has some (the relocated part of `.data.rel.ro`), the runs of resident pages
+/// that still come from the file are taken, found through `/proc/self/pagemap`.
+fn clean_file_mappings(out: &mut [(usize, usize)]) -> usize {
     let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
-        return;
+        return 0;
     };
-    let mut candidate: Option<(usize, usize)> = None;
-    let flush = |candidate: &mut Option<(usize, usize)>| {
-        if let Some((start, end)) = candidate.take() {
-            // SAFETY: a private, read-only file mapping of this process without anonymous
-            // pages: MADV_DONTNEED only unmaps pages that fault back unchanged from the file.
-            unsafe {
-                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
-            }
-        }
-    };
+    // (start, end, holds anonymous pages) of each read-only file mapping.
+    let mut mappings: Vec<(usize, usize, bool)> = Vec::new();
     for line in smaps.lines() {
         let mut fields = line.split_whitespace();
         let Some(first) = fields.next() else { continue };
         if let Some((start, end)) = first.split_once('-') {
             // A mapping header: `start-end perms offset dev inode path`.
-            flush(&mut candidate);
             let perms = fields.next().unwrap_or("");
             let path = fields.nth(3).unwrap_or("");
-            if (perms == "r-xp" || perms == "r--p") && path.starts_with('/') {
-                if let (Ok(start), Ok(end)) = (
-                    usize::from_str_radix(start, 16),
-                    usize::from_str_radix(end, 16),
-                ) {
-                    candidate = Some((start, end));
-                }
+            let range = (
+                usize::from_str_radix(start, 16),
+                usize::from_str_radix(end, 16),
+            );
+            if let ((Ok(start), Ok(end)), "r-xp" | "r--p", true) =
+                (range, perms, path.starts_with('/'))
+            {
+                mappings.push((start, end, false));
             }
         } else if first == "Anonymous:" && fields.next() != Some("0") {
-            candidate = None;
+            if let Some(last) = mappings.last_mut() {
+                last.2 = true;
+            }
         }
     }
-    flush(&mut candidate);
+    drop(smaps);
+    let pagemap = std::fs::File::open("/proc/self/pagemap").ok();
+    let mut found = 0;
+    let mut push = |range: (usize, usize)| {
+        if found < out.len() && range.0 < range.1 {
+            out[found] = range;
+            found += 1;
+        }
+    };
+    for (start, end, mixed) in mappings {
+        if !mixed {
+            push((start, end));
+        } else if let Some(pagemap) = &pagemap {
+            for run in file_page_runs(pagemap, start, end) {
+                push(run);
+            }
+        }
+    }
+    found
+}
+
+/// Runs of pages in `[start, end)` that are resident and file-backed (pagemap bits 63 and
+/// 61): neither copied-on-write nor swapped out, so dropping them loses nothing.
+fn file_page_runs(pagemap: &std::fs::File, start: usize, end: usize) -> Vec<(usize, usize)> {
+    use std::os::unix::fs::FileExt;
+    // SAFETY: sysconf only reads a system constant.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    let Ok(page) = usize::try_from(page) else {
+        return Vec::new();
+    };
+    const PRESENT: u64 = 1 << 63;
+    const FILE: u64 = 1 << 61;
+    let pages = (end - start) / page;
+    let mut raw = vec![0u8; pages * 8];
+    if pagemap
+        .read_exact_at(&mut raw, (start / page * 8) as u64)
+        .is_err()
+    {
+        return Vec::new();
+    }
+    let mut runs = Vec::new();
+    let mut run_start = None;
+    for (i, entry) in raw.chunks_exact(8).enumerate() {
+        let bits = u64::from_le_bytes(entry.try_into().unwrap_or([0; 8]));
+        let addr = start + i * page;
+        match (bits & PRESENT != 0 && bits & FILE != 0, run_start) {
+            (true, None) => run_start = Some(addr),
+            (false, Some(s)) => {
+                runs.push((s, addr));
+                run_start = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(s) = run_start {
+        runs.push((s, end));
+    }
+    runs
 }
 
 fn set_nonblocking(fd: BorrowedFd<'_>) {
