@@ -125,9 +125,6 @@ pub async fn get(ctx: &Ctx, key: &str) -> Result<Response<Body>> {
     Ok(resp)
 }
 
-/// How much of an upload is still read after its extraction failed (see [`put`]).
-const MAX_DISCARDED_UPLOAD: usize = 64 << 20;
-
 /// `PUT /containers/{id}/archive?path=&noOverwriteDirNonDir=&copyUIDGID=`: the body, a tar
 /// stream (gzip or zstd compressed or not), unpacked into the directory `path` leads to.
 pub async fn put(ctx: &Ctx, key: &str, req: Request<Incoming>) -> Result<Response<Body>> {
@@ -142,23 +139,15 @@ pub async fn put(ctx: &Ctx, key: &str, req: Request<Incoming>) -> Result<Respons
     let (chunk_tx, chunk_rx) = mpsc::channel::<Bytes>(16);
     let forward = tokio::spawn(async move {
         let mut body = req.into_body();
-        let mut discarded = 0usize;
         while let Some(frame) = body.frame().await {
             let Ok(frame) = frame else { return false };
             let Ok(data) = frame.into_data() else {
                 continue;
             };
-            if chunk_tx.is_closed() {
-                // The extraction ended (failed). The rest of the body is read and dropped, up
-                // to a bound, so that the client is still sending when the error comes back:
-                // closing a socket with unread data resets it, and the client would see
-                // "broken pipe" instead of the error.
-                discarded += data.len();
-                if discarded > MAX_DISCARDED_UPLOAD {
-                    return true;
-                }
-            } else {
-                let _ = chunk_tx.send(data).await;
+            if chunk_tx.send(data).await.is_err() {
+                // The extraction ended (failed): the rest is read only for the error's sake.
+                super::discard_body(&mut body).await;
+                return true;
             }
         }
         true

@@ -273,7 +273,7 @@ pub async fn import(ctx: &Ctx, req: Request<Incoming>) -> Result<Response<Body>>
     // A bad change fails the request before anything of the body is kept.
     let mut config = serde_json::Map::new();
     if let Err(err) = apply_changes(&mut config, &q.get_all("changes")) {
-        discard_body(req).await;
+        super::discard_body(&mut req.into_body()).await;
         return Err(err);
     }
     let opts = berth_image::ImportOptions {
@@ -314,25 +314,6 @@ fn apply_changes(
 ) -> Result<()> {
     berth_builder::apply_changes(config, changes)
         .map_err(|e| Error::InvalidParameter(e.to_string()))
-}
-
-/// How much of a refused upload is still read (see [`discard_body`]).
-const MAX_DISCARDED_UPLOAD: usize = 64 << 20;
-
-/// Reads and drops a refused request's body, up to a bound, before the error goes back:
-/// closing a socket with unread data resets it, and a client still sending would see "broken
-/// pipe" instead of the error.
-async fn discard_body(req: Request<Incoming>) {
-    let mut body = req.into_body();
-    let mut discarded = 0usize;
-    while let Some(Ok(frame)) = body.frame().await {
-        if let Ok(data) = frame.into_data() {
-            discarded += data.len();
-            if discarded > MAX_DISCARDED_UPLOAD {
-                return;
-            }
-        }
-    }
 }
 
 struct RemoveOnDrop(std::path::PathBuf);

@@ -284,6 +284,24 @@ impl hyper::body::Body for ChannelBody {
     }
 }
 
+/// How much of a refused upload is still read before the error goes back ([`discard_body`]).
+const MAX_DISCARDED_UPLOAD: usize = 64 << 20;
+
+/// Reads and drops what is left of a refused request's body, up to a bound: closing a socket
+/// with unread data resets it, and a client still sending would see "broken pipe" instead of
+/// the error.
+pub async fn discard_body(body: &mut Incoming) {
+    let mut discarded = 0usize;
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Ok(data) = frame.into_data() {
+            discarded += data.len();
+            if discarded > MAX_DISCARDED_UPLOAD {
+                return;
+            }
+        }
+    }
+}
+
 /// Reads a JSON request body of at most [`MAX_JSON_BODY`] bytes; an empty body decodes as
 /// `{}` (Docker accepts a missing body for optional configs).
 pub async fn read_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T> {
