@@ -1054,3 +1054,50 @@ fn set_window_size(pty: BorrowedFd<'_>, rows: u16, cols: u16) {
         libc::ioctl(pty.as_raw_fd(), libc::TIOCSWINSZ, &ws);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::file_page_runs;
+
+    /// A page copied on write (what relocations do to `.data.rel.ro`) is never in a run that
+    /// the monitor would drop, and the runs stay inside the mapping.
+    #[test]
+    fn page_runs_skip_copied_on_write_pages() {
+        use std::io::Write;
+        // SAFETY: sysconf only reads a system constant.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap();
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(&vec![7u8; 16 * page]).unwrap();
+        let len = 16 * page;
+        // SAFETY: a fresh private mapping of a file we own, unmapped at the end of the test.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE,
+                std::os::fd::AsRawFd::as_raw_fd(&file),
+                0,
+            )
+        };
+        assert_ne!(base, libc::MAP_FAILED);
+        let start = base as usize;
+        for i in 0..16 {
+            // SAFETY: inside the mapping; reads fault the file pages in.
+            let _ = unsafe { std::ptr::read_volatile((start + i * page) as *const u8) };
+        }
+        // SAFETY: inside the writable private mapping: this page becomes anonymous.
+        unsafe { std::ptr::write_volatile((start + 2 * page) as *mut u8, 1) };
+        let pagemap = std::fs::File::open("/proc/self/pagemap").unwrap();
+        let runs = file_page_runs(&pagemap, start, start + len);
+        // SAFETY: unmapping what was mapped above.
+        unsafe { libc::munmap(base, len) };
+        assert!(!runs.is_empty());
+        let cow = start + 2 * page;
+        for (a, b) in &runs {
+            assert!(start <= *a && a < b && *b <= start + len, "{runs:?}");
+            assert!(!(*a <= cow && cow < *b), "copied page in {runs:?}");
+        }
+        assert!(runs.iter().any(|(a, _)| *a == start), "{runs:?}");
+    }
+}
