@@ -93,6 +93,45 @@ pub fn render_port_changes(
     s
 }
 
+/// The netlink form of [`render_port_changes`] (see [`crate::nfset`]): deletions first.
+pub fn port_changes(
+    old: &BTreeSet<PortElement>,
+    new: &BTreeSet<PortElement>,
+) -> Vec<crate::nfset::ElementChange> {
+    let deleted = old.difference(new).map(|e| e.change(false));
+    deleted
+        .chain(new.difference(old).map(|e| e.change(true)))
+        .collect()
+}
+
+impl PortElement {
+    /// In nftables' register layout: every field of a concatenation padded to 4 bytes.
+    fn change(&self, add: bool) -> crate::nfset::ElementChange {
+        let port = |p: u16| {
+            let [a, b] = p.to_be_bytes();
+            [a, b, 0, 0]
+        };
+        let proto: u8 = match self.proto {
+            "udp" => libc::IPPROTO_UDP as u8,
+            _ => libc::IPPROTO_TCP as u8,
+        };
+        let mut key = Vec::with_capacity(12);
+        if let Some(ip) = self.host_ip {
+            key.extend_from_slice(&ip.octets());
+        }
+        key.extend_from_slice(&[proto, 0, 0, 0]);
+        key.extend_from_slice(&port(self.host_port));
+        let mut data = self.container_ip.octets().to_vec();
+        data.extend_from_slice(&port(self.container_port));
+        crate::nfset::ElementChange {
+            add,
+            set: self.map().to_string(),
+            key,
+            data: add.then_some(data),
+        }
+    }
+}
+
 /// Renders the complete `ip berth` table for `state`: the chains and rules, which change
 /// with the set of networks, then the published ports as map elements.
 pub fn render(table: &str, state: &State) -> String {

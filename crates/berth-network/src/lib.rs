@@ -36,6 +36,7 @@ pub mod manager;
 pub mod mode;
 pub mod netlink;
 pub mod netns;
+pub mod nfset;
 pub mod pool;
 pub mod ports;
 pub mod store;

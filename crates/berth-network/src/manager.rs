@@ -254,9 +254,14 @@ impl NetworkManager {
             if a.ports == ports {
                 return Ok(());
             }
+            let changes = firewall::port_changes(&a.ports, &ports);
             let script = firewall::render_port_changes(&self.cfg.table, &a.ports, &ports);
             *applied = None;
-            firewall::nft(&script)?;
+            if let Err(err) = crate::nfset::apply(&self.cfg.table, &changes) {
+                // The same change through `nft`, which names what it rejects.
+                tracing::debug!(%err, "netlink set update failed; retrying with nft");
+                firewall::nft(&script)?;
+            }
         } else {
             *applied = None;
             firewall::apply(&self.cfg.table, st)?;
