@@ -249,13 +249,19 @@ mod tests {
         };
         apply(&table, &[delete]).unwrap();
         let listed = list(&table);
-        assert!(!listed.contains("8080") && listed.contains("8081"), "{listed}");
+        assert!(
+            !listed.contains("8080") && listed.contains("8081"),
+            "{listed}"
+        );
         let bad = ElementChange {
             set: "nosuchmap".into(),
             ..add(9090)
         };
         assert!(apply(&table, &[add(9091), bad]).is_err());
-        assert!(!list(&table).contains("9091"), "the batch is one transaction");
+        assert!(
+            !list(&table).contains("9091"),
+            "the batch is one transaction"
+        );
     }
 
     #[test]
