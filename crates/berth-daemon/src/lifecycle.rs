@@ -314,6 +314,28 @@ impl Daemon {
                 "the container's monitor exited without an exit status",
             ),
         };
+        // The run is torn down before its exit becomes visible: `restart` (stop, then start)
+        // waits only for the recorded exit, and the new run's network namespace, rootfs
+        // mount and runtime state must not be what this teardown removes.
+        let current = self
+            .containers
+            .get(id)
+            .is_ok_and(|r| r.state.running && r.state.pid == pid);
+        if !current {
+            return Ok(());
+        }
+        let d = Arc::clone(self);
+        let rid = id.to_owned();
+        let _ = tokio::task::spawn_blocking(move || {
+            if d.runtime.exists(&rid) {
+                if let Err(err) = d.runtime.delete(&rid, true) {
+                    tracing::warn!(id = %rid, %err, "cannot delete runtime state");
+                }
+            }
+            d.release_rootfs_if_unused(&rid);
+            d.network_teardown(&rid);
+        })
+        .await;
         let (record, changed) = self.containers.update(id, |r| {
             if !r.state.running || r.state.pid != pid {
                 return Ok(false);
@@ -332,18 +354,8 @@ impl Daemon {
         if !changed {
             return Ok(());
         }
-        let d = Arc::clone(self);
-        let rid = record.id.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            if d.runtime.exists(&rid) {
-                if let Err(err) = d.runtime.delete(&rid, true) {
-                    tracing::warn!(id = %rid, %err, "cannot delete runtime state");
-                }
-            }
-            d.release_rootfs_if_unused(&rid);
-            d.network_teardown(&rid);
-        })
-        .await;
+        // A copy that ended while the record still said running left the rootfs mounted.
+        self.release_rootfs_if_unused(&record.id);
         if oom {
             self.container_event("oom", &record, &[]);
         }
