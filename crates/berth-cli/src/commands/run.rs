@@ -410,11 +410,12 @@ pub(crate) fn track_terminal_size(c: &Client, path: &str) {
     };
     let c = c.clone();
     let path = path.to_owned();
+    // Listening before the first request: SIGWINCH is ignored by default, so one that came
+    // while the initial size was still being sent used to be lost.
+    let winch = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change());
     tokio::spawn(async move {
         send(c.clone(), path.clone()).await;
-        let Ok(mut winch) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())
-        else {
+        let Ok(mut winch) = winch else {
             return;
         };
         while winch.recv().await.is_some() {
