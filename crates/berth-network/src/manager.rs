@@ -247,24 +247,23 @@ impl NetworkManager {
         if commits.is_some_and(|seen| seen != now) {
             return Ok(());
         }
-        let same_chains = applied
-            .as_ref()
-            .filter(|a| !force && a.structure == structure);
-        if let Some(a) = same_chains {
-            if a.ports == ports {
-                return Ok(());
+        // Taken out: unknown until the update below succeeds.
+        let old_ports = match applied.take() {
+            Some(a) if !force && a.structure == structure => Some(a.ports),
+            _ => None,
+        };
+        match old_ports {
+            Some(old) if old == ports => {}
+            Some(old) => {
+                let changes = firewall::port_changes(&old, &ports);
+                if let Err(err) = crate::nfset::apply(&self.cfg.table, &changes) {
+                    // The same change through `nft`, which names what it rejects.
+                    tracing::debug!(%err, "netlink set update failed; retrying with nft");
+                    let script = firewall::render_port_changes(&self.cfg.table, &old, &ports);
+                    firewall::nft(&script)?;
+                }
             }
-            let changes = firewall::port_changes(&a.ports, &ports);
-            let script = firewall::render_port_changes(&self.cfg.table, &a.ports, &ports);
-            *applied = None;
-            if let Err(err) = crate::nfset::apply(&self.cfg.table, &changes) {
-                // The same change through `nft`, which names what it rejects.
-                tracing::debug!(%err, "netlink set update failed; retrying with nft");
-                firewall::nft(&script)?;
-            }
-        } else {
-            *applied = None;
-            firewall::apply(&self.cfg.table, st)?;
+            None => firewall::apply(&self.cfg.table, st)?,
         }
         *applied = Some(AppliedFirewall { structure, ports });
         Ok(())
