@@ -3,8 +3,9 @@
 //! regenerated from the persisted state and swapped in a single atomic `nft -f` transaction,
 //! so the host's own tables are never touched and a restart (or reconcile) converges to
 //! exactly the rules the state implies. Published ports are elements of two maps in that
-//! table: a container's start or removal only adds or deletes elements
-//! ([`render_port_changes`]), while the chains are reloaded when the networks change. When the host's iptables FORWARD policy is DROP
+//! table: a container's start or removal only adds or deletes elements ([`port_changes`],
+//! sent over netlink by [`crate::nfset`]; [`render_port_changes`] is the same in nft's
+//! language, the fallback), while the chains are reloaded when the networks change. When the host's iptables FORWARD policy is DROP
 //! (e.g. a Debian dockerd is running) an `ACCEPT` for each Berth bridge is added there too,
 //! tagged with a comment so it can be found and removed: a packet must be accepted by every
 //! base chain on the forward hook, ours alone is not enough.
