@@ -289,6 +289,32 @@ impl ContainerStore {
         key: &str,
         change: impl FnOnce(&mut ContainerRecord) -> Result<T>,
     ) -> Result<(ContainerRecord, T)> {
+        self.change(key, change, true)
+    }
+
+    /// [`ContainerStore::update`] in memory only, for a state that the record's removal
+    /// follows at once (the exit of a `--rm` container): a crash in between leaves the
+    /// previous record on disk, from which the next `open` and restore derive the same state
+    /// (they read the run's exit file), and the removal saves a disk flush.
+    pub fn update_unpersisted<T>(
+        &self,
+        key: &str,
+        change: impl FnOnce(&mut ContainerRecord) -> Result<T>,
+    ) -> Result<(ContainerRecord, T)> {
+        self.change(key, change, false)
+    }
+
+    /// Writes the in-memory record of `key` to disk (after [`Self::update_unpersisted`]).
+    pub fn persist(&self, key: &str) -> Result<()> {
+        self.change(key, |_| Ok(()), true).map(drop)
+    }
+
+    fn change<T>(
+        &self,
+        key: &str,
+        change: impl FnOnce(&mut ContainerRecord) -> Result<T>,
+        persist: bool,
+    ) -> Result<(ContainerRecord, T)> {
         let mut index = lock(&self.index);
         let id = resolve_in(&index, key)?;
         let mut record = index
@@ -297,7 +323,9 @@ impl ContainerStore {
             .cloned()
             .ok_or_else(|| Error::NoSuchContainer(key.to_string()))?;
         let out = change(&mut record)?;
-        write_record(&self.dir(&id), &record, Durability::OldOrNew)?;
+        if persist {
+            write_record(&self.dir(&id), &record, Durability::OldOrNew)?;
+        }
         index.by_id.insert(id, record.clone());
         Ok((record, out))
     }
@@ -519,5 +547,25 @@ mod tests {
         reopened.remove(&a).unwrap();
         assert!(!dir.path().join(&a).exists());
         assert_eq!(ContainerStore::open(dir.path()).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn unpersisted_changes_reach_disk_only_when_persisted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContainerStore::open(dir.path()).unwrap();
+        let id = "e5".repeat(32);
+        store.create(record(&id, "short-lived")).unwrap();
+        let (changed, ()) = store
+            .update_unpersisted(&id, |r| {
+                r.state.set_exited(7, "");
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(changed.state.exit_code, 7);
+        assert_eq!(store.get(&id).unwrap().state.exit_code, 7);
+        let on_disk = || ContainerStore::open(dir.path()).unwrap().get(&id).unwrap();
+        assert_eq!(on_disk().state.exit_code, 0, "written before persist");
+        store.persist(&id).unwrap();
+        assert_eq!(on_disk().state.exit_code, 7);
     }
 }
