@@ -317,13 +317,15 @@ impl Daemon {
         // The run is torn down before its exit becomes visible: `restart` (stop, then start)
         // waits only for the recorded exit, and the new run's network namespace, rootfs
         // mount and runtime state must not be what this teardown removes.
-        let current = self
+        let Some(auto_remove) = self
             .containers
             .get(id)
-            .is_ok_and(|r| r.state.running && r.state.pid == pid);
-        if !current {
+            .ok()
+            .filter(|r| r.state.running && r.state.pid == pid)
+            .map(|r| r.host_config.auto_remove == Some(true))
+        else {
             return Ok(());
-        }
+        };
         let d = Arc::clone(self);
         let rid = id.to_owned();
         let _ = tokio::task::spawn_blocking(move || {
@@ -332,11 +334,17 @@ impl Daemon {
                     tracing::warn!(id = %rid, %err, "cannot delete runtime state");
                 }
             }
-            d.release_rootfs_if_unused(&rid);
+            // A `--rm` container's rootfs and volumes go with its removal below, whose
+            // unmount happens off this path (the image store's reaper thread).
+            if !auto_remove {
+                d.release_rootfs_if_unused(&rid);
+            }
             d.network_teardown(&rid);
         })
         .await;
-        let (record, changed) = self.containers.update(id, |r| {
+        // A `--rm` container (which has no restart policy) is removed right after: its exit
+        // is not written to disk first.
+        let record_exit = |r: &mut ContainerRecord| {
             if !r.state.running || r.state.pid != pid {
                 return Ok(false);
             }
@@ -350,12 +358,19 @@ impl Daemon {
                 r.state.status = Status::Restarting;
             }
             Ok(true)
-        })?;
+        };
+        let (record, changed) = if auto_remove {
+            self.containers.update_unpersisted(id, record_exit)?
+        } else {
+            self.containers.update(id, record_exit)?
+        };
         if !changed {
             return Ok(());
         }
         // A copy that ended while the record still said running left the rootfs mounted.
-        self.release_rootfs_if_unused(&record.id);
+        if !auto_remove {
+            self.release_rootfs_if_unused(&record.id);
+        }
         if oom {
             self.container_event("oom", &record, &[]);
         }
@@ -364,8 +379,14 @@ impl Daemon {
             self.schedule_restart(record.id.clone(), delay);
             return Ok(());
         }
-        if record.host_config.auto_remove == Some(true) {
-            self.remove_container(&record.id, true).await?;
+        if auto_remove {
+            if let Err(err) = self.remove_container(&record.id, true).await {
+                // Still listed: its exit must then be on disk, and its run released, like
+                // any other.
+                let _ = self.containers.persist(&record.id);
+                self.release_rootfs_if_unused(&record.id);
+                return Err(err);
+            }
         }
         Ok(())
     }

@@ -597,7 +597,7 @@ impl Store {
         for e in fs::read_dir(&tmp).ctx("list", &tmp)?.flatten() {
             let p = e.path();
             let r = if p.is_dir() {
-                fs::remove_dir_all(&p)
+                crate::rootfs::delete_removed_tree(&p)
             } else {
                 fs::remove_file(&p)
             };

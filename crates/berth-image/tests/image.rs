@@ -811,3 +811,52 @@ fn intermediate_images_stay_while_their_child_does() {
         vec![DeleteItem::Deleted(lone.to_string())]
     );
 }
+
+#[test]
+fn removed_rootfs_is_detached_and_deleted_in_the_background_or_by_gc() {
+    let ts = TestStore::new();
+    import_busybox(&ts, "busybox");
+    let mountinfo_mentions = |needle: &str| {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .any(|l| l.contains(needle))
+    };
+    let tmp = ts.store.root().join("tmp");
+
+    // The reaper thread detaches the overlay before deleting the tree that holds it.
+    ts.store.prepare_rootfs("busybox", "r1").unwrap();
+    let rootfs = ts.store.mount_rootfs("r1").unwrap();
+    std::fs::write(rootfs.path.join("written"), b"upper").unwrap();
+    ts.store.remove_rootfs("r1").unwrap();
+    assert!(ts.store.mount_rootfs("r1").is_err(), "gone from the store");
+    let doomed = tmp.join("removed-r1");
+    for _ in 0..500 {
+        if !doomed.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(!doomed.exists(), "the reaper left {}", doomed.display());
+    assert!(
+        !mountinfo_mentions("/r1/merged"),
+        "r1's rootfs still mounted"
+    );
+
+    // A tree left in tmp/ with its mount (the daemon died before its reaper ran) goes with gc.
+    ts.store.prepare_rootfs("busybox", "r2").unwrap();
+    ts.store.mount_rootfs("r2").unwrap();
+    let left = tmp.join("removed-r2");
+    std::fs::rename(ts.store.root().join("containers/r2"), &left).unwrap();
+    assert!(mountinfo_mentions("removed-r2/merged"));
+    ts.store.gc().unwrap();
+    assert!(!left.exists());
+    assert!(!mountinfo_mentions("removed-r2/merged"));
+
+    // The image's files are untouched.
+    ts.store.prepare_rootfs("busybox", "r3").unwrap();
+    let rootfs = ts.store.mount_rootfs("r3").unwrap();
+    assert!(rootfs.path.join("bin/busybox").exists());
+    assert!(!rootfs.path.join("written").exists());
+    rootfs.remove().unwrap();
+}
