@@ -321,10 +321,27 @@ impl Daemon {
                 mode: NetworkMode::Host,
                 mounts: files(None, None, true)?,
             }),
-            Mode::None => Ok(NetSetup {
-                mode: NetworkMode::None,
-                mounts: files(None, None, false)?,
-            }),
+            Mode::None => {
+                // Made ahead of time (its loopback up, as in Docker) and pinned like a bridge
+                // container's namespace, so that teardown is the same.
+                let path = self.network.netns_path(&r.id);
+                // A namespace left by a run the daemon did not see end.
+                self.network_teardown(&r.id);
+                self.network
+                    .mgr
+                    .isolated_netns(&path)
+                    .map_err(|e| Error::Internal(format!("network namespace: {e}")))?;
+                match files(None, None, false) {
+                    Ok(mounts) => Ok(NetSetup {
+                        mode: NetworkMode::Path(path),
+                        mounts,
+                    }),
+                    Err(e) => {
+                        self.network_teardown(&r.id);
+                        Err(e)
+                    }
+                }
+            }
             Mode::Container(other) => {
                 let o = self.containers.get(other)?;
                 if !o.state.running {

@@ -345,6 +345,19 @@ fn attach_veth_inner(bridge: &str, host_name: &str, c: &ContainerIface<'_>) -> R
     })
 }
 
+/// Sets the loopback interface of the namespace at `netns` up (the kernel gives it its
+/// 127.0.0.1/8 and ::1 then), as Docker's `none` network has it.
+pub fn loopback_up(netns: &Path) -> Result<()> {
+    run(Some(netns), |h| async move {
+        let lo = must_index(&h, "lo").await?;
+        h.link()
+            .set(LinkUnspec::new_with_index(lo).up().build())
+            .execute()
+            .await
+            .map_err(nl("set up", "lo"))
+    })
+}
+
 /// Deletes interface `name` inside the namespace at `netns` (used when detaching a
 /// container whose namespace outlives the endpoint).
 pub fn delete_link_in(netns: &Path, name: &str) -> Result<()> {

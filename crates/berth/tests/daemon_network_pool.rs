@@ -29,26 +29,42 @@ fn pool_dir(d: &Daemon) -> PathBuf {
     d.dir.path().join("run").join("netns-pool")
 }
 
-/// Names of the pooled namespaces (one per entry, named after its host veth).
-fn pooled(d: &Daemon) -> Vec<String> {
+/// The `none` network's pooled namespaces are named `isolated-<pid>-<n>`.
+fn is_isolated(name: &str) -> bool {
+    name.starts_with("isolated-")
+}
+
+/// Names of the pooled namespaces of bridge networks (one per entry, named after its host
+/// veth), or with `isolated`, those of the `none` network.
+fn pooled_of(d: &Daemon, isolated: bool) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(pool_dir(d))
         .into_iter()
         .flatten()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| is_isolated(n) == isolated)
         .collect();
     v.sort();
     v
 }
 
-/// Namespace mounts under the daemon's pool directory.
-fn pool_mounts(d: &Daemon) -> usize {
-    let dir = pool_dir(d).display().to_string();
+fn pooled(d: &Daemon) -> Vec<String> {
+    pooled_of(d, false)
+}
+
+/// Namespace mounts under the daemon's pool directory (bridge entries, or `isolated` ones).
+fn pool_mounts_of(d: &Daemon, isolated: bool) -> usize {
+    let dir = format!("{}/", pool_dir(d).display());
     std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()
         .lines()
-        .filter(|l| l.split(' ').nth(4).is_some_and(|m| m.starts_with(&dir)))
+        .filter_map(|l| l.split(' ').nth(4)?.strip_prefix(&dir))
+        .filter(|name| is_isolated(name) == isolated)
         .count()
+}
+
+fn pool_mounts(d: &Daemon) -> usize {
+    pool_mounts_of(d, false)
 }
 
 /// Polls `f` for up to 10 s.
@@ -199,11 +215,21 @@ fn daemon_killed_with_pooled_namespaces_leaves_nothing_after_restart() {
         "sleep",
         "600",
     ]));
-    // Two entries for the default network, two for bkill.
+    // Two entries for the default network, two for bkill, two for `none`.
     assert!(eventually(|| pooled(&d).len() == 4), "{:?}", pooled(&d));
+    assert!(eventually(|| pool_mounts_of(&d, true) == 2));
     let old = pooled(&d);
+    let old_isolated = pooled_of(&d, true);
     d.kill9();
     d.spawn();
+    assert!(
+        eventually(|| {
+            let now = pooled_of(&d, true);
+            now.len() == 2 && now.iter().all(|n| !old_isolated.contains(n))
+        }),
+        "old {old_isolated:?}, now {:?}",
+        pooled_of(&d, true)
+    );
     // The previous run's entries are unmounted, their links gone; new ones are made.
     assert!(
         eventually(|| {
@@ -229,9 +255,54 @@ fn daemon_killed_with_pooled_namespaces_leaves_nothing_after_restart() {
 
     // A clean stop takes the pool with it.
     d.stop();
-    assert_eq!(pool_mounts(&d), 0);
+    assert_eq!(pool_mounts(&d) + pool_mounts_of(&d, true), 0);
     assert!(pooled(&d).is_empty(), "{:?}", pooled(&d));
+    assert!(pooled_of(&d, true).is_empty(), "{:?}", pooled_of(&d, true));
     d.spawn();
+}
+
+/// `--network none` gets a namespace whose loopback is up (as in Docker), from the pool or,
+/// when a burst empties it, made at once; the pool refills.
+#[test]
+fn none_network_has_its_loopback_up() {
+    if !have_tools() {
+        return;
+    }
+    let d = Daemon::start();
+    import_busybox(&d);
+    let _cleanup = Cleanup::new(&d, &[]);
+    assert!(eventually(|| pooled_of(&d, true).len() == 2));
+    let out = ok(d.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        "ip -o link show; ip -o addr show lo; ping -c 1 -W 5 127.0.0.1",
+    ]));
+    assert!(out.contains("lo: <LOOPBACK,UP"), "{out}");
+    assert!(out.contains("inet 127.0.0.1/8"), "{out}");
+    assert!(out.contains("1 packets received"), "{out}");
+    assert_eq!(out.matches(": <").count(), 1, "only lo: {out}");
+    // More at once than the pool holds.
+    let ids: Vec<String> = (0..4)
+        .map(|_| {
+            ok(d.docker(&["run", "-d", "--network", "none", "busybox", "sleep", "600"]))
+                .trim()
+                .to_string()
+        })
+        .collect();
+    for id in &ids {
+        let out = ok(d.docker(&["exec", id, "ip", "-o", "link", "show", "lo"]));
+        assert!(out.contains("<LOOPBACK,UP"), "{id}: {out}");
+    }
+    let mut rm = vec!["rm", "-f"];
+    rm.extend(ids.iter().map(String::as_str));
+    ok(d.docker(&rm));
+    assert!(eventually(|| pool_mounts_of(&d, true) == 2));
+    assert!(eventually(|| pooled_of(&d, true).len() == 2));
 }
 
 #[test]
