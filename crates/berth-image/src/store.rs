@@ -436,20 +436,24 @@ impl Store {
         prepared: Option<&PreparedLayers>,
     ) -> Result<Vec<u64>> {
         let n = manifest.layers.len();
+        // Snapshots that exist are only read (every container create comes here): no threads.
+        let mut results: Vec<Option<Result<SnapshotMeta>>> = Vec::with_capacity(n);
+        for chain in &chains[..n] {
+            results.push(self.snapshot_meta(chain)?.map(Ok));
+        }
+        let missing: Vec<usize> = (0..n).filter(|&i| results[i].is_none()).collect();
         let workers = std::thread::available_parallelism()
             .map_or(1, |p| p.get())
-            .min(n)
-            .max(1);
+            .min(missing.len());
         let next = std::sync::atomic::AtomicUsize::new(0);
-        let results: std::sync::Mutex<Vec<Option<Result<SnapshotMeta>>>> =
-            std::sync::Mutex::new((0..n).map(|_| None).collect());
+        let results = std::sync::Mutex::new(results);
         std::thread::scope(|s| {
             for _ in 0..workers {
                 s.spawn(|| loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    if i >= n {
+                    let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(&i) = missing.get(k) else {
                         break;
-                    }
+                    };
                     let parent = if i == 0 { None } else { Some(&chains[i - 1]) };
                     let r = self.ensure_snapshot(
                         &chains[i],
@@ -464,7 +468,7 @@ impl Store {
                     }
                     if failed {
                         // Stop handing out work; the first error is reported.
-                        next.store(n, std::sync::atomic::Ordering::Relaxed);
+                        next.store(missing.len(), std::sync::atomic::Ordering::Relaxed);
                     }
                 });
             }
