@@ -1,8 +1,14 @@
 //! The Engine API client: finds the daemon (`-H`, `$BERTH_HOST`, `$DOCKER_HOST`, the default
-//! socket), negotiates the API version with `/_ping`, starts a daemon in the background when
-//! nothing answers on the default socket, and sends requests over HTTP/1.1.
+//! socket), starts a daemon in the background when nothing answers on the default socket, and
+//! sends requests over HTTP/1.1.
+//!
+//! Requests go out under our newest API version without a `/_ping` first (a round trip off
+//! every command); a daemon that answers "client version … is too new" is pinged then, and the
+//! request is sent again under the version both support, which later requests keep.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -36,13 +42,18 @@ impl Endpoint {
     }
 }
 
-/// A connection-per-request API client (cheap to clone).
+/// A connection-per-request API client (cheap to clone; clones share the negotiated version).
 #[derive(Clone)]
 pub struct Client {
     endpoint: Endpoint,
     /// True when no host was given explicitly: then a missing daemon is started.
     default_host: bool,
-    version: ApiVersion,
+    /// The API version in use, as `major << 32 | minor`.
+    version: Arc<AtomicU64>,
+    /// Set once the daemon was pinged for its version (or started by us).
+    negotiated: Arc<AtomicBool>,
+    /// Serialises starting a daemon.
+    starting: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// An API error response, printed as the docker CLI prints it.
@@ -74,35 +85,81 @@ impl Client {
         Ok(Client {
             endpoint,
             default_host,
-            version: apiversion::MAX,
+            version: Arc::new(AtomicU64::new(pack(apiversion::MAX))),
+            negotiated: Arc::new(AtomicBool::new(false)),
+            starting: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
 
-    /// Pings the daemon, starting one when the default socket is dead, and adopts the lower
-    /// of the daemon's API version and ours.
-    pub async fn negotiate(&mut self) -> Result<()> {
-        let resp = match self.raw(Method::GET, "/_ping", None).await {
-            Ok(r) => r,
-            Err(err) if self.default_host && is_not_running(&err) => {
-                self.start_daemon().await?;
-                self.raw(Method::GET, "/_ping", None).await?
-            }
-            Err(err) => return Err(err),
-        };
+    /// Pings the daemon and adopts the lower of its API version and ours.
+    pub async fn negotiate(&self) -> Result<()> {
+        let resp = self.raw(Method::GET, "/_ping", None).await?;
         if let Some(v) = resp
             .headers()
             .get("api-version")
             .and_then(|v| v.to_str().ok())
             .and_then(ApiVersion::parse)
         {
-            self.version = v.min(apiversion::MAX);
+            self.version
+                .store(pack(v.min(apiversion::MAX)), Ordering::Relaxed);
         }
+        self.negotiated.store(true, Ordering::Relaxed);
         Ok(())
     }
 
     /// The API version in use.
     pub fn version(&self) -> ApiVersion {
-        self.version
+        let v = self.version.load(Ordering::Relaxed);
+        ApiVersion((v >> 32) as u32, v as u32)
+    }
+
+    /// `path` under the version prefix.
+    fn versioned(&self, path: &str) -> String {
+        format!("/v{}{path}", self.version())
+    }
+
+    /// Whether `resp` refuses our API version as too new and the daemon was not asked for its
+    /// own yet: then the caller negotiates and sends the request again. Consumes a refusal.
+    async fn refused_as_too_new(&self, resp: Response<Incoming>) -> Result<Response<Incoming>> {
+        if resp.status() != StatusCode::BAD_REQUEST || self.negotiated.load(Ordering::Relaxed) {
+            return Ok(resp);
+        }
+        match check(resp).await {
+            Err(err)
+                if err
+                    .downcast_ref::<ApiError>()
+                    .is_some_and(|e| e.message.contains("is too new")) =>
+            {
+                self.negotiate().await?;
+                Err(anyhow!(VersionRetry))
+            }
+            Err(err) => Err(err),
+            Ok(resp) => Ok(resp),
+        }
+    }
+
+    /// Sends what `build` makes, once more under the negotiated version if the daemon refused
+    /// ours as too new.
+    async fn send_versioned(
+        &self,
+        build: impl Fn(&str) -> Result<Request<Full<Bytes>>>,
+        path: &str,
+    ) -> Result<Response<Incoming>> {
+        let mut sender = self.connect().await?;
+        let resp = sender
+            .send_request(build(&self.versioned(path))?)
+            .await
+            .context("send request")?;
+        match self.refused_as_too_new(resp).await {
+            Err(err) if err.downcast_ref::<VersionRetry>().is_some() => {
+                let mut sender = self.connect().await?;
+                sender
+                    .send_request(build(&self.versioned(path))?)
+                    .await
+                    .context("send request")
+            }
+            r => r,
+        }
     }
 
     async fn start_daemon(&self) -> Result<()> {
@@ -150,7 +207,26 @@ impl Client {
         )
     }
 
+    /// Connects, starting a daemon first when nothing listens on the default socket.
     async fn connect(&self) -> Result<http1::SendRequest<Full<Bytes>>> {
+        match self.connect_once().await {
+            Err(err) if self.default_host && is_not_running(&err) => {
+                let _one_at_a_time = self.starting.lock().await;
+                match self.connect_once().await {
+                    Err(err) if is_not_running(&err) => {
+                        self.start_daemon().await?;
+                        // It is ours, of our version.
+                        self.negotiated.store(true, Ordering::Relaxed);
+                        self.connect_once().await
+                    }
+                    r => r,
+                }
+            }
+            r => r,
+        }
+    }
+
+    async fn connect_once(&self) -> Result<http1::SendRequest<Full<Bytes>>> {
         match &self.endpoint {
             Endpoint::Unix(p) => {
                 let s = UnixStream::connect(p).await.map_err(|e| {
@@ -179,21 +255,10 @@ impl Client {
         body: Option<Vec<u8>>,
     ) -> Result<Response<Incoming>> {
         let mut sender = self.connect().await?;
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("Host", "berth")
-            .header(
-                "User-Agent",
-                concat!("berth-cli/", env!("CARGO_PKG_VERSION")),
-            );
-        if body.is_some() {
-            req = req.header("Content-Type", "application/json");
-        }
-        let req = req
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .context("build request")?;
-        sender.send_request(req).await.context("send request")
+        sender
+            .send_request(json_request(&method, path, body.map(Bytes::from))?)
+            .await
+            .context("send request")
     }
 
     /// Opens a hijacked (upgraded) connection, as `attach` and `exec start` use.
@@ -207,17 +272,19 @@ impl Client {
         path: &str,
         body: Vec<u8>,
     ) -> Result<TokioIo<hyper::upgrade::Upgraded>> {
-        let mut sender = self.connect().await?;
-        let req = Request::builder()
-            .method(Method::POST)
-            .uri(format!("/v{}{path}", self.version))
-            .header("Host", "berth")
-            .header(hyper::header::CONNECTION, "Upgrade")
-            .header(hyper::header::UPGRADE, "tcp")
-            .header("Content-Type", "application/json")
-            .body(Full::new(Bytes::from(body)))
-            .context("build request")?;
-        let resp = sender.send_request(req).await.context("send request")?;
+        let body = Bytes::from(body);
+        let build = |uri: &str| {
+            Request::builder()
+                .method(Method::POST)
+                .uri(uri)
+                .header("Host", "berth")
+                .header(hyper::header::CONNECTION, "Upgrade")
+                .header(hyper::header::UPGRADE, "tcp")
+                .header("Content-Type", "application/json")
+                .body(Full::new(body.clone()))
+                .context("build request")
+        };
+        let resp = self.send_versioned(build, path).await?;
         if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
             check(resp).await?;
             bail!("the daemon did not upgrade the connection");
@@ -236,9 +303,9 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Response<Incoming>> {
-        let resp = self
-            .raw(method, &format!("/v{}{path}", self.version), body)
-            .await?;
+        let body = body.map(Bytes::from);
+        let build = |uri: &str| json_request(&method, uri, body.clone());
+        let resp = self.send_versioned(build, path).await?;
         check(resp).await
     }
 
@@ -250,15 +317,17 @@ impl Client {
         body: Vec<u8>,
         content_type: &str,
     ) -> Result<Response<Incoming>> {
-        let mut sender = self.connect().await?;
-        let req = Request::builder()
-            .method(method)
-            .uri(format!("/v{}{path}", self.version))
-            .header("Host", "berth")
-            .header("Content-Type", content_type)
-            .body(Full::new(Bytes::from(body)))
-            .context("build request")?;
-        let resp = sender.send_request(req).await.context("send request")?;
+        let body = Bytes::from(body);
+        let build = |uri: &str| {
+            Request::builder()
+                .method(&method)
+                .uri(uri)
+                .header("Host", "berth")
+                .header("Content-Type", content_type)
+                .body(Full::new(body.clone()))
+                .context("build request")
+        };
+        let resp = self.send_versioned(build, path).await?;
         check(resp).await
     }
 
@@ -269,17 +338,18 @@ impl Client {
         path: &str,
         headers: &[(&str, &str)],
     ) -> Result<Response<Incoming>> {
-        let mut sender = self.connect().await?;
-        let mut req = Request::builder()
-            .method(method)
-            .uri(format!("/v{}{path}", self.version))
-            .header("Host", "berth")
-            .header("Content-Type", "application/json");
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let req = req.body(Full::new(Bytes::new())).context("build request")?;
-        let resp = sender.send_request(req).await.context("send request")?;
+        let build = |uri: &str| {
+            let mut req = Request::builder()
+                .method(&method)
+                .uri(uri)
+                .header("Host", "berth")
+                .header("Content-Type", "application/json");
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            req.body(Full::new(Bytes::new())).context("build request")
+        };
+        let resp = self.send_versioned(build, path).await?;
         check(resp).await
     }
 
@@ -309,6 +379,39 @@ async fn check(resp: Response<Incoming>) -> Result<Response<Incoming>> {
         .unwrap_or_else(|| String::from_utf8_lossy(&bytes).trim().to_string());
     Err(ApiError { status, message }.into())
 }
+
+/// A JSON request (an empty body without a content type).
+fn json_request(method: &Method, uri: &str, body: Option<Bytes>) -> Result<Request<Full<Bytes>>> {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("Host", "berth")
+        .header(
+            "User-Agent",
+            concat!("berth-cli/", env!("CARGO_PKG_VERSION")),
+        );
+    if body.is_some() {
+        req = req.header("Content-Type", "application/json");
+    }
+    req.body(Full::new(body.unwrap_or_default()))
+        .context("build request")
+}
+
+fn pack(v: ApiVersion) -> u64 {
+    (u64::from(v.0) << 32) | u64::from(v.1)
+}
+
+/// The daemon refused our API version; the request is to be sent again.
+#[derive(Debug)]
+struct VersionRetry;
+
+impl std::fmt::Display for VersionRetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("API version negotiated; request to be sent again")
+    }
+}
+
+impl std::error::Error for VersionRetry {}
 
 #[derive(Debug)]
 struct ConnectError(std::io::Error);
@@ -354,4 +457,78 @@ pub fn encode(s: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A daemon whose newest API version is 1.41, as dockerd 20.10 answers.
+    async fn old_daemon(socket: PathBuf, pings: Arc<AtomicUsize>) {
+        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let pings = pings.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let pings = pings.clone();
+                    async move {
+                        let path = req.uri().path().to_string();
+                        let body = req.into_body().collect().await?.to_bytes();
+                        let (status, version, out) = if path == "/_ping" {
+                            pings.fetch_add(1, Ordering::SeqCst);
+                            (200, "1.41", Bytes::from_static(b"OK"))
+                        } else if path.starts_with("/v1.41/") {
+                            (200, "1.41", body)
+                        } else {
+                            let message = format!(
+                                r#"{{"message":"client version {} is too new. Maximum supported API version is 1.41"}}"#,
+                                &path[2..6]
+                            );
+                            (400, "1.41", Bytes::from(message))
+                        };
+                        Ok::<_, hyper::Error>(
+                            hyper::Response::builder()
+                                .status(status)
+                                .header("api-version", version)
+                                .body(Full::new(out))
+                                .unwrap(),
+                        )
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    }
+
+    #[tokio::test]
+    async fn an_older_daemon_is_asked_its_version_once_and_the_request_sent_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("d.sock");
+        let pings = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(old_daemon(socket.clone(), pings.clone()));
+        while !socket.exists() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let c = Client::new(Some(&format!("unix://{}", socket.display()))).unwrap();
+        assert_eq!(c.version(), apiversion::MAX);
+        // The body goes out again with the retried request (the test daemon echoes it).
+        let resp = c
+            .request(Method::POST, "/echo", Some(br#"{"a":1}"#.to_vec()))
+            .await
+            .unwrap();
+        let echoed = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&echoed[..], br#"{"a":1}"#);
+        assert_eq!(c.version(), ApiVersion(1, 41));
+        // Later requests, from clones too, use the negotiated version without a ping.
+        let clone = c.clone();
+        clone.request(Method::GET, "/info", None).await.unwrap();
+        c.request_body(Method::POST, "/load", b"tar".to_vec(), "application/x-tar")
+            .await
+            .unwrap();
+        assert_eq!(pings.load(Ordering::SeqCst), 1);
+    }
 }

@@ -410,8 +410,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         // Only edits the config file: no daemon needed.
         return commands::logout(server.as_deref());
     }
-    let mut client = client::Client::new(cli.host.as_deref())?;
-    client.negotiate().await?;
+    let client = client::Client::new(cli.host.as_deref())?;
     let c = &client;
     use commands as cmd;
     match cli.command {
