@@ -550,6 +550,7 @@ impl NetworkManager {
             let _ = netns::remove(&e.netns);
             let _ = netlink::delete_link(&e.host_veth);
         }
+        self.remove_isolated();
         let mut guard = self.lock();
         let old = guard.clone();
         self.commit(&mut guard, State::default())?;

@@ -139,17 +139,21 @@ impl Pool {
             .unwrap_or_default()
     }
 
-    /// Removes every entry of every network, and forgets the loopback-only namespaces (the
-    /// caller clears the pool directory, where they are).
+    /// Removes every entry of every network.
     pub fn drain_all(&self) -> Vec<Entry> {
         lock(&self.wanted).clear();
-        self.isolated_wanted.store(false, Ordering::SeqCst);
         let _wait = lock(&self.busy);
-        lock(&self.isolated).clear();
         lock(&self.entries)
             .drain()
             .flat_map(|(_, q)| q.into_iter())
             .collect()
+    }
+
+    /// Removes every loopback-only namespace and stops refilling them.
+    pub fn drain_isolated(&self) -> Vec<PathBuf> {
+        self.isolated_wanted.store(false, Ordering::SeqCst);
+        let _wait = lock(&self.busy);
+        lock(&self.isolated).drain(..).collect()
     }
 
     fn send(&self, job: Job) -> bool {
@@ -259,7 +263,17 @@ impl NetworkManager {
                 tracing::warn!(%err, netns = %e.netns.display(), "cannot remove pooled namespace");
             }
         }
+        self.remove_isolated();
         self.clear_pool_dir();
+    }
+
+    /// Unmounts the pooled loopback-only namespaces and stops refilling them.
+    pub(crate) fn remove_isolated(&self) {
+        for path in self.pool.drain_isolated() {
+            if let Err(err) = netns::remove(&path) {
+                tracing::warn!(%err, netns = %path.display(), "cannot remove pooled namespace");
+            }
+        }
     }
 
     /// Marks `network` as pooled and asks the worker to fill it.

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use berth_network::pool::{POOL_OWNER, RELEASING_OWNER};
+use berth_network::pool::{ISOLATED_PREFIX, POOL_OWNER, RELEASING_OWNER};
 use berth_network::{netlink, ConnectRequest, CreateNetwork, NetworkManager};
 use common::{eventually, ok_in, Env};
 
@@ -23,9 +23,28 @@ fn ours(mgr: &NetworkManager) -> Vec<String> {
     v
 }
 
-fn pool_files(mgr: &NetworkManager) -> usize {
+/// Files in the pool directory: bridge entries, or with `isolated` the `none` network's.
+fn files_of(mgr: &NetworkManager, isolated: bool) -> usize {
     let dir = mgr.config().pool_dir.clone().unwrap();
-    std::fs::read_dir(dir).map_or(0, |d| d.count())
+    std::fs::read_dir(dir).map_or(0, |d| {
+        d.flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(ISOLATED_PREFIX) == isolated)
+            .count()
+    })
+}
+
+fn pool_files(mgr: &NetworkManager) -> usize {
+    files_of(mgr, false)
+}
+
+/// Namespace mounts in the pool directory.
+fn pool_mounts(mgr: &NetworkManager) -> usize {
+    let dir = format!("{}/", mgr.config().pool_dir.clone().unwrap().display());
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter(|l| l.split(' ').nth(4).is_some_and(|m| m.starts_with(&dir)))
+        .count()
 }
 
 fn held(mgr: &NetworkManager, network: &str) -> Vec<String> {
@@ -179,4 +198,28 @@ fn network_rm_drains_and_restart_reconciles_pool() {
     assert!(eventually(|| ours(&again) == vec![c1.host_veth.clone()]));
     assert!(held(&again, "p2").is_empty());
     assert!(again.inspect("p2").unwrap().endpoints.contains_key("c1"));
+}
+
+#[test]
+fn loopback_only_namespaces_are_pooled_with_lo_up() {
+    let mut env = Env::with_pool(3);
+    let size = env.mgr.config().pool_size;
+    assert!(size > 0);
+    assert!(eventually(|| env.mgr.pooled_isolated() == size));
+    assert_eq!(files_of(&env.mgr, true), size);
+    // More than the pool holds: the rest are made at once; all have lo up and nothing else.
+    for i in 0..=size {
+        let ns = env.netns_path(&format!("n{i}"));
+        env.mgr.isolated_netns(&ns).unwrap();
+        let links = ok_in(&ns, &["ip", "-o", "link", "show"]);
+        assert_eq!(links.lines().count(), 1, "{links}");
+        assert!(links.contains("lo: <LOOPBACK,UP"), "{links}");
+        let addrs = ok_in(&ns, &["ip", "-o", "addr", "show", "lo"]);
+        assert!(addrs.contains("127.0.0.1/8"), "{addrs}");
+    }
+    assert!(eventually(|| env.mgr.pooled_isolated() == size));
+    // A shutdown leaves none mounted.
+    env.mgr.stop_pool();
+    assert_eq!(pool_mounts(&env.mgr), 0);
+    assert_eq!(files_of(&env.mgr, true), 0);
 }
