@@ -282,21 +282,19 @@ pub async fn run(c: &Client, a: &RunArgs) -> Result<i32> {
     let tty = a.create.tty;
     let stdin = a.create.interactive;
     let detach_keys = berth_daemon::detach::parse(&a.detach_keys).map_err(anyhow::Error::msg)?;
-    let attach = c
-        .hijack(&format!(
-            "/containers/{id}/attach?stream=1&stdout=1&stderr=1&stdin={}&detachKeys={}",
-            u8::from(stdin),
-            crate::client::encode(&a.detach_keys)
-        ))
-        .await?;
+    let attach_path = format!(
+        "/containers/{id}/attach?stream=1&stdout=1&stderr=1&stdin={}&detachKeys={}",
+        u8::from(stdin),
+        crate::client::encode(&a.detach_keys)
+    );
     let condition = if a.create.rm { "removed" } else { "next-exit" };
-    let wait = c
-        .request(
-            Method::POST,
-            &format!("/containers/{id}/wait?condition={condition}"),
-            None,
-        )
-        .await?;
+    let wait_path = format!("/containers/{id}/wait?condition={condition}");
+    // Both are in place before the start, on their own connections: no need to wait for one
+    // before asking for the other.
+    let (attach, wait) = tokio::try_join!(
+        c.hijack(&attach_path),
+        c.request(Method::POST, &wait_path, None)
+    )?;
     if let Err(err) = c
         .request(Method::POST, &format!("/containers/{id}/start"), None)
         .await
