@@ -2,6 +2,8 @@
 # dockerd, each with busybox loaded. Source it, then call start_berth / start_docker.
 # Cleanup is registered with `trap bench_cleanup EXIT` by the sourcing script.
 
+# The engines are chosen with DOCKER_HOST below; a BERTH_HOST from the caller would win.
+unset BERTH_HOST
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 bench_dir=$(mktemp -d /var/tmp/berth-bench.XXXXXX)
 berth_pid=
