@@ -207,8 +207,12 @@ impl NetworkManager {
     /// `none` network): a pooled one when ready (two mount calls), else one made now.
     pub fn isolated_netns(&self, path: &Path) -> Result<()> {
         let ready = lock(&self.pool.isolated).pop_front();
-        if let Some(ready) = ready {
+        // Refilled after every take, and after a start that found the pool empty (a failed
+        // refill is tried again there).
+        if self.pool.isolated_wanted.load(Ordering::SeqCst) {
             self.pool.send(Job::FillIsolated);
+        }
+        if let Some(ready) = ready {
             match netns::rebind(&ready, path) {
                 Ok(()) => return Ok(()),
                 Err(err) => {
