@@ -485,7 +485,7 @@ impl Daemon {
 
     /// Deletes a container's writable layer; a container without one (never created through
     /// the image store) is fine.
-    fn remove_rootfs(&self, id: &str) {
+    pub(crate) fn remove_rootfs(&self, id: &str) {
         match self.images.remove_rootfs(id) {
             Ok(()) | Err(berth_image::Error::ContainerNotFound(_)) => {}
             Err(err) => tracing::warn!(%id, %err, "cannot remove container rootfs"),

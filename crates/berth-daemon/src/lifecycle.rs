@@ -442,6 +442,7 @@ impl Daemon {
     pub async fn restore(self: &Arc<Self>) {
         self.network_start().await;
         self.restore_running().await;
+        self.remove_orphaned_rootfs();
         self.reconcile_volumes();
         // Then, as dockerd does at boot, start what the restart policies say should run.
         for record in self.containers.list() {
@@ -463,6 +464,24 @@ impl Daemon {
                 if let Err(err) = self.start_container(&record.id).await {
                     tracing::warn!(id = %record.id, %err, "cannot start container at boot");
                 }
+            }
+        }
+    }
+
+    /// Writable layers whose container has no record: a removal cut short between the record,
+    /// which goes first (the name is free at once), and its rootfs. Run before the API serves.
+    fn remove_orphaned_rootfs(&self) {
+        let layers = match self.images.containers() {
+            Ok(l) => l,
+            Err(err) => {
+                tracing::warn!(%err, "cannot list container layers");
+                return;
+            }
+        };
+        for (id, _) in layers {
+            if !self.containers.contains_id(&id) {
+                tracing::info!(%id, "removing the rootfs of a removed container");
+                self.remove_rootfs(&id);
             }
         }
     }

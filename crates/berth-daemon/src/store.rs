@@ -243,6 +243,11 @@ impl ContainerStore {
             .ok_or(Error::NoSuchContainer(key.to_string()))
     }
 
+    /// Whether a record with exactly this full ID exists (no name or prefix lookup).
+    pub fn contains_id(&self, id: &str) -> bool {
+        lock(&self.index).by_id.contains_key(id)
+    }
+
     /// Copies of all records.
     pub fn list(&self) -> Vec<ContainerRecord> {
         lock(&self.index).by_id.values().cloned().collect()

@@ -223,8 +223,16 @@ fn containers_survive_a_daemon_restart() {
         "sleep 1; exit 7",
     ]));
     let pid = ok(d.docker(&["inspect", "-f", "{{.State.Pid}}", "long"]));
+    // A removal cut short after the record went (as by a crash): the next daemon removes the
+    // rootfs left without a container.
+    let gone = ok(d.docker(&["create", "busybox", "true"]))
+        .trim()
+        .to_string();
+    let layer = d.data().join("image/containers").join(&gone);
+    assert!(layer.is_dir(), "{}", layer.display());
 
     d.stop();
+    std::fs::remove_dir_all(d.data().join("containers").join(&gone)).unwrap();
     // `short` exits while no daemon is running.
     std::thread::sleep(std::time::Duration::from_millis(1500));
     d.spawn();
@@ -236,6 +244,8 @@ fn containers_survive_a_daemon_restart() {
         "short",
     ]));
     assert_eq!(out, "exited 7\n");
+    // (The API answers once the restore is done.)
+    assert!(!layer.exists(), "orphaned rootfs {} kept", layer.display());
     let out = ok(d.docker(&["inspect", "-f", "{{.State.Pid}}", "long"]));
     assert_eq!(out, pid, "still the same process");
     assert_eq!(text(&d.docker(&["logs", "long"]).stdout), "one\n");
