@@ -197,6 +197,7 @@ impl Daemon {
         };
         let mut opts = run_options(r)?;
         let net = self.network_setup(r)?;
+        let unpin_netns = net.unpin_after_start;
         opts.network = net.mode;
         opts.mounts.splice(0..0, net.mounts);
         let user_mounts = self.container_mounts(r, &rootfs.path);
@@ -263,7 +264,16 @@ impl Daemon {
             created.start()
         });
         match started {
-            Ok(started) => Ok(started),
+            Ok(started) => {
+                if unpin_netns {
+                    // Joined by the container's init at create: its processes hold it now.
+                    let path = self.network.netns_path(&r.id);
+                    if let Err(err) = berth_network::netns::remove(&path) {
+                        tracing::warn!(id = %r.id, %err, "cannot unpin network namespace");
+                    }
+                }
+                Ok(started)
+            }
             Err(err) => {
                 let _ = self.runtime.delete(&r.id, true);
                 // The start's hold, when dropped, releases the rootfs and the volumes.

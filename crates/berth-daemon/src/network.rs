@@ -40,6 +40,10 @@ pub struct NetSetup {
     pub mode: NetworkMode,
     /// Bind mounts of `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf`.
     pub mounts: Vec<MountSpec>,
+    /// The namespace file is only needed until the container has joined it (`none`): then it
+    /// is unmounted, so that running containers do not grow the host's mount table, which
+    /// every start reads dozens of times (libcontainer).
+    pub unpin_after_start: bool,
 }
 
 impl From<berth_network::NetworkError> for Error {
@@ -320,6 +324,7 @@ impl Daemon {
             Mode::Host => Ok(NetSetup {
                 mode: NetworkMode::Host,
                 mounts: files(None, None, true)?,
+                unpin_after_start: false,
             }),
             Mode::None => {
                 // Made ahead of time (its loopback up, as in Docker) and pinned like a bridge
@@ -335,6 +340,7 @@ impl Daemon {
                     Ok(mounts) => Ok(NetSetup {
                         mode: NetworkMode::Path(path),
                         mounts,
+                        unpin_after_start: true,
                     }),
                     Err(e) => {
                         self.network_teardown(&r.id);
@@ -365,6 +371,7 @@ impl Daemon {
                 Ok(NetSetup {
                     mode: NetworkMode::Path(ns),
                     mounts,
+                    unpin_after_start: false,
                 })
             }
             Mode::Default | Mode::Bridge(_) => {
@@ -381,6 +388,7 @@ impl Daemon {
                         Ok(NetSetup {
                             mode: NetworkMode::Path(path),
                             mounts: mounts?,
+                            unpin_after_start: false,
                         })
                     }
                     Err(e) => {

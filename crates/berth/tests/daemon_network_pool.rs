@@ -298,6 +298,27 @@ fn none_network_has_its_loopback_up() {
         let out = ok(d.docker(&["exec", id, "ip", "-o", "link", "show", "lo"]));
         assert!(out.contains("<LOOPBACK,UP"), "{id}: {out}");
     }
+    // Running, they hold their namespaces themselves: none stays mounted on the host, whose
+    // mount table every start reads. Another container still joins one.
+    let netns_dir = format!("{}/", d.dir.path().join("run").join("netns").display());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.lines().any(|l| l.contains(&netns_dir)),
+        "namespaces left mounted under {netns_dir}"
+    );
+    let joined = format!("container:{}", ids[0]);
+    let out = ok(d.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        &joined,
+        "busybox",
+        "ip",
+        "-o",
+        "link",
+        "show",
+    ]));
+    assert!(out.contains("lo: <LOOPBACK,UP"), "{out}");
     let mut rm = vec!["rm", "-f"];
     rm.extend(ids.iter().map(String::as_str));
     ok(d.docker(&rm));
