@@ -222,6 +222,12 @@ impl Runtime {
         let paused = status == ContainerStatus::Paused;
         if all {
             let manager = self.cgroup_manager(id, &container)?;
+            // One that ended on its own (its exit racing this kill) may have lost its cgroup
+            // already: nothing is left to signal, and freezing would make its freezer cgroup
+            // again (libcgroups creates the directory it writes to), for good.
+            if manager.get_all_pids().is_err() && !init_alive(&container) {
+                return Ok(());
+            }
             // Freeze so that no process forks away from the signal; a paused container stays
             // frozen unless it is being killed.
             if !paused {

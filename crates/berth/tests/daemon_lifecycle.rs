@@ -479,10 +479,25 @@ fn logs_hold_earlier_output_and_rm_races_exit() {
         let removed = d.http("DELETE", &format!("/containers/{id}?force=1"), None);
         assert_eq!(removed.status, 204, "run {i}: {}", removed.message());
     }
+    let mut raced = Vec::new();
     for i in 0..30 {
         let id = create("true");
         let removed = d.http("DELETE", &format!("/containers/{id}?force=1"), None);
         assert_eq!(removed.status, 204, "exit race {i}: {}", removed.message());
+        raced.push(id);
+    }
+    // No cgroup outlives them: a kill racing the exit froze (and so re-created) the freezer
+    // cgroup its teardown had just removed.
+    let hierarchies: Vec<_> = std::fs::read_dir("/sys/fs/cgroup")
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    for id in &raced {
+        for h in &hierarchies {
+            let left = h.join("berth").join(id);
+            assert!(!left.exists(), "{} left", left.display());
+        }
     }
 }
 
