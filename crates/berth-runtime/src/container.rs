@@ -499,6 +499,9 @@ pub(crate) struct CreateOptions {
     pub stderr: Option<OwnedFd>,
     /// `false` for a foreground `run`, which may use a terminal without a console socket.
     pub detach: bool,
+    /// Where the bundle's root filesystem is mounted for this create, when not at its own path
+    /// (the monitor's private mount namespace, see `monitor::serve`).
+    pub rootfs: Option<PathBuf>,
 }
 
 /// Loads and checks a bundle's config.json; returns the spec and the absolute rootfs.
@@ -556,6 +559,8 @@ pub(crate) fn create(
         reason: e.to_string(),
     })?;
     let (mut spec, rootfs) = load_bundle(&bundle)?;
+    let moved_rootfs = opts.rootfs.is_some();
+    let rootfs = opts.rootfs.clone().unwrap_or(rootfs);
     let dir = runtime.container_dir(id);
     if dir.exists() {
         return Err(Error::AlreadyExists(id.to_owned()));
@@ -585,7 +590,7 @@ pub(crate) fn create(
         .linux()
         .as_ref()
         .is_none_or(|l| l.cgroups_path().is_none());
-    let staged = needs_cgroup || precompiled.is_some();
+    let staged = needs_cgroup || precompiled.is_some() || moved_rootfs;
     let staging = runtime.root().join(format!(".{id}.bundle"));
     let build_bundle = if staged {
         let mut linux = spec.linux().clone().unwrap_or_default();

@@ -633,3 +633,49 @@ fn cgroup_namespace_modes() {
     assert!(!private.contains("/berth/"), "{private}");
     assert_eq!(id.trim().len(), 64);
 }
+
+/// The image store is a mount of its own (made once, not stacked by restarts), so each start
+/// drops every other container's rootfs from its private namespace with one unmount; the
+/// container's rootfs is bound outside the store for the create and nothing is left of that.
+#[test]
+fn image_store_is_one_mount_and_starts_leave_nothing() {
+    if !have_tools() {
+        return;
+    }
+    let mut d = Daemon::start();
+    import_busybox(&d);
+    let store = format!(" {} ", d.data().join("image").display());
+    let store_mounts = || {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains(&store))
+            .count()
+    };
+    assert_eq!(store_mounts(), 1);
+    for name in ["s1", "s2"] {
+        ok(d.docker(&["run", "-d", "--name", name, "busybox", "sleep", "600"]));
+    }
+    let out = ok(d.docker(&[
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        "ls /bin/busybox && echo ok",
+    ]));
+    assert_eq!(out, "/bin/busybox\nok\n");
+    let runtime = d.dir.path().join("run").join("runtime");
+    let left: Vec<_> = std::fs::read_dir(&runtime)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".rootfs"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    d.stop();
+    d.spawn();
+    assert_eq!(store_mounts(), 1, "stacked by the restart");
+    assert_eq!(ok(d.docker(&["exec", "s1", "echo", "alive"])), "alive\n");
+    ok(d.docker(&["rm", "-f", "s1", "s2"]));
+}

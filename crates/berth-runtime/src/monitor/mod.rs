@@ -199,6 +199,65 @@ fn read_report(status: &mut impl std::io::BufRead, id: &str) -> Result<StatusRep
     }
 }
 
+/// Makes `dir`, the directory above every container's `<id>/merged` rootfs mount (the image
+/// store's root), a private mount of its own, as dockerd does with its storage driver's home:
+/// a monitor then drops every other container's rootfs from the mount namespace it creates its
+/// container in with one unmount instead of one per running container (`serve`), and rootfs
+/// mounts do not propagate into the host's other mount namespaces. Left as it is when already
+/// a mount, or when something is mounted below it already (containers running from before; the
+/// monitors then unmount the siblings one by one). Returns whether `dir` is a mount of its own.
+pub fn own_mount_for_rootfs_parent(dir: &Path) -> Result<bool> {
+    use nix::mount::{mount, MsFlags};
+    let dir = std::fs::canonicalize(dir)
+        .map_err(|e| Error::io(format!("resolve {}", dir.display()), e))?;
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| Error::io("read /proc/self/mountinfo", e))?;
+    let escaped = mountinfo_escape(&dir.to_string_lossy());
+    let below = format!("{escaped}/");
+    let mut occupied = false;
+    for mount_point in mountinfo.lines().filter_map(|l| l.split(' ').nth(4)) {
+        if mount_point == escaped {
+            return Ok(true);
+        }
+        occupied |= mount_point.starts_with(&below);
+    }
+    if occupied {
+        return Ok(false);
+    }
+    mount(
+        Some(&dir),
+        &dir,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| Error::sys(format!("bind {} onto itself", dir.display()), e))?;
+    mount(
+        None::<&str>,
+        &dir,
+        None::<&str>,
+        MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| Error::sys(format!("make {} private", dir.display()), e))?;
+    Ok(true)
+}
+
+/// A path as `/proc/self/mountinfo` writes it (space, tab, newline and backslash in octal).
+fn mountinfo_escape(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for c in path.chars() {
+        match c {
+            ' ' => out.push_str("\\040"),
+            '\t' => out.push_str("\\011"),
+            '\n' => out.push_str("\\012"),
+            '\\' => out.push_str("\\134"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Starts a monitor for `config` by running `binary monitor ...` (normally the `berth`
 /// executable itself) and waits until the container runs or fails. Safe to call from a
 /// multi-threaded process: it only spawns a subprocess. Output produced before a client
@@ -518,5 +577,16 @@ fn report_line(status: Option<&OwnedFd>, what: &StatusReport) {
             let _ = nix::unistd::write(fd, format!("{line}\n").as_bytes());
         }
         None => eprintln!("{line}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn mountinfo_escapes_like_the_kernel() {
+        assert_eq!(
+            super::mountinfo_escape("/var/lib/my data\\x\tz"),
+            "/var/lib/my\\040data\\134x\\011z"
+        );
     }
 }

@@ -382,21 +382,27 @@ impl Monitor {
             MonitorMode::Container {
                 bundle,
                 rootfs_siblings,
-            } => without_sibling_rootfs_mounts(&config.id, rootfs_siblings.as_deref(), || {
-                container::create(
-                    &runtime,
-                    &config.id,
-                    bundle,
-                    CreateOptions {
-                        console_socket: console.clone(),
-                        stdin: cin,
-                        stdout: cout,
-                        stderr: cerr,
-                        detach: true,
-                        ..Default::default()
-                    },
-                )
-            }),
+            } => without_sibling_rootfs_mounts(
+                &config.id,
+                rootfs_siblings.as_deref(),
+                &config.runtime_root,
+                |rootfs| {
+                    container::create(
+                        &runtime,
+                        &config.id,
+                        bundle,
+                        CreateOptions {
+                            console_socket: console.clone(),
+                            stdin: cin,
+                            stdout: cout,
+                            stderr: cerr,
+                            detach: true,
+                            rootfs,
+                            ..Default::default()
+                        },
+                    )
+                },
+            ),
             MonitorMode::Exec {
                 args,
                 env,
@@ -832,23 +838,30 @@ impl Monitor {
 /// own mounts plus this container's rootfs. It is a slave of the host's, so mounts made on the
 /// host still propagate (rslave/rshared binds keep working) and the unmounts here never reach
 /// the host. Once the container exists, nothing holds the namespace: its init has its own.
-/// Any failure to set it up leaves `create` to run in the host's namespace, as before.
+///
+/// When the directory above `siblings` (the image store's root) is a mount of its own (the
+/// daemon makes it one: [`crate::monitor::own_mount_for_rootfs_parent`]), one lazy unmount of
+/// it drops every rootfs at once, after this container's rootfs was bound to
+/// `<runtime_root>/.<id>.rootfs`, which `create` then uses; else each sibling is unmounted
+/// (one system call per running container, 4 ms with 300). Any failure to set the namespace
+/// up leaves `create` to run in the host's, as before.
 fn without_sibling_rootfs_mounts<T>(
     id: &str,
     siblings: Option<&Path>,
-    create: impl FnOnce() -> Result<T>,
+    runtime_root: &Path,
+    create: impl FnOnce(Option<PathBuf>) -> Result<T>,
 ) -> Result<T> {
     use nix::mount::{mount, umount2, MntFlags, MsFlags};
     use nix::sched::{setns, unshare, CloneFlags};
     let Some(siblings) = siblings else {
-        return create();
+        return create(None);
     };
     let own = siblings.join(id).join("merged");
     let Ok(host) = std::fs::File::open("/proc/self/ns/mnt") else {
-        return create();
+        return create(None);
     };
     if unshare(CloneFlags::CLONE_NEWNS).is_err() {
-        return create();
+        return create(None);
     }
     let back_to_host = || {
         if let Err(err) = setns(&host, CloneFlags::CLONE_NEWNS) {
@@ -866,20 +879,48 @@ fn without_sibling_rootfs_mounts<T>(
     {
         // Still a peer of the host's mounts: unmounting here would unmount there.
         back_to_host();
-        return create();
+        return create(None);
     }
-    if let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") {
-        for mount_point in mountinfo.lines().filter_map(|l| l.split(' ').nth(4)) {
-            let path = Path::new(mount_point);
-            let sibling = path.file_name().is_some_and(|n| n == "merged")
-                && path.parent().and_then(Path::parent) == Some(siblings);
-            if sibling && path != own {
-                let _ = umount2(path, MntFlags::MNT_DETACH);
+    // The whole store at once: this container's rootfs moves out of it first.
+    let moved = siblings.parent().and_then(|store| {
+        let at = runtime_root.join(format!(".{id}.rootfs"));
+        std::fs::create_dir_all(&at).ok()?;
+        let bound = mount(
+            Some(&own),
+            &at,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        );
+        if bound.is_ok() && umount2(store, MntFlags::MNT_DETACH).is_ok() {
+            return Some(at);
+        }
+        // Not a mount of its own (EINVAL): one by one below.
+        if bound.is_ok() {
+            let _ = umount2(&at, MntFlags::MNT_DETACH);
+        }
+        let _ = std::fs::remove_dir(&at);
+        None
+    });
+    if moved.is_none() {
+        if let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") {
+            for mount_point in mountinfo.lines().filter_map(|l| l.split(' ').nth(4)) {
+                let path = Path::new(mount_point);
+                let sibling = path.file_name().is_some_and(|n| n == "merged")
+                    && path.parent().and_then(Path::parent) == Some(siblings);
+                if sibling && path != own {
+                    let _ = umount2(path, MntFlags::MNT_DETACH);
+                }
             }
         }
     }
-    let created = create();
+    let created = create(moved.clone());
     back_to_host();
+    if let Some(at) = moved {
+        // An empty directory on the host (the mount was in the namespace just left); never a
+        // recursive removal, which would walk into a mounted rootfs.
+        let _ = std::fs::remove_dir(&at);
+    }
     created
 }
 
