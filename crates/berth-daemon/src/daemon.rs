@@ -91,11 +91,6 @@ impl Daemon {
         let containers = ContainerStore::open(&config.data_root.join("containers"))?;
         let engine_id = engine_id(&config.data_root)?;
         let images = berth_image::Store::open(config.data_root.join("image"))?;
-        // Containers' rootfs mounts go below the store: one mount of its own lets each start
-        // drop them all from its private namespace at once (`berth_runtime::monitor`).
-        if let Err(err) = berth_runtime::monitor::own_mount_for_rootfs_parent(images.root()) {
-            tracing::warn!(%err, "cannot make the image store a mount of its own");
-        }
         let runtime = berth_runtime::Runtime::new(config.exec_root.join("runtime"));
         let network = crate::network::Networking::open(&config)?;
         let volumes =

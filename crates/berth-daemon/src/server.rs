@@ -137,6 +137,11 @@ pub async fn run(config: Config) -> Result<()> {
         }
     }
     let daemon = Arc::new(Daemon::open(config.clone())?);
+    // Containers' rootfs mounts go below the image store: one mount of its own lets each start
+    // drop them all from its private namespace at once (`berth_runtime::monitor`).
+    if let Err(err) = berth_runtime::monitor::own_mount_for_rootfs_parent(daemon.images.root()) {
+        tracing::warn!(%err, "cannot make the image store a mount of its own");
+    }
     daemon.restore().await;
     write_pidfile(&config.pidfile)?;
     let mut sockets = Vec::new();

@@ -24,6 +24,7 @@ async fn docker_pull_from_a_local_registry() {
         return;
     }
     let dir = tempfile::Builder::new().prefix("bp").tempdir().unwrap();
+    let _unmount = UnmountBelow(dir.path().to_path_buf());
 
     // A registry on 127.0.0.1 (always insecure, as in Docker).
     let registry_root = dir.path().join("registry");
@@ -154,6 +155,26 @@ impl Drop for NetTable {
                 .args(["delete", "table", family, &format!("berth-{}", self.0)])
                 .stderr(std::process::Stdio::null())
                 .status();
+        }
+    }
+}
+
+/// Detaches every mount below `.0` on drop (the daemon's image store and pooled namespaces):
+/// the daemon task is aborted, not stopped.
+struct UnmountBelow(std::path::PathBuf);
+
+impl Drop for UnmountBelow {
+    fn drop(&mut self) {
+        let below = format!("{}/", self.0.display());
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut points: Vec<&str> = mountinfo
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| m.starts_with(&below))
+            .collect();
+        points.reverse();
+        for p in points {
+            let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
         }
     }
 }
