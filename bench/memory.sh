@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Memory: the daemon idle and after use, and the per-container monitor, against Debian's
 # dockerd + containerd and containerd-shim-runc-v2, and podman's conmon, measured in the same run.
-#   bench/memory.sh [BERTH_BINARY]   (default target/release/berth; CONTAINERS=20)
+#   bench/memory.sh [BERTH_BINARY]   (default target/release/berth; CONTAINERS=20, QUIET=35)
 set -euo pipefail
 source "$(dirname "$0")/lib/engines.sh"
 trap bench_cleanup EXIT
@@ -39,6 +39,10 @@ b_busy=$(rss_kb "$berth_pid")
 for _ in $(seq 50); do "$berth" run --rm --network none busybox true; done
 sleep 1
 b_after=$(rss_kb "$berth_pid")
+# A quiet spell: the daemon gives back what its requests touched after 30 s without any.
+sleep "${QUIET:-35}"
+b_quiet=$(rss_kb "$berth_pid")
+b_quiet_pss=$(pss_kb "$berth_pid")
 
 start_docker
 d_idle=- d_busy=- d_shim_rss=0 d_shim_pss=0 d_shim_uss=0
@@ -84,6 +88,7 @@ printf '%-46s %16s %16s %16s\n' "" "berth" "docker" "podman"
 printf '%-46s %16s %16s %16s\n' "engine idle RSS (dockerd + containerd)" "$(mib "$b_idle")" "$d_idle" -
 printf '%-46s %16s %16s %16s\n' "engine RSS with $n containers" "$(mib "$b_busy")" "$d_busy" -
 printf '%-46s %16s %16s %16s\n' "daemon RSS after 50 more run --rm" "$(mib "$b_after")" - -
+printf '%-46s %16s %16s %16s\n' "daemon RSS / PSS after ${QUIET:-35} s quiet" "$(mib "$b_quiet") / $(mib "$b_quiet_pss")" - -
 printf '%-46s %16s %16s %16s\n' "per-container monitor RSS (monitor/shim/conmon)" "$(mib "$b_mon_rss")" "$(or_dash "$d_shim_rss")" "$(or_dash "$p_rss")"
 printf '%-46s %16s %16s %16s\n' "per-container monitor PSS" "$(mib "$b_mon_pss")" "$(or_dash "$d_shim_pss")" "$(or_dash "$p_pss")"
 printf '%-46s %16s %16s %16s\n' "per-container monitor USS (private)" "$(mib "$b_mon_uss")" "$(or_dash "$d_shim_uss")" "$(or_dash "$p_uss")"

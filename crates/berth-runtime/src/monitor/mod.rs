@@ -199,6 +199,14 @@ fn read_report(status: &mut impl std::io::BufRead, id: &str) -> Result<StatusRep
     }
 }
 
+/// Gives back memory a long-lived process touched and does not use now: free heap pages, and the
+/// page-table entries of its clean read-only file pages (code and constants of the binary and
+/// its libraries), which fault back from the page cache when next used. Monitors call it once
+/// their container runs; the daemon after a quiet spell.
+pub fn release_clean_memory() {
+    serve::release_startup_memory();
+}
+
 /// Makes `dir`, the directory above every container's `<id>/merged` rootfs mount (the image
 /// store's root), a private mount of its own, as dockerd does with its storage driver's home:
 /// a monitor then drops every other container's rootfs from the mount namespace it creates its

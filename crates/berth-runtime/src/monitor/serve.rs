@@ -930,7 +930,7 @@ fn without_sibling_rootfs_mounts<T>(
 /// of the file, so dropping them is harmless: the few the poll loop uses fault back in from the
 /// page cache. Mappings holding anonymous (copy-on-write) pages, such as RELRO segments with
 /// applied relocations, and writable mappings are left alone.
-fn release_startup_memory() {
+pub(super) fn release_startup_memory() {
     // SAFETY: malloc_trim only returns free memory to the kernel.
     unsafe {
         libc::malloc_trim(0);
