@@ -89,8 +89,6 @@ fn bind_unix(path: &Path) -> Result<UnixListener> {
     Ok(listener)
 }
 
-/// Serves one client connection; `socket` is its unix socket, when it is one (hijacked
-/// streams use it to pace their first bytes, see [`crate::api::ConnSocket`]).
 /// Milliseconds since [`EPOCH`] of the last connection's start or end.
 static LAST_ACTIVITY_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
@@ -110,7 +108,7 @@ const IDLE_TRIM_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
 /// After each busy spell, once the API has been quiet for [`IDLE_TRIM_AFTER`], gives back free
 /// heap pages and the clean code pages the requests touched (they fault back from the page
 /// cache on the next request: a few milliseconds once), as the monitors do once started: an
-/// idle daemon then holds what it needs to wait (~4 MiB resident instead of ~16), not what its
+/// idle daemon then holds what it needs to wait (~5 MiB resident instead of ~16), not what its
 /// last burst used. Long enough that commands typed in a row never pay the refaults.
 fn trim_when_idle() {
     mark_activity();
@@ -129,6 +127,8 @@ fn trim_when_idle() {
     });
 }
 
+/// Serves one client connection; `socket` is its unix socket, when it is one (hijacked
+/// streams use it to pace their first bytes, see [`crate::api::ConnSocket`]).
 fn serve_conn<S>(daemon: Arc<Daemon>, stream: S, socket: Option<crate::api::ConnSocket>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
