@@ -248,6 +248,13 @@ impl Runtime {
             if !paused || signal == Signal::SIGKILL {
                 let _ = manager.freeze(FreezerState::Thawed);
             }
+            if !init_alive(&container) {
+                // The exit may still have raced the freeze above (its teardown removing the
+                // cgroup in between): what the freeze made again is empty, and goes.
+                if let Ok(config) = container.spec() {
+                    let _ = cgroup_fs::remove_cgroup(&config.cgroup_path);
+                }
+            }
             result
         } else {
             let pid = container
