@@ -197,7 +197,7 @@ impl Daemon {
         };
         let mut opts = run_options(r)?;
         let net = self.network_setup(r)?;
-        let unpin_netns = net.unpin_after_start;
+        let transient_netns = net.transient_netns;
         opts.network = net.mode;
         opts.mounts.splice(0..0, net.mounts);
         let user_mounts = self.container_mounts(r, &rootfs.path);
@@ -265,9 +265,8 @@ impl Daemon {
         });
         match started {
             Ok(started) => {
-                if unpin_netns {
+                if let Some(path) = transient_netns {
                     // Joined by the container's init at create: its processes hold it now.
-                    let path = self.network.netns_path(&r.id);
                     if let Err(err) = berth_network::netns::remove(&path) {
                         tracing::warn!(id = %r.id, %err, "cannot unpin network namespace");
                     }

@@ -40,10 +40,10 @@ pub struct NetSetup {
     pub mode: NetworkMode,
     /// Bind mounts of `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf`.
     pub mounts: Vec<MountSpec>,
-    /// The namespace file is only needed until the container has joined it (`none`): then it
-    /// is unmounted, so that running containers do not grow the host's mount table, which
-    /// every start reads dozens of times (libcontainer).
-    pub unpin_after_start: bool,
+    /// A namespace file needed only until the container has joined it (`none`), unmounted
+    /// then: running containers do not grow the host's mount table, which every start reads
+    /// dozens of times (libcontainer).
+    pub transient_netns: Option<PathBuf>,
 }
 
 impl From<berth_network::NetworkError> for Error {
@@ -324,26 +324,22 @@ impl Daemon {
             Mode::Host => Ok(NetSetup {
                 mode: NetworkMode::Host,
                 mounts: files(None, None, true)?,
-                unpin_after_start: false,
+                transient_netns: None,
             }),
             Mode::None => {
-                // Made ahead of time (its loopback up, as in Docker) and pinned like a bridge
-                // container's namespace, so that teardown is the same.
+                // Made ahead of time, its loopback up as in Docker; no endpoint to release, so a
+                // namespace left by a run the daemon did not see end only needs unmounting.
                 let path = self.network.netns_path(&r.id);
-                // A namespace left by a run the daemon did not see end.
-                self.network_teardown(&r.id);
-                self.network
-                    .mgr
-                    .isolated_netns(&path)
-                    .map_err(|e| Error::Internal(format!("network namespace: {e}")))?;
+                netns::remove(&path)?;
+                self.network.mgr.isolated_netns(&path)?;
                 match files(None, None, false) {
                     Ok(mounts) => Ok(NetSetup {
-                        mode: NetworkMode::Path(path),
+                        mode: NetworkMode::Path(path.clone()),
                         mounts,
-                        unpin_after_start: true,
+                        transient_netns: Some(path),
                     }),
                     Err(e) => {
-                        self.network_teardown(&r.id);
+                        let _ = netns::remove(&path);
                         Err(e)
                     }
                 }
@@ -371,7 +367,7 @@ impl Daemon {
                 Ok(NetSetup {
                     mode: NetworkMode::Path(ns),
                     mounts,
-                    unpin_after_start: false,
+                    transient_netns: None,
                 })
             }
             Mode::Default | Mode::Bridge(_) => {
@@ -388,7 +384,7 @@ impl Daemon {
                         Ok(NetSetup {
                             mode: NetworkMode::Path(path),
                             mounts: mounts?,
-                            unpin_after_start: false,
+                            transient_netns: None,
                         })
                     }
                     Err(e) => {
