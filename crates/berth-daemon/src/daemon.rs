@@ -203,8 +203,10 @@ impl Daemon {
         let dir = self.containers.dir(&id);
         // The writable layer exists from creation on, as with Docker: it is what marks the
         // image as in use. It is mounted when the container starts.
+        // A `--rm` container's records are not flushed (see `store::Durability::Volatile`).
+        let durable = host_config.auto_remove != Some(true);
         self.images
-            .prepare_rootfs(image_id.as_str(), &id)
+            .prepare_rootfs_with(image_id.as_str(), &id, durable)
             .inspect_err(|_| self.discard_mount_points(&mount_points))?;
         let record = ContainerRecord {
             id: id.clone(),

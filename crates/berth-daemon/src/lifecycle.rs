@@ -478,16 +478,17 @@ impl Daemon {
     }
 
     /// Writable layers whose container has no record: a removal cut short between the record,
-    /// which goes first (the name is free at once), and its rootfs. Run before the API serves.
+    /// which goes first (the name is free at once), and its rootfs, or a `--rm` container's
+    /// unflushed records after a power loss. Run before the API serves.
     fn remove_orphaned_rootfs(&self) {
-        let layers = match self.images.containers() {
+        let layers = match self.images.container_layer_ids() {
             Ok(l) => l,
             Err(err) => {
                 tracing::warn!(%err, "cannot list container layers");
                 return;
             }
         };
-        for (id, _) in layers {
+        for id in layers {
             if !self.containers.contains_id(&id) {
                 tracing::info!(%id, "removing the rootfs of a removed container");
                 self.remove_rootfs(&id);

@@ -87,6 +87,11 @@ const SURNAMES: &[&str] = &[
     "yonath",
 ];
 
+/// Whether `s` has the form of a [`random_id`]: 64 lowercase hex digits.
+pub fn is_full_id(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// A random 64-hex-digit container ID whose 12-character short form is never all digits
 /// (so it can never be mistaken for a number, as Docker guarantees).
 pub fn random_id() -> String {

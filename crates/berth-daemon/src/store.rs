@@ -194,18 +194,35 @@ impl ContainerStore {
                 continue;
             }
             let path = entry.path().join(RECORD_FILE);
-            let record: ContainerRecord = match fs::read(&path)
-                .map_err(|e| Error::io(format!("read {}", path.display()), e))
-                .and_then(|b| {
-                    serde_json::from_slice(&b)
-                        .map_err(|e| Error::json(format!("parse {}", path.display()), e))
-                }) {
-                Ok(r) => r,
-                Err(err) => {
+            let bytes = match fs::read(&path) {
+                Ok(b) => Some(b),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                Err(e) => {
+                    let err = Error::io(format!("read {}", path.display()), e);
                     tracing::warn!(%err, "skipping unreadable container record");
                     continue;
                 }
             };
+            let torn = bytes.as_deref().is_none_or(|b| b.iter().all(|&c| c == 0));
+            if torn {
+                // A record that never reached the disk: a creation cut short, or an unflushed
+                // (`--rm`) record after a power loss. Nothing can be known of its container.
+                if names::is_full_id(&entry.file_name().to_string_lossy()) {
+                    tracing::warn!(path = %path.display(), "removing a container directory whose record is missing or empty");
+                    remove_tree(&entry.path());
+                }
+                continue;
+            }
+            let record: ContainerRecord =
+                match serde_json::from_slice(bytes.as_deref().unwrap_or_default())
+                    .map_err(|e| Error::json(format!("parse {}", path.display()), e))
+                {
+                    Ok(r) => r,
+                    Err(err) => {
+                        tracing::warn!(%err, "skipping unreadable container record");
+                        continue;
+                    }
+                };
             if entry.file_name().to_str() != Some(record.id.as_str()) {
                 tracing::warn!(path = %path.display(), "skipping record whose ID does not match its directory");
                 continue;
@@ -452,37 +469,53 @@ enum Durability {
     /// counts, health): after a reboot no container runs anyway and the state is re-derived,
     /// and skipping the directory fsync takes a disk flush off every start and exit.
     OldOrNew,
+    /// Only a crash of the daemon is survived (the page cache is), not a power loss, which
+    /// may leave the record missing, empty or zero-filled ([`ContainerStore::open`] removes
+    /// those). For every write of an auto-remove (`--rm`) container's record: a power loss
+    /// ends every container, and one that ended is to be removed anyway, so losing its
+    /// record is the right outcome; it saves the creation two disk flushes and the start one.
+    Volatile,
 }
 
 /// Writes `config.v2.json` atomically: temporary file, fsync, rename (and a directory fsync
-/// when `durability` asks for it).
+/// when `durability` asks for it). A `--rm` container's record is never flushed (see
+/// [`Durability::Volatile`]).
 fn write_record(dir: &Path, record: &ContainerRecord, durability: Durability) -> Result<()> {
     let bytes = serde_json::to_vec(record)
         .map_err(|e| Error::json(format!("serialise record of {}", record.id), e))?;
+    let durability = if record.host_config.auto_remove == Some(true) {
+        Durability::Volatile
+    } else {
+        durability
+    };
     match durability {
         Durability::Durable => write_atomic(dir, RECORD_FILE, &bytes),
-        Durability::OldOrNew => replace_file(dir, RECORD_FILE, &bytes),
+        Durability::OldOrNew => replace_file(dir, RECORD_FILE, &bytes, true),
+        Durability::Volatile => replace_file(dir, RECORD_FILE, &bytes, false),
     }
 }
 
 /// Replaces `dir/name` with `bytes` so that a crash leaves the old or the new content, and
 /// the new content survives a power loss once this returns.
 pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
-    replace_file(dir, name, bytes)?;
+    replace_file(dir, name, bytes, true)?;
     fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io(format!("fsync {}", dir.display()), e))
 }
 
-/// Replaces `dir/name` with `bytes` (temporary file, fsync, rename): a crash, even a power
-/// loss, leaves the old or the new content whole, never an empty or partial file.
-fn replace_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+/// Replaces `dir/name` with `bytes` (temporary file, fsync unless `!sync`, rename): a crash,
+/// even a power loss when `sync`, leaves the old or the new content whole, never an empty or
+/// partial file.
+fn replace_file(dir: &Path, name: &str, bytes: &[u8], sync: bool) -> Result<()> {
     let tmp = dir.join(format!(".{name}.tmp"));
     let target = dir.join(name);
     let io = |what: &str, p: &Path, e| Error::io(format!("{what} {}", p.display()), e);
     let mut f = fs::File::create(&tmp).map_err(|e| io("create", &tmp, e))?;
     f.write_all(bytes).map_err(|e| io("write", &tmp, e))?;
-    f.sync_all().map_err(|e| io("fsync", &tmp, e))?;
+    if sync {
+        f.sync_all().map_err(|e| io("fsync", &tmp, e))?;
+    }
     drop(f);
     fs::rename(&tmp, &target).map_err(|e| io("rename into", &target, e))
 }
@@ -552,6 +585,56 @@ mod tests {
         reopened.remove(&a).unwrap();
         assert!(!dir.path().join(&a).exists());
         assert_eq!(ContainerStore::open(dir.path()).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn torn_and_garbled_records_do_not_stop_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ContainerStore::open(dir.path()).unwrap();
+        let good = "a1".repeat(32);
+        let mut rm = record(&"b2".repeat(32), "auto-removed");
+        rm.host_config.auto_remove = Some(true);
+        store.create(record(&good, "kept")).unwrap();
+        store.create(rm.clone()).unwrap();
+        store
+            .update(&rm.id, |r| {
+                r.state.status = Status::Running;
+                Ok(())
+            })
+            .unwrap();
+        // What a power loss may leave of unflushed records: empty, zero-filled or no file.
+        let empty = "c3".repeat(32);
+        let zeroed = "d4".repeat(32);
+        let missing = "e5".repeat(32);
+        let garbled = "f6".repeat(32);
+        for (id, content) in [
+            (&empty, Some(vec![])),
+            (&zeroed, Some(vec![0u8; 4096])),
+            (&missing, None),
+            (&garbled, Some(b"{\"ID\": \"f6".to_vec())),
+        ] {
+            let d = dir.path().join(id);
+            fs::create_dir(&d).unwrap();
+            fs::write(d.join(format!("{id}-json.log")), b"log").unwrap();
+            if let Some(c) = content {
+                fs::write(d.join(RECORD_FILE), c).unwrap();
+            }
+        }
+        let reopened = ContainerStore::open(dir.path()).unwrap();
+        assert_eq!(reopened.len(), 2);
+        assert_eq!(reopened.get("kept").unwrap().id, good);
+        let back = reopened.get("auto-removed").unwrap();
+        assert_eq!(back.state.status, Status::Running);
+        assert_eq!(back.host_config.auto_remove, Some(true));
+        for id in [&empty, &zeroed, &missing] {
+            assert!(
+                !dir.path().join(id).exists(),
+                "torn record's directory removed"
+            );
+        }
+        // Not a torn write: kept on disk for a human to look at, but not loaded.
+        assert!(dir.path().join(&garbled).join(RECORD_FILE).exists());
+        assert!(reopened.resolve(&garbled).is_err());
     }
 
     #[test]

@@ -584,12 +584,13 @@ impl Store {
                 report.snapshots_removed += 1;
             }
         }
-        // Container dirs without a record are leftovers of a crashed create/remove.
+        // Container dirs without a readable record are leftovers of a crashed create/remove,
+        // or of an unflushed record a power loss emptied (`prepare_rootfs_with`).
         let cdir = self.containers_dir();
         for e in fs::read_dir(&cdir).ctx("list", &cdir)?.flatten() {
-            if !e.path().join("meta.json").exists()
-                && !crate::rootfs::is_mountpoint(&e.path().join("merged"))
-            {
+            let readable = fs::read(e.path().join("meta.json"))
+                .is_ok_and(|b| serde_json::from_slice::<crate::rootfs::ContainerMeta>(&b).is_ok());
+            if !readable && !crate::rootfs::is_mountpoint(&e.path().join("merged")) {
                 fs::remove_dir_all(e.path()).ctx("remove", e.path())?;
             }
         }

@@ -117,7 +117,7 @@ impl Store {
     /// Create and mount the root filesystem of container `container_id` from `image`
     /// (reference, ID or ID prefix). The image is in use until [`Store::remove_rootfs`].
     pub fn create_rootfs(&self, image: &str, container_id: &str) -> Result<Rootfs> {
-        self.create_container_layers(image, container_id, true)
+        self.create_container_layers(image, container_id, true, true)
     }
 
     /// As [`Store::create_rootfs`], leaving the rootfs unmounted when that costs nothing:
@@ -125,12 +125,25 @@ impl Store {
     /// Until an overlay mount has worked in this process the layers are mounted (and
     /// unmounted) once anyway, since that mount is what chooses between overlayfs and copies.
     pub fn prepare_rootfs(&self, image: &str, container_id: &str) -> Result<()> {
+        self.prepare_rootfs_with(image, container_id, true)
+    }
+
+    /// As [`Store::prepare_rootfs`]; unless `durable`, the container's record (`meta.json`)
+    /// is not flushed to disk: for a container that is removed when it ends (`--rm`), whose
+    /// whole existence a power loss may undo. A record a power loss left missing, empty or
+    /// zero-filled marks a leftover: [`Store::container_layer_ids`] lists it, gc removes it.
+    pub fn prepare_rootfs_with(
+        &self,
+        image: &str,
+        container_id: &str,
+        durable: bool,
+    ) -> Result<()> {
         let probed = self.inner.options.driver.is_some()
             || self
                 .inner
                 .overlay_works
                 .load(std::sync::atomic::Ordering::Relaxed);
-        let rootfs = self.create_container_layers(image, container_id, !probed)?;
+        let rootfs = self.create_container_layers(image, container_id, !probed, durable)?;
         if !probed {
             rootfs.unmount()?;
         }
@@ -142,6 +155,7 @@ impl Store {
         image: &str,
         container_id: &str,
         mount: bool,
+        durable: bool,
     ) -> Result<Rootfs> {
         let _l = self.lock_shared()?;
         let img = self.get(image)?;
@@ -194,7 +208,11 @@ impl Store {
                 created: now_rfc3339(),
             };
             let bytes = serde_json::to_vec_pretty(&meta).map_err(json_err("container meta"))?;
-            crate::content::atomic_write(&dir.join("meta.json"), &bytes)?;
+            if durable {
+                crate::content::atomic_write(&dir.join("meta.json"), &bytes)?;
+            } else {
+                crate::content::replace_unsynced(&dir.join("meta.json"), &bytes)?;
+            }
             Ok(driver)
         })();
         match result {
@@ -359,6 +377,23 @@ impl Store {
         if let Err(std::sync::mpsc::SendError(tree)) = sent {
             let _ = delete_removed_tree(&tree);
         }
+    }
+
+    /// IDs of every container directory in this store, whether or not its record is
+    /// readable (one cut short by a crash or a power loss is listed too), for a caller that
+    /// knows which containers exist and removes the others with [`Store::remove_rootfs`].
+    pub fn container_layer_ids(&self) -> Result<Vec<String>> {
+        let dir = self.containers_dir();
+        let mut ids = Vec::new();
+        for e in fs::read_dir(&dir).ctx("list", &dir)? {
+            let e = e.ctx("list", &dir)?;
+            if let Some(id) = e.file_name().to_str() {
+                if valid_container_id(id) && e.path().is_dir() {
+                    ids.push(id.to_string());
+                }
+            }
+        }
+        Ok(ids)
     }
 
     /// IDs of containers with a rootfs in this store, with the image each uses.

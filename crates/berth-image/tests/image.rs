@@ -766,6 +766,36 @@ fn prepare_rootfs_probes_overlay_once_then_leaves_layers_unmounted() {
     ts.store.remove_rootfs("p1").unwrap();
 }
 
+/// A `--rm` container's layers are prepared without flushing their record; what a power loss
+/// may leave of it (empty, zero-filled or no `meta.json`) is listed for its owner to remove,
+/// and gc removes it too.
+#[test]
+fn unflushed_rootfs_records_torn_by_a_power_loss_are_cleaned_up() {
+    let ts = TestStore::new();
+    import_busybox(&ts, "busybox");
+    for id in ["v1", "v2", "v3", "kept"] {
+        ts.store
+            .prepare_rootfs_with("busybox", id, id == "kept")
+            .unwrap();
+    }
+    let dir = |id: &str| ts.store.root().join("containers").join(id);
+    let listed = || {
+        let mut ids = ts.store.container_layer_ids().unwrap();
+        ids.sort();
+        ids
+    };
+    std::fs::write(dir("v1").join("meta.json"), b"").unwrap();
+    std::fs::write(dir("v2").join("meta.json"), [0u8; 512]).unwrap();
+    std::fs::remove_file(dir("v3").join("meta.json")).unwrap();
+    assert_eq!(listed(), ["kept", "v1", "v2", "v3"]);
+    // Not records any more: the image is in use only by the whole one.
+    assert_eq!(ts.store.containers().unwrap().len(), 1);
+    ts.store.remove_rootfs("v1").unwrap();
+    ts.store.gc().unwrap();
+    assert_eq!(listed(), ["kept"]);
+    ts.store.remove_rootfs("kept").unwrap();
+}
+
 #[test]
 fn intermediate_images_stay_while_their_child_does() {
     let ts = TestStore::new();
