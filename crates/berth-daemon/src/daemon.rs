@@ -467,21 +467,29 @@ impl Daemon {
         self.remove_rootfs(&record.id);
         self.drop_mounts(&record.id, record.host_config.auto_remove == Some(true));
         self.network_teardown(&record.id);
-        let paths = self.run_paths(&record.id);
-        if self.runtime.exists(&record.id) {
-            if let Err(err) = self.runtime.delete(&record.id, true) {
-                tracing::warn!(id = %record.id, %err, "cannot delete runtime state");
-            }
-        }
         for exec_id in self.execs.forget_container(&record.id) {
             let _ = std::fs::remove_dir_all(self.exec_paths(&exec_id).dir);
         }
-        if let Err(err) = std::fs::remove_dir_all(&paths.dir) {
-            if err.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(id = %record.id, %err, "cannot remove runtime directory");
-            }
-        }
         self.container_event("destroy", &record, &[]);
+        // What no client can see goes after the answer: the runtime state (a `--rm`
+        // container's cgroup and state directory, see `record_exit`) and the run's files,
+        // under an ID that is never used again. A daemon that dies first leaves them to its
+        // successor's `remove_orphaned_run_state`.
+        let runtime = self.runtime.clone();
+        let run_dir = self.run_paths(&record.id).dir;
+        let id = record.id;
+        tokio::task::spawn_blocking(move || {
+            if runtime.exists(&id) {
+                if let Err(err) = runtime.delete(&id, true) {
+                    tracing::warn!(%id, %err, "cannot delete runtime state");
+                }
+            }
+            if let Err(err) = std::fs::remove_dir_all(&run_dir) {
+                if err.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(%id, %err, "cannot remove runtime directory");
+                }
+            }
+        });
         Ok(())
     }
 

@@ -326,31 +326,26 @@ impl Daemon {
         // The run is torn down before its exit becomes visible: `restart` (stop, then start)
         // waits only for the recorded exit, and the new run's network namespace, rootfs
         // mount and runtime state must not be what this teardown removes.
-        let Some(auto_remove) = self
+        let Some((auto_remove, own_pid_ns)) = self
             .containers
             .get(id)
             .ok()
             .filter(|r| r.state.running && r.state.pid == pid)
-            .map(|r| r.host_config.auto_remove == Some(true))
+            .map(|r| {
+                let own_pid_ns = r.host_config.pid_mode.as_deref().is_none_or(str::is_empty);
+                (r.host_config.auto_remove == Some(true), own_pid_ns)
+            })
         else {
             return Ok(());
         };
-        let d = Arc::clone(self);
-        let rid = id.to_owned();
-        let _ = tokio::task::spawn_blocking(move || {
-            if d.runtime.exists(&rid) {
-                if let Err(err) = d.runtime.delete(&rid, true) {
-                    tracing::warn!(id = %rid, %err, "cannot delete runtime state");
-                }
-            }
-            // A `--rm` container's rootfs and volumes go with its removal below, whose
-            // unmount happens off this path (the image store's reaper thread).
-            if !auto_remove {
-                d.release_rootfs_if_unused(&rid);
-            }
-            d.network_teardown(&rid);
-        })
-        .await;
+        // A `--rm` container in its own PID namespace has no process left once its init was
+        // reaped (the kernel ends the namespace's others first), so nothing runs on what its
+        // removal takes away: the removal below tears down the network and the rootfs before
+        // it answers, and its runtime state (cgroup, state directory) after.
+        let teardown_in_removal = auto_remove && own_pid_ns;
+        if !teardown_in_removal {
+            self.teardown_run(id, auto_remove).await;
+        }
         // A `--rm` container (which has no restart policy) is removed right after: its exit
         // is not written to disk first.
         let record_exit = |r: &mut ContainerRecord| {
@@ -392,12 +387,36 @@ impl Daemon {
             if let Err(err) = self.remove_container(&record.id, true).await {
                 // Still listed: its exit must then be on disk, and its run released, like
                 // any other.
+                if teardown_in_removal {
+                    self.teardown_run(&record.id, true).await;
+                }
                 let _ = self.containers.persist(&record.id);
                 self.release_rootfs_if_unused(&record.id);
                 return Err(err);
             }
         }
         Ok(())
+    }
+
+    /// Deletes a finished run's runtime state and network (and, unless `auto_remove`, whose
+    /// removal does it off this path, releases its rootfs).
+    async fn teardown_run(self: &Arc<Self>, id: &str, auto_remove: bool) {
+        let d = Arc::clone(self);
+        let rid = id.to_owned();
+        let _ = tokio::task::spawn_blocking(move || {
+            if d.runtime.exists(&rid) {
+                if let Err(err) = d.runtime.delete(&rid, true) {
+                    tracing::warn!(id = %rid, %err, "cannot delete runtime state");
+                }
+            }
+            // A `--rm` container's rootfs and volumes go with its removal below, whose
+            // unmount happens off this path (the image store's reaper thread).
+            if !auto_remove {
+                d.release_rootfs_if_unused(&rid);
+            }
+            d.network_teardown(&rid);
+        })
+        .await;
     }
 
     /// Restarts a container after `delay`, unless a user acted on it in the meantime.
@@ -450,6 +469,8 @@ impl Daemon {
     /// exited.
     pub async fn restore(self: &Arc<Self>) {
         self.network_start().await;
+        // Before the restored exits start removals of their own.
+        self.remove_orphaned_run_state();
         self.restore_running().await;
         self.remove_orphaned_rootfs();
         self.reconcile_volumes();
@@ -492,6 +513,43 @@ impl Daemon {
             if !self.containers.contains_id(&id) {
                 tracing::info!(%id, "removing the rootfs of a removed container");
                 self.remove_rootfs(&id);
+            }
+        }
+    }
+
+    /// Runtime states and run directories of containers without a record: a removal answers
+    /// before it deletes them (`remove_container`), and a daemon may die in between. A state
+    /// whose processes still run is left alone (nothing else could tell what they are), and so
+    /// is one not named like the daemon's containers (`berth runtime` shares the default root).
+    fn remove_orphaned_run_state(&self) {
+        let orphan = |id: &str| crate::names::is_full_id(id) && !self.containers.contains_id(id);
+        match self.runtime.list() {
+            Ok(states) => {
+                for state in states {
+                    if !orphan(&state.id) {
+                        continue;
+                    }
+                    if matches!(state.status.as_str(), "running" | "paused") {
+                        tracing::warn!(id = %state.id, status = %state.status, "leaving the runtime state of an unknown container");
+                        continue;
+                    }
+                    tracing::info!(id = %state.id, "deleting the runtime state of a removed container");
+                    if let Err(err) = self.runtime.delete(&state.id, true) {
+                        tracing::warn!(id = %state.id, %err, "cannot delete runtime state");
+                    }
+                }
+            }
+            Err(err) => tracing::warn!(%err, "cannot list runtime states"),
+        }
+        let runs = self.config.exec_root.join("containers");
+        for entry in std::fs::read_dir(&runs).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let Some(id) = name.to_str() else { continue };
+            if !orphan(id) || self.runtime.exists(id) {
+                continue;
+            }
+            if let Err(err) = std::fs::remove_dir_all(entry.path()) {
+                tracing::warn!(%id, %err, "cannot remove the run directory of a removed container");
             }
         }
     }

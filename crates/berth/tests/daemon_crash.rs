@@ -2,7 +2,9 @@
 //! daemon is running. After a restart every container is listed with its real state, the
 //! running ones are still the same processes and are controllable (logs, exec, stop), the one
 //! that exited shows its exit code, and no log line written meanwhile is lost: monitors, not
-//! the daemon, own containers' stdio and exit status.
+//! the daemon, own containers' stdio and exit status. A `--rm` container that exited meanwhile
+//! is removed, and what a dead daemon or a power loss leaves (run directories of removed
+//! containers, torn records) is cleaned up.
 
 mod daemon_common;
 
@@ -67,6 +69,21 @@ fn containers_survive_daemon_kill_9() {
         "-c",
         "echo started; sleep 2; echo done; exit 42",
     ]));
+    // A `--rm` container that exits while no daemon runs is removed by the next one, runtime
+    // state and run directory included.
+    let transient = ok(d.docker(&[
+        "run",
+        "-d",
+        "--rm",
+        "--network",
+        "none",
+        "busybox",
+        "sh",
+        "-c",
+        "sleep 2",
+    ]))
+    .trim()
+    .to_string();
     let pids: Vec<String> = names
         .iter()
         .map(|n| ok(d.docker(&["inspect", "-f", "{{.State.Pid}}", n])))
@@ -74,11 +91,41 @@ fn containers_survive_daemon_kill_9() {
     let before = counted(&ok(d.docker(&["logs", "c0"])));
 
     d.kill9();
+    // What a daemon may leave behind when it dies, or a power loss does: the run directory of
+    // a container whose removal had answered, and unflushed (`--rm`) records left empty or
+    // zero-filled.
+    let run = d.dir.path().join("run");
+    let orphan_run = run.join("containers").join("a1".repeat(32));
+    std::fs::create_dir_all(orphan_run.join("bundle")).unwrap();
+    std::fs::write(orphan_run.join("exit.json"), "{}").unwrap();
+    let torn: Vec<_> = ["b2", "c3"]
+        .iter()
+        .map(|h| d.data().join("containers").join(h.repeat(32)))
+        .collect();
+    for (dir, content) in torn.iter().zip([vec![], vec![0u8; 2048]]) {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("config.v2.json"), content).unwrap();
+    }
     // `ephemeral` exits and every counter writes ~30 lines while no daemon runs.
     std::thread::sleep(Duration::from_secs(3));
     d.spawn();
 
     let listed = ok(d.docker(&["ps", "-a", "--format", "{{.Names}} {{.State}}"]));
+    // Served only once the start's reconciliation is done.
+    assert!(!orphan_run.exists(), "orphaned run directory left");
+    for dir in &torn {
+        assert!(!dir.exists(), "torn record left: {}", dir.display());
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while run.join("runtime").join(&transient).exists()
+        || run.join("containers").join(&transient).exists()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the removed --rm container's runtime files are left"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(listed.lines().count(), RUNNING + 1, "{listed}");
     for name in &names {
         assert!(
