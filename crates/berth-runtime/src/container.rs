@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::cgroup_fs;
 use crate::error::{Error, Result};
 use crate::executor::WorkloadExecutor;
+use crate::init;
 use crate::seccomp_filter::{self, PrecompiledSeccomp};
 
 /// Default state root of `berth runtime`.
@@ -597,6 +598,36 @@ pub(crate) fn create(
         .linux()
         .as_ref()
         .is_none_or(|l| l.cgroups_path().is_none());
+
+    // Berth's own init for the specs it covers (see `init`); libcontainer for the rest.
+    if precompiled.is_some() || spec.linux().as_ref().is_none_or(|l| l.seccomp().is_none()) {
+        let mut own = spec.clone();
+        let mut linux = own.linux().clone().unwrap_or_default();
+        if needs_cgroup {
+            linux.set_cgroups_path(Some(PathBuf::from(format!("{DEFAULT_CGROUP_PARENT}/{id}"))));
+        }
+        linux.set_seccomp(None);
+        own.set_linux(Some(linux));
+        if precompiled.is_some() {
+            if let Some(process) = own.process_mut() {
+                seccomp_filter::grant_filter_loading(process);
+            }
+        }
+        match init::unsupported(&own, &opts) {
+            None => {
+                let launch = init::Launch {
+                    id,
+                    bundle: &bundle,
+                    spec: &own,
+                    rootfs: &rootfs,
+                    seccomp: precompiled.as_ref(),
+                };
+                return init::create(runtime, &launch, opts);
+            }
+            Some(reason) => tracing::debug!(reason, "container created by libcontainer"),
+        }
+    }
+
     let staged = needs_cgroup || precompiled.is_some() || moved_rootfs;
     let staging = runtime.root().join(format!(".{id}.bundle"));
     let build_bundle = if staged {

@@ -39,6 +39,9 @@ pub enum Error {
     /// A seccomp profile could not be compiled or loaded.
     #[error("seccomp: {0}")]
     Seccomp(String),
+    /// Berth's own init could not set the container up.
+    #[error("create container {id}: {message}")]
+    Init { id: String, message: String },
     /// The monitor could not be started or reported a failure.
     #[error("monitor: {0}")]
     Monitor(String),

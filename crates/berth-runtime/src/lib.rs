@@ -7,6 +7,8 @@
 //! * [`resources`]: resource limits as plain data, applied at create time or live.
 //! * [`container`]: the container lifecycle on top of youki's `libcontainer`, and the
 //!   [`Runtime`] handle whose methods are safe to call from a multi-threaded daemon.
+//! * `init`: Berth's own container init, which `create` uses for the specs it covers
+//!   (Docker's, on a cgroup v1 host) instead of libcontainer's, for speed.
 //! * [`monitor`]: the per-container monitor process (`berth monitor`) and its library API
 //!   ([`monitor::spawn_monitor`], [`monitor::read_exit`]).
 //! * [`cli`]: the runc-compatible command line (`berth runtime`).
@@ -35,6 +37,7 @@ pub mod cli;
 pub mod container;
 pub mod error;
 mod executor;
+mod init;
 pub mod monitor;
 pub mod resources;
 mod seccomp_filter;
