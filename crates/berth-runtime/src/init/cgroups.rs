@@ -140,16 +140,30 @@ impl Cgroup {
         let Some(dir) = self.dir("devices") else {
             return Ok(());
         };
-        for rule in rules.unwrap_or_default() {
-            let file = if rule.allow() {
-                "devices.allow"
+        // The kernel parses one rule per write: one descriptor per file serves them all.
+        let open = |file: &str| {
+            let path = dir.join(file);
+            fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|e| context(e, "open", &path))
+        };
+        let (mut allow, mut deny) = (open("devices.allow")?, open("devices.deny")?);
+        let mut apply = |allowed: bool, rule: &str| {
+            use std::io::Write;
+            let (file, name) = if allowed {
+                (&mut allow, "devices.allow")
             } else {
-                "devices.deny"
+                (&mut deny, "devices.deny")
             };
-            write(dir, file, &rule.to_string())?;
+            file.write_all(rule.as_bytes())
+                .map_err(|e| context(e, &format!("write {rule:?} to"), &dir.join(name)))
+        };
+        for rule in rules.unwrap_or_default() {
+            apply(rule.allow(), &rule.to_string())?;
         }
         for rule in DEFAULT_DEVICE_RULES {
-            write(dir, "devices.allow", rule)?;
+            apply(true, rule)?;
         }
         Ok(())
     }
@@ -290,8 +304,15 @@ pub(super) fn supported(resources: &LinuxResources) -> Result<(), &'static str> 
 }
 
 /// A new cpuset cgroup starts with no cpus and no memory nodes, and no task can join it
-/// until both are set: copy them down from the nearest ancestor that has them.
+/// until both are set: copy them down from the nearest ancestor that has them. The parent is
+/// then told to give its next children its own values (`cgroup.clone_children`), so the
+/// common case is one read per file.
 fn fill_cpuset(dir: &Path, relative: &Path) -> io::Result<()> {
+    let filled =
+        |d: &Path, file: &str| fs::read_to_string(d.join(file)).is_ok_and(|v| !v.trim().is_empty());
+    if filled(dir, "cpuset.cpus") && filled(dir, "cpuset.mems") {
+        return Ok(());
+    }
     let mut chain: Vec<&Path> = relative.ancestors().collect();
     chain.pop(); // the hierarchy root itself
     let root = relative.components().fold(dir.to_path_buf(), |d, _| {
@@ -309,6 +330,9 @@ fn fill_cpuset(dir: &Path, relative: &Path) -> io::Result<()> {
                 parent_value = value;
             }
         }
+    }
+    if let Some(parent) = dir.parent() {
+        let _ = fs::write(parent.join("cgroup.clone_children"), "1");
     }
     Ok(())
 }
@@ -368,6 +392,11 @@ mod tests {
         assert_eq!(
             fs::read_to_string(root.path().join("berth/cpuset.mems")).unwrap(),
             "0"
+        );
+        // The next sibling inherits at creation.
+        assert_eq!(
+            fs::read_to_string(root.path().join("berth/cgroup.clone_children")).unwrap(),
+            "1"
         );
     }
 }

@@ -198,8 +198,8 @@ fn create_in(dir: &Path, launch: &Launch<'_>, opts: CreateOptions) -> Result<Pid
         .cgroups_path()
         .as_deref()
         .expect("checked by unsupported");
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
-        .map_err(|e| Error::io("read /proc/self/mountinfo", e))?;
+    let mountinfo =
+        read_proc("/proc/self/mountinfo").map_err(|e| Error::io("read /proc/self/mountinfo", e))?;
     let hierarchies = cgroups::hierarchies(&mountinfo);
     let cgroup = cgroups::Cgroup::create(&hierarchies, cgroups_path, linux.resources().as_ref())
         .map_err(|e| Error::Cgroup {
@@ -214,6 +214,14 @@ fn create_in(dir: &Path, launch: &Launch<'_>, opts: CreateOptions) -> Result<Pid
             Err(e)
         }
     }
+}
+
+/// Reads a `/proc` file (size 0 to stat) with a buffer that fits it at once, not in a dozen
+/// growing reads.
+fn read_proc(path: &str) -> std::io::Result<String> {
+    let mut text = String::with_capacity(64 * 1024);
+    std::fs::File::open(path)?.read_to_string(&mut text)?;
+    Ok(text)
 }
 
 /// A pipe whose ends are close-on-exec.
