@@ -3,16 +3,17 @@
 //! One monitor process per container (and one per `exec`) owns the container's stdio for its
 //! whole life, independently of the daemon:
 //!
-//! 1. The daemon calls [`spawn_monitor`], which runs `berth monitor --config - --status-fd 3`
-//!    with the [`MonitorConfig`] as JSON on stdin and a pipe on fd 3.
+//! 1. The daemon calls [`spawn_monitor`], which runs `berth monitor --config - --fds-on-stdin`
+//!    with a socket as stdin: the status pipe (and the start pipe) arrive on it with the first
+//!    byte, then the [`MonitorConfig`] as JSON.
 //! 2. The monitor detaches (double fork + `setsid`), makes itself a child subreaper, creates the
 //!    stdio (pipes, or a pty received over a console socket), creates and starts the
-//!    container through libcontainer (it is single-threaded, as libcontainer requires), writes
+//!    container (it is single-threaded, as creating one requires), writes
 //!    its own pid and the container's pid to files, and reports `{"monitor_pid":..,
 //!    "container_pid":..}` or `{"error":"one line"}` on the status pipe. So the daemon's
 //!    `start` returns real errors.
 //!    With [`spawn_monitor_created`] (two-phase, as containerd's shim), it reports
-//!    `{"created":true}` once the container is created (its init blocked on the exec fifo)
+//!    `{"created":true}` once the container is created (its init waiting for `start`)
 //!    and the attach socket listens, and starts the process only when the daemon asks, after
 //!    connecting its attach clients, so they see all of the output.
 //! 3. It then loops on `poll(2)`: container output goes to the json-file log ([`logfile`]) and
@@ -29,7 +30,6 @@ mod serve;
 use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -289,15 +289,22 @@ pub fn spawn_monitor_created(binary: &Path, config: &MonitorConfig) -> Result<Cr
 /// having done anything.
 pub struct PendingMonitor {
     child: std::process::Child,
+    /// The monitor's stdin: the pipe ends arrived on it first, the configuration follows.
+    config: Option<std::os::unix::net::UnixStream>,
     /// The status pipe; taken by the [`CreatedMonitor`] a two-phase start returns.
     status: Option<std::io::BufReader<std::fs::File>>,
     start: Option<std::fs::File>,
 }
 
 impl PendingMonitor {
-    /// Runs `binary monitor` with the status pipe on fd 3 and, with `two_phase`, the start
-    /// pipe on fd 4.
+    /// Runs `binary monitor` with the status pipe and, with `two_phase`, the start pipe.
+    ///
+    /// The pipe ends travel as `SCM_RIGHTS` with the first byte on the monitor's stdin (a
+    /// socket), not as inherited descriptors placed by a `pre_exec` hook: without one,
+    /// `Command` spawns with `posix_spawn` (a vfork), where a hook forces a full fork of the
+    /// multi-threaded daemon, whose copy-on-write faults cost the daemon ~0.5 ms per start.
     pub fn spawn(binary: &Path, two_phase: bool) -> Result<Self> {
+        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
         let cloexec = nix::fcntl::OFlag::O_CLOEXEC;
         let (read_end, write_end) =
             nix::unistd::pipe2(cloexec).map_err(|e| Error::sys("create status pipe", e))?;
@@ -306,55 +313,44 @@ impl PendingMonitor {
         } else {
             None
         };
-        // The child's fds 3 and 4: the status pipe's write end and the start pipe's read end.
-        let wanted: Vec<i32> = std::iter::once(write_end.as_raw_fd())
-            .chain(start_pipe.as_ref().map(|(r, _)| r.as_raw_fd()))
-            .collect();
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair()
+            .map_err(|e| Error::io("create monitor config socket", e))?;
         let mut cmd = Command::new(binary);
         cmd.arg("monitor")
             .arg("--config")
             .arg("-")
-            .arg("--status-fd")
-            .arg("3");
-        if two_phase {
-            cmd.arg("--start-fd").arg("4");
-        }
-        cmd.stdin(Stdio::piped())
+            .arg("--fds-on-stdin")
+            .stdin(Stdio::from(OwnedFd::from(theirs)))
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        // SAFETY: dup, dup2 and fcntl are async-signal-safe; this runs in the forked child
-        // before exec and allocates nothing. Sources are first moved above the targets so that
-        // placing one cannot overwrite another; dup2 clears FD_CLOEXEC on the new descriptors,
-        // so only fds 3 and 4 survive exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                let mut moved = [-1i32; 2];
-                for (i, fd) in wanted.iter().enumerate() {
-                    moved[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 10);
-                    if moved[i] < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                for (i, fd) in moved.iter().take(wanted.len()).enumerate() {
-                    if libc::dup2(*fd, 3 + i as i32) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
-        }
         let child = cmd
             .spawn()
             .map_err(|e| Error::io(format!("spawn {}", binary.display()), e))?;
-        drop(write_end);
-        Ok(PendingMonitor {
+        let fds: Vec<i32> = std::iter::once(write_end.as_raw_fd())
+            .chain(start_pipe.as_ref().map(|(r, _)| r.as_raw_fd()))
+            .collect();
+        let mut pending = PendingMonitor {
             child,
+            config: Some(ours),
             status: Some(std::io::BufReader::new(std::fs::File::from(read_end))),
-            start: start_pipe.map(|(r, w)| {
-                drop(r);
-                std::fs::File::from(w)
-            }),
-        })
+            start: None,
+        };
+        // The socket buffers the message until the monitor reads it.
+        let sent = sendmsg::<()>(
+            pending.config.as_ref().map_or(-1, |c| c.as_raw_fd()),
+            &[std::io::IoSlice::new(b"F")],
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::empty(),
+            None,
+        );
+        // Dropping `pending` on failure reaps the monitor.
+        sent.map_err(|e| Error::sys("hand the monitor its pipes", e))?;
+        drop(write_end);
+        pending.start = start_pipe.map(|(r, w)| {
+            drop(r);
+            std::fs::File::from(w)
+        });
+        Ok(pending)
     }
 
     /// Sends `config`, waits until the monitor has detached (its direct child exits then)
@@ -362,7 +358,7 @@ impl PendingMonitor {
     fn configure(&mut self, config: &MonitorConfig) -> Result<StatusReport> {
         let text =
             serde_json::to_vec(config).map_err(|e| Error::json("encode monitor config", e))?;
-        if let Some(mut stdin) = self.child.stdin.take() {
+        if let Some(mut stdin) = self.config.take() {
             stdin
                 .write_all(&text)
                 .map_err(|e| Error::io("send monitor config", e))?;
@@ -415,7 +411,7 @@ impl PendingMonitor {
 impl Drop for PendingMonitor {
     fn drop(&mut self) {
         // Unconfigured: end-of-file on its stdin makes it exit; reap it.
-        drop(self.child.stdin.take());
+        drop(self.config.take());
         let _ = self.child.wait();
     }
 }
@@ -478,6 +474,7 @@ struct Args {
     config: Option<PathBuf>,
     status_fd: Option<i32>,
     start_fd: Option<i32>,
+    fds_on_stdin: bool,
     foreground: bool,
 }
 
@@ -486,6 +483,7 @@ fn parse_args(args: &[OsString]) -> std::result::Result<Args, String> {
         config: None,
         status_fd: None,
         start_fd: None,
+        fds_on_stdin: false,
         foreground: false,
     };
     let mut it = args.iter();
@@ -508,6 +506,7 @@ fn parse_args(args: &[OsString]) -> std::result::Result<Args, String> {
                     .ok_or("--start-fd needs a value")?;
                 out.start_fd = Some(v.parse().map_err(|_| format!("bad --start-fd {v:?}"))?);
             }
+            Some("--fds-on-stdin") => out.fds_on_stdin = true,
             Some("--foreground") => out.foreground = true,
             _ => return Err(format!("unknown argument {arg:?}")),
         }
@@ -532,7 +531,8 @@ fn load_config(path: &Path) -> Result<MonitorConfig> {
 ///
 /// `--config FILE|-` (JSON [`MonitorConfig`]), `--status-fd N` (where to report start-up),
 /// `--start-fd N` (two-phase: report `created`, then start when a byte arrives on N, abort on
-/// EOF), `--foreground` (do not detach; for debugging).
+/// EOF), `--fds-on-stdin` (both arrive as `SCM_RIGHTS` with stdin's first byte instead),
+/// `--foreground` (do not detach; for debugging).
 pub fn main(args: &[OsString]) -> i32 {
     let args = match parse_args(args) {
         Ok(a) => a,
@@ -541,10 +541,21 @@ pub fn main(args: &[OsString]) -> i32 {
             return 2;
         }
     };
-    // SAFETY: the fd was handed to us by our spawner and nothing else owns it.
-    let status = args.status_fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
-    // SAFETY: as above.
-    let start = args.start_fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+    let (status, start) = if args.fds_on_stdin {
+        match fds_from_stdin() {
+            Ok(fds) => fds,
+            Err(e) => {
+                eprintln!("berth monitor: {e}");
+                return 1;
+            }
+        }
+    } else {
+        // SAFETY: the fd was handed to us by our spawner and nothing else owns it.
+        let status = args.status_fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+        // SAFETY: as above.
+        let start = args.start_fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+        (status, start)
+    };
     for fd in status.iter().chain(start.iter()) {
         // Keep them out of the container's processes.
         let _ = nix::fcntl::fcntl(
@@ -570,6 +581,36 @@ pub fn main(args: &[OsString]) -> i32 {
         }
     };
     serve::run(config, status, start, !args.foreground)
+}
+
+/// The status pipe and (two-phase) the start pipe, sent with the first byte on stdin
+/// ([`PendingMonitor::spawn`]).
+fn fds_from_stdin() -> Result<(Option<OwnedFd>, Option<OwnedFd>)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
+    let mut byte = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 2]);
+    let msg = recvmsg::<UnixAddr>(0, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
+        .map_err(|e| Error::sys("receive the monitor's pipes", e))?;
+    let mut fds = Vec::new();
+    for cmsg in msg
+        .cmsgs()
+        .map_err(|e| Error::sys("read the monitor's pipes", e))?
+    {
+        if let ControlMessageOwned::ScmRights(received) = cmsg {
+            // SAFETY: SCM_RIGHTS just installed these descriptors in our table; we own them.
+            fds.extend(
+                received
+                    .into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    let mut fds = fds.into_iter();
+    let status = fds
+        .next()
+        .ok_or_else(|| Error::Monitor("no status pipe arrived on stdin".into()))?;
+    Ok((Some(status), fds.next()))
 }
 
 /// Writes the final status report and closes the pipe (EOF tells the spawner we are done).
