@@ -315,12 +315,14 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         // Containers outlive the daemon (their monitors are detached), so remove them through
         // the API first, then kill whatever is left and unmount what the image store mounted.
+        let mut ids = Vec::new();
         if self.child.is_some() {
             if let Ok(list) =
                 std::panic::catch_unwind(|| self.http("GET", "/containers/json?all=1", None).json())
             {
                 for c in list.as_array().into_iter().flatten() {
                     if let Some(id) = c["Id"].as_str() {
+                        ids.push(id.to_owned());
                         let _ = std::panic::catch_unwind(|| {
                             self.http("DELETE", &format!("/containers/{id}?force=1"), None)
                         });
@@ -346,7 +348,36 @@ impl Drop for Daemon {
                 }
             }
         }
+        remove_left_cgroups(&self.dir.path().join("run").join("runtime"), &ids);
         unmount_under(self.dir.path());
+    }
+}
+
+/// Removes the (empty) cgroups this daemon's containers may have left: those whose runtime
+/// state is still under `runtime_root` (the daemon deletes a removed container's state and
+/// cgroups a few milliseconds after the removal answered, and the kill above may come first)
+/// and those of the containers it listed last, at the default parent.
+fn remove_left_cgroups(runtime_root: &Path, ids: &[String]) {
+    let mut cgroups: Vec<String> = ids.iter().map(|id| format!("berth/{id}")).collect();
+    for entry in std::fs::read_dir(runtime_root)
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let cgroup = std::fs::read(entry.path().join("youki_config.json"))
+            .ok()
+            .and_then(|text| serde_json::from_slice::<serde_json::Value>(&text).ok())
+            .and_then(|v| v["cgroup_path"].as_str().map(str::to_owned));
+        cgroups.extend(cgroup.map(|c| c.trim_start_matches('/').to_owned()));
+    }
+    for cgroup in cgroups.iter().filter(|c| c.contains('/')) {
+        for hierarchy in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let _ = std::fs::remove_dir(hierarchy.path().join(cgroup));
+        }
     }
 }
 
