@@ -114,15 +114,22 @@ fn trim_when_idle() {
     mark_activity();
     tokio::spawn(async {
         let mut trimmed_at = None;
+        let quiet_ms = IDLE_TRIM_AFTER.as_millis() as u64;
         loop {
-            tokio::time::sleep(IDLE_TRIM_AFTER / 3).await;
             let last = LAST_ACTIVITY_MS.load(std::sync::atomic::Ordering::Relaxed);
-            let quiet = now_ms().saturating_sub(last) >= IDLE_TRIM_AFTER.as_millis() as u64;
-            if quiet && trimmed_at != Some(last) {
+            let quiet_for = now_ms().saturating_sub(last);
+            if quiet_for < quiet_ms {
+                // Wake when this quiet spell would be long enough (not on a fixed tick, which
+                // trimmed anywhere up to a tick later).
+                tokio::time::sleep(std::time::Duration::from_millis(quiet_ms - quiet_for)).await;
+                continue;
+            }
+            if trimmed_at != Some(last) {
                 trimmed_at = Some(last);
                 let _ =
                     tokio::task::spawn_blocking(berth_runtime::monitor::release_clean_memory).await;
             }
+            tokio::time::sleep(IDLE_TRIM_AFTER / 3).await;
         }
     });
 }
