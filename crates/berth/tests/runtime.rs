@@ -142,6 +142,32 @@ fn pids_limit_stops_fork() {
     );
 }
 
+/// Ambient capabilities are raised when they are also inheritable, and skipped (as runc does)
+/// when not: `runc spec` itself lists ambient capabilities without inheritable ones.
+#[test]
+fn ambient_capabilities_need_inheritable_ones() {
+    for (inheritable, expected) in [
+        (false, "CapAmb:\t0000000000000000"),
+        (true, "CapAmb:\t0000000000000020"),
+    ] {
+        let c = TestContainer::new("ambient", &["grep", "CapAmb", "/proc/self/status"], |_| {});
+        let config = c.bundle.join("config.json");
+        let mut spec: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+        let caps = &mut spec["process"]["capabilities"];
+        caps["ambient"] = serde_json::json!(["CAP_KILL"]);
+        caps["inheritable"] = if inheritable {
+            serde_json::json!(["CAP_KILL"])
+        } else {
+            serde_json::json!([])
+        };
+        std::fs::write(&config, serde_json::to_vec(&spec).unwrap()).unwrap();
+        let out = c.run(b"");
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(stdout(&out).contains(expected), "{}", stdout(&out));
+    }
+}
+
 #[test]
 fn default_capabilities_are_dropped() {
     let c = TestContainer::new(

@@ -316,7 +316,10 @@ fn set_capabilities(caps: &LinuxCapabilities) -> StepResult {
     if unsafe { libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) } < 0 {
         return Err(os_err("set capabilities"));
     }
-    let ambient = mask(caps.ambient().as_ref())?;
+    // The kernel raises an ambient capability only when it is permitted and inheritable;
+    // like runc, the others are skipped (runc's own `runc spec` lists ambient capabilities
+    // that are not inheritable).
+    let ambient = mask(caps.ambient().as_ref())? & permitted & inheritable;
     for cap in 0..64u64 {
         if ambient & (1 << cap) != 0 {
             // SAFETY: PR_CAP_AMBIENT_RAISE changes only this process's ambient set.
