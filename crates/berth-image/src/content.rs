@@ -319,21 +319,15 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
 /// a crash of the process leaves the old or the new content (the page cache has both), a
 /// power loss may leave the file missing, empty or zero-filled.
 pub(crate) fn replace_unsynced(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(dir)
-        .ctx("create temp file in", dir)?;
-    tmp.write_all(bytes)
-        .ctx("write", tmp.path().to_path_buf())?;
-    tmp.persist(path)
-        .map_err(|e| e.error)
-        .ctx("rename into", path)?;
-    Ok(())
+    replace(path, bytes, false)
 }
 
 /// Replace `path` atomically with `bytes`: write a sibling temp file, fsync, rename.
 pub(crate) fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+    replace(path, bytes, true)
+}
+
+fn replace(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new()
         .prefix(".tmp-")
@@ -341,11 +335,16 @@ pub(crate) fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
         .ctx("create temp file in", dir)?;
     tmp.write_all(bytes)
         .ctx("write", tmp.path().to_path_buf())?;
-    tmp.as_file()
-        .sync_all()
-        .ctx("fsync", tmp.path().to_path_buf())?;
+    if durable {
+        tmp.as_file()
+            .sync_all()
+            .ctx("fsync", tmp.path().to_path_buf())?;
+    }
     tmp.persist(path)
         .map_err(|e| e.error)
         .ctx("rename into", path)?;
-    sync_dir(dir)
+    if durable {
+        sync_dir(dir)?;
+    }
+    Ok(())
 }
