@@ -4,22 +4,41 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-/// Mount points of every cgroup v1 hierarchy and cgroup2 mount whose root is the hierarchy's
-/// root (bind mounts of a sub-cgroup are skipped: the container's path is not under them).
-fn hierarchy_roots(mountinfo: &str) -> Vec<PathBuf> {
-    mountinfo
-        .lines()
-        .filter_map(|line| {
-            let (before, after) = line.split_once(" - ")?;
-            let fstype = after.split(' ').next()?;
-            if fstype != "cgroup" && fstype != "cgroup2" {
-                return None;
-            }
-            let mut fields = before.split(' ');
-            let root = fields.nth(3)?;
-            let mount_point = fields.next()?;
-            (root == "/").then(|| PathBuf::from(mount_point))
+/// A cgroup filesystem mounted at its hierarchy's root (bind mounts of a sub-cgroup, whose
+/// root is not `/`, are left out: a container's path is not under them).
+pub(crate) struct CgroupMount<'a> {
+    pub mount_point: &'a str,
+    /// `cgroup` (v1) or `cgroup2`.
+    pub fstype: &'a str,
+    /// The superblock options: a v1 hierarchy's controllers, `name=...` for a named one.
+    pub super_options: &'a str,
+}
+
+/// The cgroup mounts of a `/proc/self/mountinfo` text.
+pub(crate) fn cgroup_mounts(mountinfo: &str) -> impl Iterator<Item = CgroupMount<'_>> {
+    mountinfo.lines().filter_map(|line| {
+        let (before, after) = line.split_once(" - ")?;
+        let mut after = after.split(' ');
+        let fstype = after.next()?;
+        if fstype != "cgroup" && fstype != "cgroup2" {
+            return None;
+        }
+        let super_options = after.nth(1)?;
+        let mut fields = before.split(' ');
+        let root = fields.nth(3)?;
+        let mount_point = fields.next()?;
+        (root == "/").then_some(CgroupMount {
+            mount_point,
+            fstype,
+            super_options,
         })
+    })
+}
+
+/// Mount points of every cgroup v1 hierarchy and cgroup2 mount of its root.
+fn hierarchy_roots(mountinfo: &str) -> Vec<PathBuf> {
+    cgroup_mounts(mountinfo)
+        .map(|m| PathBuf::from(m.mount_point))
         .collect()
 }
 

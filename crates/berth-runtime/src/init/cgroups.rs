@@ -53,25 +53,17 @@ pub(super) struct Hierarchy {
 
 /// Every cgroup v1 hierarchy mounted at its root (bind mounts of a sub-cgroup are skipped).
 pub(super) fn hierarchies(mountinfo: &str) -> Vec<Hierarchy> {
-    mountinfo
-        .lines()
-        .filter_map(|line| {
-            let (before, after) = line.split_once(" - ")?;
-            let mut after = after.split(' ');
-            if after.next()? != "cgroup" {
-                return None;
-            }
-            let super_options = after.nth(1)?;
-            let mut fields = before.split(' ');
-            let root = fields.nth(3)?;
-            let mount_point = fields.next()?;
-            let controllers = super_options
+    crate::cgroup_fs::cgroup_mounts(mountinfo)
+        .filter(|m| m.fstype == "cgroup")
+        .filter_map(|m| {
+            let controllers = m
+                .super_options
                 .split(',')
                 .filter(|o| CONTROLLERS.contains(o) || o.starts_with("name="))
                 .map(str::to_owned)
                 .collect::<Vec<_>>();
-            (root == "/" && !controllers.is_empty()).then(|| Hierarchy {
-                mount_point: PathBuf::from(mount_point),
+            (!controllers.is_empty()).then(|| Hierarchy {
+                mount_point: PathBuf::from(m.mount_point),
                 controllers,
             })
         })

@@ -51,7 +51,9 @@ pub(crate) fn unsupported(spec: &Spec, opts: &CreateOptions) -> Option<&'static 
     if spec.hooks().is_some() {
         return Some("hooks");
     }
-    let linux = spec.linux().as_ref()?;
+    let Some(linux) = spec.linux().as_ref() else {
+        return Some("no linux section");
+    };
     let Some(cgroups_path) = linux.cgroups_path() else {
         return Some("no cgroups path");
     };
@@ -120,7 +122,9 @@ pub(crate) fn unsupported(spec: &Spec, opts: &CreateOptions) -> Option<&'static 
     {
         return Some("a mount option libcontainer handles");
     }
-    let process = spec.process().as_ref()?;
+    let Some(process) = spec.process().as_ref() else {
+        return Some("no process");
+    };
     if process
         .apparmor_profile()
         .as_ref()
@@ -285,7 +289,7 @@ fn spawn(
         }
     }
 
-    let child = process::Child::prepare(spec, launch.rootfs, &mut opts)?;
+    let child = process::Child::prepare(spec, &mut opts)?;
     let (sync_read, sync_write) = pipe()?;
     let (ready_read, ready_write) = pipe()?;
     let ctx = InitContext {
@@ -434,12 +438,10 @@ fn run_init(mut ctx: InitContext<'_>) -> ! {
     unsafe { libc::_exit(1) }
 }
 
-enum Never {}
-
 fn init_steps(
     ctx: InitContext<'_>,
     ready: &mut Option<std::fs::File>,
-) -> std::result::Result<Never, String> {
+) -> std::result::Result<std::convert::Infallible, String> {
     use rootfs::*;
     let InitContext {
         spec,

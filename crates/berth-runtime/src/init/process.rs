@@ -27,11 +27,7 @@ pub(super) struct Child {
 }
 
 impl Child {
-    pub(super) fn prepare(
-        spec: &Spec,
-        _rootfs: &Path,
-        opts: &mut CreateOptions,
-    ) -> Result<Self, String> {
+    pub(super) fn prepare(spec: &Spec, opts: &mut CreateOptions) -> Result<Self, String> {
         let process = spec.process().as_ref().ok_or("the spec has no process")?;
         let cstring = |s: &str| CString::new(s).map_err(|_| format!("NUL byte in {s:?}"));
         let args = process
